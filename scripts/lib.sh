@@ -1,0 +1,96 @@
+# Shared shell functions for pg_platform's scripts (sourced, not run).
+# shellcheck shell=bash
+
+PG_MAJOR=${PG_MAJOR:-15}
+PGRX_VERSION=0.18.0
+export PATH="$HOME/.cargo/bin:/usr/lib/postgresql/$PG_MAJOR/bin:$PATH"
+
+# phase NAME CMD...: runs a phase and prints how long it took.
+phase() {
+    local name=$1; shift
+    local t0=$SECONDS
+    echo "==> $name"
+    "$@"
+    local rc=$?
+    echo "<== $name: $((SECONDS - t0))s (exit $rc)"
+    return $rc
+}
+
+# as_root CMD...: root runs it directly, anyone else through sudo.
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# as_server_user CMD...: PostgreSQL refuses to run as root, so root runs it as postgres.
+as_server_user() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# server_user: the OS user the throwaway servers run as.
+server_user() {
+    if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi
+}
+
+# has_output_plugin_libraries: whether this server has the output_plugin_libraries GUC
+# (recent PostgreSQL 15 minors). Setting it on a server without it fails startup, and a
+# server with it refuses plugins it does not list; the binary carries every GUC name.
+has_output_plugin_libraries() {
+    grep -q output_plugin_libraries "$(pg_config --bindir)/postgres"
+}
+
+# server_conf: the settings every throwaway server of ours runs with.
+server_conf() {
+    local port=$1 sockdir=$2 preload=${3:-yes}
+    echo "port = $port"
+    echo "listen_addresses = ''"
+    echo "unix_socket_directories = '$sockdir'"
+    echo "wal_level = logical"
+    echo "max_replication_slots = 16"
+    echo "max_wal_senders = 16"
+    echo "fsync = on"
+    if [ "$preload" = yes ]; then
+        echo "shared_preload_libraries = 'pg_platform'"
+        echo "platform.databases = 'postgres'"
+    fi
+    if has_output_plugin_libraries; then
+        echo "output_plugin_libraries = 'pgoutput, test_decoding, pg_platform'"
+    fi
+}
+
+# start_server DIR PORT [preload]: initdb (if needed) and start a server in DIR.
+start_server() {
+    local dir=$1 port=$2 preload=${3:-yes}
+    as_root mkdir -p "$dir"
+    as_root chown "$(server_user)" "$dir"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        as_server_user initdb -D "$dir/data" -U postgres --auth=trust --no-instructions -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+            || { cat "$dir/initdb.log"; return 1; }
+    fi
+    server_conf "$port" "$dir" "$preload" | as_server_user tee "$dir/data/postgresql.auto.conf" >/dev/null
+    as_server_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+        || { cat "$dir/server.log"; return 1; }
+}
+
+# stop_server DIR: stop the server and remove its directory.
+stop_server() {
+    local dir=$1
+    [ -d "$dir" ] || return 0
+    as_server_user pg_ctl -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    as_root rm -rf "$dir"
+}
+
+# free_port: a TCP port number nobody listens on (the servers use only a socket, but the
+# port names the socket file, so it must not clash with another server's).
+free_port() {
+    local p
+    for p in $(seq 54320 54420); do
+        [ -e "/tmp/.s.PGSQL.$p" ] && continue
+        ss -ltn 2>/dev/null | grep -q ":$p " && continue
+        echo "$p"; return 0
+    done
+    echo 54399
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole pg_platform test suite: set-up, lint, the in-server tests (cargo pgrx test),
+# the end-to-end scripts under tests/e2e and a smoke run of the benchmarks.
+# `.ci/run` calls exactly this. Works as root or as a user with sudo.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+cd "$root"
+start=$SECONDS
+log=$(mktemp -d)
+passed=0
+failed=0
+
+count_cargo_results() {
+    local p f
+    p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$1" | awk '{s += $4} END {print s + 0}')
+    f=$(grep -Eo '[0-9]+ failed' "$1" | grep -Eo '^[0-9]+' | awk '{s += $1} END {print s + 0}')
+    passed=$((passed + p)); failed=$((failed + f))
+}
+
+phase "setup" bash scripts/setup.sh || exit 1
+phase "cargo fmt --check" cargo fmt --check || exit 1
+phase "cargo clippy" cargo clippy --all-targets --quiet -- -D warnings || exit 1
+
+# pgrx runs the test server as `postgres` (PostgreSQL refuses root) in a data directory
+# that user owns; a leftover directory from an earlier run would make initdb fail.
+pgdata_parent=/tmp/pg_platform-test
+as_root rm -rf "$pgdata_parent"
+as_root install -d -o postgres "$pgdata_parent"
+phase "cargo pgrx test" cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$pgdata_parent/pgdata" 2>&1 | tee "$log/pgrx.txt"
+pgrx_rc=${PIPESTATUS[0]}
+count_cargo_results "$log/pgrx.txt"
+[ "$pgrx_rc" = 0 ] || failed=$((failed + (failed == 0)))
+
+# End-to-end scripts: each starts its own server and exits non-zero on failure.
+for t in tests/e2e/*.sh; do
+    if phase "e2e $(basename "$t")" bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+
+if phase "benchmarks (smoke)" bash benches/run.sh --smoke; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+echo "total time: $((SECONDS - start))s"
+echo "tests: $passed passed, $failed failed"
+[ "$failed" = 0 ]

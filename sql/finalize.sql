@@ -1,0 +1,17 @@
+-- pg_platform finalize: who may call what. The schema is closed to PUBLIC (bootstrap);
+-- inside it, functions are granted per group role instead of the PUBLIC default.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA platform FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION platform.apply_rbac(text) TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.create_payments_schema(text, date, integer) TO platform_admin, platform_developer;
+GRANT EXECUTE ON FUNCTION platform.generate_payments(text, integer, integer, bigint, bigint, timestamptz, integer)
+    TO platform_admin, platform_developer;
+GRANT EXECUTE ON FUNCTION platform.generate_location_rows(bigint, bigint),
+                          platform.generate_customer_rows(bigint, bigint, bigint, timestamptz),
+                          platform.generate_billing_address_rows(bigint, bigint, bigint),
+                          platform.generate_merchant_rows(bigint, bigint, timestamptz),
+                          platform.generate_payment_method_rows(bigint, bigint, timestamptz),
+                          platform.generate_device_rows(bigint, bigint, timestamptz),
+                          platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer)
+    TO platform_admin, platform_developer;
+GRANT EXECUTE ON FUNCTION platform.worker_status() TO platform_admin, platform_developer, platform_readonly;

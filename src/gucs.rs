@@ -1,0 +1,47 @@
+//! Every `platform.*` setting, registered once from `_PG_init`.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+/// Databases the background worker serves (comma-separated). Read at server start.
+pub static DATABASES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+/// Seconds between two rounds of the background worker.
+pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(60);
+
+pub fn register() {
+    GucRegistry::define_string_guc(
+        c"platform.databases",
+        c"Databases in which pg_platform's background worker runs (comma-separated).",
+        c"One worker per listed database is started when pg_platform is in shared_preload_libraries. Changing it needs a restart.",
+        &DATABASES,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"platform.worker_naptime",
+        c"Seconds between two rounds of pg_platform's background worker.",
+        c"Each round runs the maintenance tasks of the capabilities installed in the database.",
+        &WORKER_NAPTIME,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// The configured database names, trimmed, without empties or duplicates.
+pub fn worker_databases() -> Vec<String> {
+    let raw = DATABASES
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}

@@ -1,0 +1,70 @@
+//! pg_platform: one PostgreSQL extension for the transactional core of a payments platform.
+//!
+//! This file only wires the capability modules together and registers what must exist at
+//! library load time (GUCs, background workers). Each capability lives in its own folder.
+
+use pgrx::prelude::*;
+
+pub mod error;
+pub mod gucs;
+pub mod payments;
+pub mod rbac;
+mod testing;
+pub mod worker;
+
+::pgrx::pg_module_magic!();
+
+// The roles and grants every other object relies on are created before any generated SQL.
+pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+// Privileges on the generated functions, once they all exist.
+pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // pg_upgrade loads every library; it must not start workers or touch configuration.
+    if unsafe { pg_sys::IsBinaryUpgrade } {
+        return;
+    }
+    gucs::register();
+    worker::register();
+}
+
+/// Required by `cargo pgrx test`: the settings every test server runs with, so that later
+/// capabilities (logical decoding, workers) need no harness change.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        let mut options = vec![
+            "shared_preload_libraries = 'pg_platform'",
+            "wal_level = logical",
+            "max_replication_slots = 16",
+            "max_wal_senders = 16",
+            "platform.databases = 'pgrx_tests'",
+            "platform.worker_naptime = 1",
+        ];
+        if server_has_output_plugin_libraries() {
+            options.push("output_plugin_libraries = 'pgoutput, test_decoding, pg_platform'");
+        }
+        options
+    }
+
+    /// Recent PostgreSQL 15 minors only let a slot name a plugin listed in the superuser GUC
+    /// `output_plugin_libraries`; older ones lack the GUC and refuse to start if it is set.
+    /// The server binary carries the names of all its GUCs, so look there.
+    fn server_has_output_plugin_libraries() -> bool {
+        let bindir = std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output();
+        let Ok(out) = bindir else { return false };
+        let path =
+            std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("postgres");
+        let Ok(binary) = std::fs::read(path) else {
+            return false;
+        };
+        let needle = b"output_plugin_libraries";
+        binary.windows(needle.len()).any(|w| w == needle)
+    }
+}

@@ -1,0 +1,318 @@
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).ok().flatten().unwrap_or(-1)
+    }
+
+    /// md5 of every row of a table, in primary-key order.
+    fn digest(schema: &str, table: &str) -> String {
+        Spi::get_one::<String>(&format!(
+            "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {schema}.{table} t"
+        ))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    }
+
+    #[pg_test]
+    fn generates_the_requested_rows_into_the_right_partitions() {
+        Spi::run("SELECT platform.create_payments_schema('gen_a')").unwrap();
+        let rows: Vec<(String, i64)> = Spi::connect(|c| {
+            c.select("SELECT table_name, rows_inserted FROM platform.generate_payments('gen_a', 200, 20, 1000)", None, &[])
+                .unwrap()
+                .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<i64>(2).unwrap().unwrap()))
+                .collect()
+        });
+        let get = |t: &str| rows.iter().find(|(n, _)| n == t).map(|r| r.1);
+        assert_eq!(get("customer"), Some(200));
+        assert_eq!(get("merchant"), Some(20));
+        assert_eq!(get("payment_method"), Some(400));
+        assert_eq!(get("device"), Some(400));
+        assert_eq!(get("transaction"), Some(1000));
+        assert_eq!(count("SELECT count(*) FROM gen_a.transaction"), 1000);
+        assert_eq!(
+            count("SELECT count(DISTINCT id) FROM gen_a.transaction"),
+            1000
+        );
+        // 90 days from 2026-01-01 fill January to March: nothing lands in the default partition.
+        assert_eq!(count("SELECT count(*) FROM gen_a.transaction_default"), 0);
+        assert_eq!(count("SELECT count(*) FROM gen_a.transaction_p20260201"), {
+            count("SELECT count(*) FROM gen_a.transaction WHERE occurred_at >= '2026-02-01+00' AND occurred_at < '2026-03-01+00'")
+        });
+        // Payments are in the merchant's currency, with at most its minor units.
+        assert_eq!(
+            count("SELECT count(*) FROM gen_a.transaction t JOIN gen_a.merchant m ON m.id = t.merchant_id
+                    JOIN gen_a.currency c ON c.code = t.currency
+                   WHERE t.currency <> m.currency OR scale(t.amount) > c.minor_units AND t.amount <> trunc(t.amount, c.minor_units)"),
+            0
+        );
+        // Most payments happen at the customer's home location; a card-present tenth has no device.
+        let home = count(
+            "SELECT count(*) FROM gen_a.transaction t JOIN gen_a.customer c ON c.id = t.customer_id
+              WHERE t.location_id = c.home_location_id",
+        );
+        assert!((850..=960).contains(&home), "home share {home}/1000");
+        let no_device = count("SELECT count(*) FROM gen_a.transaction WHERE device_id IS NULL");
+        assert!(
+            (60..=140).contains(&no_device),
+            "card-present {no_device}/1000"
+        );
+        let ok = count("SELECT count(*) FROM gen_a.transaction WHERE status_id = 2");
+        assert!((870..=950).contains(&ok), "successful {ok}/1000");
+        // ids grow with time.
+        assert_eq!(
+            count("SELECT count(*) FROM (SELECT occurred_at < lag(occurred_at) OVER (ORDER BY id) AS back
+                     FROM gen_a.transaction) s WHERE back"),
+            0
+        );
+    }
+
+    #[pg_test]
+    fn same_seed_same_rows_other_seed_other_rows() {
+        for (schema, seed) in [("det_a", 7), ("det_b", 7), ("det_c", 8)] {
+            Spi::run(&format!(
+                "SELECT platform.create_payments_schema('{schema}')"
+            ))
+            .unwrap();
+            Spi::run(&format!(
+                "SELECT * FROM platform.generate_payments('{schema}', 50, 5, 300, {seed})"
+            ))
+            .unwrap();
+        }
+        for table in [
+            "location",
+            "customer",
+            "billing_address",
+            "merchant",
+            "payment_method",
+            "device",
+            "transaction",
+        ] {
+            let a = digest("det_a", table);
+            assert!(!a.is_empty(), "{table} is empty");
+            assert_eq!(
+                a,
+                digest("det_b", table),
+                "{table} differs for the same seed"
+            );
+        }
+        assert_ne!(
+            digest("det_a", "transaction"),
+            digest("det_c", "transaction")
+        );
+        assert_ne!(digest("det_a", "customer"), digest("det_c", "customer"));
+    }
+
+    #[pg_test]
+    fn a_row_does_not_depend_on_how_the_load_is_chunked() {
+        let args = "100, 3, 10, 5, '2026-01-01+00', 30";
+        let whole = Spi::get_one::<String>(&format!(
+            "SELECT md5(string_agg(r::text, '|' ORDER BY id)) FROM platform.generate_transaction_rows(1, 100, {args}) r"
+        ));
+        let parts = Spi::get_one::<String>(&format!(
+            "SELECT md5(string_agg(r::text, '|' ORDER BY id)) FROM (
+               SELECT * FROM platform.generate_transaction_rows(1, 37, {args})
+               UNION ALL SELECT * FROM platform.generate_transaction_rows(38, 63, {args})) r"
+        ));
+        assert_eq!(whole, parts);
+    }
+
+    #[pg_test]
+    fn zero_rows_is_a_valid_request() {
+        Spi::run("SELECT platform.create_payments_schema('gen_zero', partition_months => 0)")
+            .unwrap();
+        let total = Spi::get_one::<i64>(
+            "SELECT sum(rows_inserted)::bigint FROM platform.generate_payments('gen_zero', 0, 0, 0)",
+        );
+        assert_eq!(total, Ok(Some(0)));
+        assert_eq!(count("SELECT count(*) FROM gen_zero.currency"), 14);
+    }
+}
+
+#[cfg(test)]
+mod integration {
+    use crate::testing::{client, expect_error, one};
+
+    #[test]
+    fn bad_generator_input_is_refused_without_partial_state() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP SCHEMA IF EXISTS gen_bad CASCADE;
+             SELECT platform.create_payments_schema('gen_bad');",
+        )
+        .expect("create");
+        for (sql, state, needle) in [
+            (
+                "SELECT * FROM platform.generate_payments('gen_bad', -5, 10, 100)",
+                "22023",
+                "customers -5",
+            ),
+            (
+                "SELECT * FROM platform.generate_payments('gen_bad', 10, 10, -1)",
+                "22023",
+                "transactions -1",
+            ),
+            (
+                "SELECT * FROM platform.generate_payments('gen_bad', 0, 10, 100)",
+                "22023",
+                "at least one customer",
+            ),
+            (
+                "SELECT * FROM platform.generate_payments('gen_bad', 10, 10, 10, days => 0)",
+                "22023",
+                "days 0",
+            ),
+            (
+                "SELECT * FROM platform.generate_payments('no_such_schema', 10, 10, 10)",
+                "3F000",
+                "no_such_schema",
+            ),
+            (
+                "SELECT * FROM platform.generate_payments('public', 10, 10, 10)",
+                "42P01",
+                "location",
+            ),
+        ] {
+            let (code, msg) = expect_error(&mut c, sql);
+            assert_eq!(code, state, "{sql}: {msg}");
+            assert!(msg.contains(needle), "{sql}: {msg}");
+        }
+        assert_eq!(
+            one::<i64>(&mut c, "SELECT count(*) FROM gen_bad.customer"),
+            0
+        );
+
+        c.batch_execute("SELECT * FROM platform.generate_payments('gen_bad', 10, 2, 50)")
+            .expect("generate");
+        let (code, msg) = expect_error(
+            &mut c,
+            "SELECT * FROM platform.generate_payments('gen_bad', 10, 2, 50)",
+        );
+        assert_eq!(code, "55000", "{msg}");
+        assert_eq!(
+            one::<i64>(&mut c, "SELECT count(*) FROM gen_bad.transaction"),
+            50
+        );
+        assert_eq!(
+            one::<i64>(&mut c, "SELECT count(*) FROM gen_bad.customer"),
+            10
+        );
+    }
+
+    #[test]
+    fn bad_schema_names_are_refused() {
+        let mut c = client();
+        c.batch_execute("DROP SCHEMA IF EXISTS gen_busy CASCADE; CREATE SCHEMA gen_busy; CREATE TABLE gen_busy.mine (i int);")
+            .expect("setup");
+        let (code, msg) =
+            expect_error(&mut c, "SELECT platform.create_payments_schema('gen_busy')");
+        assert_eq!(code, "42P06", "{msg}");
+        assert_eq!(
+            one::<i64>(
+                &mut c,
+                "SELECT count(*) FROM pg_class WHERE relnamespace = 'gen_busy'::regnamespace"
+            ),
+            1
+        );
+        for name in ["pg_payments", "platform", "public"] {
+            let (code, msg) = expect_error(
+                &mut c,
+                &format!("SELECT platform.create_payments_schema('{name}')"),
+            );
+            assert_eq!(code, "42939", "{name}: {msg}");
+        }
+        let (code, _) = expect_error(
+            &mut c,
+            "SELECT platform.create_payments_schema('gen_x', partition_months => -1)",
+        );
+        assert_eq!(code, "22023");
+        assert!(!one::<bool>(
+            &mut c,
+            "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'gen_x')"
+        ));
+    }
+
+    /// The seed's ACID scenario: a status change and its state-change row commit together,
+    /// and an illegal change rolls back everything the transaction did.
+    #[test]
+    fn status_change_is_atomic() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP SCHEMA IF EXISTS acid CASCADE;
+             SELECT platform.create_payments_schema('acid');
+             SELECT * FROM platform.generate_payments('acid', 20, 3, 200);",
+        )
+        .expect("setup");
+        let id: i64 = one(
+            &mut c,
+            "SELECT min(id) FROM acid.transaction WHERE status_id = 2",
+        );
+
+        // refunded, then back to successful (refunded is final): the whole transaction rolls back.
+        c.batch_execute("BEGIN").expect("begin");
+        c.batch_execute(&format!(
+            "SELECT acid.change_transaction_status({id}, 'refunded', 'customer request')"
+        ))
+        .expect("first change");
+        let (code, msg) = expect_error(
+            &mut c,
+            &format!("SELECT acid.change_transaction_status({id}, 'successful', 'oops')"),
+        );
+        assert_eq!(code, "23514", "{msg}");
+        assert!(msg.contains("refunded -> successful"), "{msg}");
+        c.batch_execute("ROLLBACK").expect("rollback");
+        assert_eq!(
+            one::<i16>(
+                &mut c,
+                &format!("SELECT status_id FROM acid.transaction WHERE id = {id}")
+            ),
+            2
+        );
+        assert_eq!(
+            one::<i64>(&mut c, "SELECT count(*) FROM acid.transaction_state_change"),
+            0
+        );
+
+        // A legal change commits both rows.
+        c.batch_execute(&format!(
+            "SELECT acid.change_transaction_status({id}, 'disputed', 'cardholder called')"
+        ))
+        .expect("legal change");
+        assert_eq!(
+            one::<i16>(
+                &mut c,
+                &format!("SELECT status_id FROM acid.transaction WHERE id = {id}")
+            ),
+            5
+        );
+        assert_eq!(
+            one::<String>(&mut c, &format!(
+                "SELECT from_status_id || '>' || to_status_id || ':' || reason FROM acid.transaction_state_change
+                  WHERE transaction_id = {id}"
+            )),
+            "2>5:cardholder called"
+        );
+
+        let (code, _) = expect_error(
+            &mut c,
+            &format!("SELECT acid.change_transaction_status({id}, 'teleported', 'x')"),
+        );
+        assert_eq!(code, "22023");
+        let (code, _) = expect_error(
+            &mut c,
+            "SELECT acid.change_transaction_status(-1, 'refunded', 'x')",
+        );
+        assert_eq!(code, "P0002");
+        let (code, _) = expect_error(
+            &mut c,
+            &format!("SELECT acid.change_transaction_status({id}, 'successful', '')"),
+        );
+        assert_eq!(code, "23514");
+        assert_eq!(
+            one::<i64>(&mut c, "SELECT count(*) FROM acid.transaction_state_change"),
+            1
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! Helpers shared by the capabilities' tests.
+//!
+//! `#[pg_test]` functions run inside one transaction that is rolled back. Behaviour that
+//! needs commits, several sessions, a slot or an exact SQLSTATE is tested from plain
+//! `#[test]` functions through [`client`], an autocommit connection to the same test server.
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// Starting the test server is what running a first in-server test does.
+    #[pg_test]
+    fn harness_ready() {}
+}
+
+/// A new autocommit session on the test server (started if needed), as its superuser.
+#[cfg(test)]
+pub fn client() -> postgres::Client {
+    if let Err(e) = pgrx_tests::run_test(
+        "harness_ready",
+        None,
+        crate::pg_test::postgresql_conf_options(),
+    ) {
+        panic!("the test server did not start: {e:?}");
+    }
+    match pgrx_tests::client() {
+        Ok((client, _session)) => client,
+        Err(e) => panic!("cannot connect to the test server: {e:?}"),
+    }
+}
+
+/// The SQLSTATE and message of a statement that must fail.
+#[cfg(test)]
+pub fn expect_error(client: &mut postgres::Client, sql: &str) -> (String, String) {
+    match client.batch_execute(sql) {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => match e.as_db_error() {
+            Some(db) => (db.code().code().to_string(), db.message().to_string()),
+            None => panic!("expected a database error from {sql}, got {e}"),
+        },
+    }
+}
+
+/// A single value from a query that must return exactly one row.
+#[cfg(test)]
+pub fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Client, sql: &str) -> T {
+    match client.query_one(sql, &[]) {
+        Ok(row) => row.get(0),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
