@@ -52,6 +52,10 @@ server_conf() {
     echo "max_replication_slots = 16"
     echo "max_wal_senders = 16"
     echo "fsync = on"
+    # Sized like a small production server, not the 128MB default: bulk loads and
+    # benchmarks measure the software, not checkpoint pressure.
+    echo "shared_buffers = 1GB"
+    echo "max_wal_size = 8GB"
     if [ "$preload" = yes ]; then
         echo "shared_preload_libraries = 'pg_platform'"
         echo "platform.databases = 'postgres'"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Without shared_preload_libraries everything that needs no worker works, and what needs
+# the worker says so with SQLSTATE 55000 and a hint.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/scripts/lib.sh"
+dir=/tmp/pg_platform-e2e-nopreload
+stop_server "$dir"
+port=$(free_port)
+start_server "$dir" "$port" no
+trap 'stop_server "$dir"' EXIT
+q() { psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -v VERBOSITY=verbose "$@"; }
+q -c "CREATE EXTENSION pg_platform"
+q -c "SELECT platform.create_payments_schema('p')" >/dev/null
+n=$(q -c "SELECT rows_inserted FROM platform.generate_payments('p', 20, 3, 100) WHERE table_name = 'transaction'")
+[ "$n" = 100 ] || { echo "generator without preload: expected 100 rows, got $n"; exit 1; }
+q -c "SELECT platform.apply_rbac('p')" >/dev/null
+err=$(q -c "\\set VERBOSITY verbose" -c "SELECT * FROM platform.worker_status()" 2>&1 || true)
+echo "$err" | grep -q "ERROR:  55000: platform.worker_status() needs pg_platform's background worker, but pg_platform is not in shared_preload_libraries" \
+    || { echo "unexpected: $err"; exit 1; }
+echo "$err" | grep -q "HINT:  Add pg_platform to shared_preload_libraries" || { echo "no hint: $err"; exit 1; }
+echo "not preloaded: generator and RBAC work, worker_status explains what is missing"

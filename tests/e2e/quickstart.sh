@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's quickstart command, end to end, with its report checked.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+out=$(mktemp)
+TRANSACTIONS=5000 CUSTOMERS=300 MERCHANTS=30 QUICKSTART_DIR=/tmp/pg_platform-e2e-quickstart \
+    bash "$root/scripts/quickstart.sh" >"$out" 2>&1 || { cat "$out"; echo "quickstart failed"; exit 1; }
+fail=0
+expect() {
+    if ! grep -qE -- "$1" "$out"; then echo "missing from the quickstart report: $1"; fail=1; fi
+}
+expect '^ pg_platform \| 0\.1\.0 +\| platform'
+expect 'platform_pii_reader +\| f'
+expect '^ postgres +\| +[0-9]+ \| t'                       # a worker serves the database
+expect '^ transaction +\| +5000'
+expect 'generated 5000 transactions at [0-9]+ rows/s'
+expect 'ERROR:  permission denied for table transaction'    # readonly cannot write
+expect 'status change refunded -> successful is not allowed'
+expect '^ successful +\| +0$'                                # rolled back: status kept, no row
+expect '^ disputed +\| +1$'
+expect 'scenario complete'
+expect 'removed'
+[ ! -d /tmp/pg_platform-e2e-quickstart ] || { echo "the throwaway server was not cleaned up"; fail=1; }
+[ "$fail" = 0 ] || { cat "$out"; exit 1; }
+echo "quickstart report checked"
