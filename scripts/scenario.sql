@@ -1,6 +1,7 @@
 -- The payments scenario the quickstart runs (psql script; variables transactions,
 -- customers, merchants). Expected failures are shown, not hidden: psql prints their ERROR.
 \pset footer off
+SET client_min_messages = warning;
 \set VERBOSITY default
 
 \echo '1. Install the extension'
