@@ -11,14 +11,12 @@ pub static DATABASES: GucSetting<Option<CString>> =
 pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(60);
 
 pub fn register() {
-    GucRegistry::define_string_guc(
-        c"platform.databases",
-        c"Databases in which pg_platform's background worker runs (comma-separated).",
-        c"One worker per listed database is started when pg_platform is in shared_preload_libraries. Changing it needs a restart.",
-        &DATABASES,
-        GucContext::Postmaster,
-        GucFlags::SUPERUSER_ONLY,
-    );
+    // A postmaster-context setting can only be defined while the postmaster preloads the
+    // library; defining it later (CREATE EXTENSION without preloading) is FATAL. Without
+    // preloading there is no worker, so the setting has nothing to configure.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        define_preload_gucs();
+    }
     GucRegistry::define_int_guc(
         c"platform.worker_naptime",
         c"Seconds between two rounds of pg_platform's background worker.",
@@ -28,6 +26,17 @@ pub fn register() {
         86_400,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+}
+
+fn define_preload_gucs() {
+    GucRegistry::define_string_guc(
+        c"platform.databases",
+        c"Databases in which pg_platform's background worker runs (comma-separated).",
+        c"One worker per listed database is started when pg_platform is in shared_preload_libraries. Changing it needs a restart.",
+        &DATABASES,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
     );
 }
 
