@@ -13,7 +13,7 @@ SELECT database, pid, configured FROM platform.worker_status();
 \echo '2. Create the reference payments schema and fill it (deterministic, seed 42)'
 SELECT platform.create_payments_schema('payments');
 SELECT clock_timestamp() AS t0 \gset
-SELECT table_name, rows_inserted FROM platform.generate_payments('payments', :customers, :merchants, :transactions, seed => 42);
+SELECT table_name, rows_inserted, round(seconds::numeric, 3) AS seconds FROM platform.generate_payments('payments', :customers, :merchants, :transactions, seed => 42);
 SELECT round(:transactions / greatest(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz), 0.001)) AS transactions_per_second \gset
 \echo 'generated' :transactions 'transactions at' :transactions_per_second 'rows/s'
 SELECT tableoid::regclass AS partition, count(*) AS transactions, min(occurred_at)::date AS first_day, max(occurred_at)::date AS last_day

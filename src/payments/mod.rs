@@ -9,9 +9,11 @@ mod generator;
 mod tests;
 
 use crate::error::{OrRaise, SpiFailure, SqlError};
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::PgSqlErrorCode;
+use std::time::Instant;
 
 const SCHEMA_SQL: &str = include_str!("../../sql/payments_schema.sql");
 
@@ -177,8 +179,8 @@ fn create_payments_schema(
     }
 }
 
-/// (drop, re-create) statements for the foreign keys and the secondary (non-constraint)
-/// indexes declared on `tables`, in drop order: indexes first, then keys.
+/// (drop, re-create) statements for the foreign keys, the unique constraints no key
+/// references and the secondary (non-constraint) indexes declared on `tables`.
 fn deferred_objects(tables: &[String]) -> Vec<(String, String)> {
     Spi::connect(|c| {
         let rows = c.select(
@@ -191,7 +193,10 @@ fn deferred_objects(tables: &[String]) -> Vec<(String, String)> {
                     format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,
                            pg_catalog.pg_get_constraintdef(oid))
                FROM pg_catalog.pg_constraint
-              WHERE contype = 'f' AND conparentid = 0 AND conrelid = ANY($1::text[]::regclass[])",
+              WHERE conparentid = 0 AND conrelid = ANY($1::text[]::regclass[])
+                AND (contype = 'f'
+                     OR contype = 'u' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint r
+                                                       WHERE r.contype = 'f' AND r.conindid = pg_constraint.conindid))",
             None,
             &[tables.to_vec().into()],
         )?;
@@ -209,7 +214,7 @@ fn run(sql: &str) {
     Spi::run(sql).map_err(SpiFailure::from).or_raise()
 }
 
-fn insert(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> i64 {
+fn insert(sql: &str, args: &[DatumWithOid]) -> i64 {
     Spi::connect_mut(|c| c.update(sql, None, args).map(|t| t.len() as i64))
         .map_err(SpiFailure::from)
         .or_raise()
@@ -219,7 +224,8 @@ fn insert(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> i64 {
 /// always give the same rows. Customers and merchants are skewed (a few carry much of the
 /// volume), most payments happen near the customer's home, amounts are log-normal in the
 /// merchant's currency, transaction ids grow with time over `days` from `start_at`.
-/// Returns the rows inserted per table.
+/// Returns the rows inserted and the seconds spent per table, and a last row
+/// `(keys and indexes)` for re-creating the foreign keys and indexes after the load.
 #[pg_extern]
 fn generate_payments(
     schema_name: &str,
@@ -229,7 +235,14 @@ fn generate_payments(
     seed: default!(i64, 42),
     start_at: default!(TimestampWithTimeZone, "'2026-01-01 00:00:00+00'"),
     days: default!(i32, 90),
-) -> TableIterator<'static, (name!(table_name, String), name!(rows_inserted, i64))> {
+) -> TableIterator<
+    'static,
+    (
+        name!(table_name, String),
+        name!(rows_inserted, i64),
+        name!(seconds, f64),
+    ),
+> {
     check(customers >= 0, "customers", customers, "must be >= 0").or_raise();
     check(merchants >= 0, "merchants", merchants, "must be >= 0").or_raise();
     check(
@@ -305,10 +318,11 @@ fn generate_payments(
     }
 
     // Bulk load as the PostgreSQL manual advises ("Populating a Database"): every generated
-    // row satisfies the foreign keys by construction, so each key is dropped for the load
-    // and added back after it, which validates it once with one join instead of one RI
-    // trigger call per row; secondary indexes are built once, by sorting, after the rows are
-    // in. All in the caller's transaction: an error leaves nothing behind.
+    // row satisfies the constraints by construction, so each foreign key is dropped for the
+    // load and added back after it, which validates it once with one join instead of one RI
+    // trigger call per row; secondary indexes and unreferenced unique constraints are built
+    // once, by sorting, after the rows are in (a unique violation would still fail the
+    // load). All in the caller's transaction: an error leaves nothing behind.
     let loaded: Vec<String> = TABLES[..7].iter().map(|t| format!("{q}.{t}")).collect();
     let deferred = deferred_objects(&loaded);
     run("SET LOCAL maintenance_work_mem = '256MB'");
@@ -323,52 +337,46 @@ fn generate_payments(
     } else {
         0
     };
+    let steps: [(&str, &str, Vec<DatumWithOid>); 6] = [
+        (
+            "location",
+            "SELECT id, country, city, latitude, longitude, ip_network::cidr FROM platform.generate_location_rows($1, $2)",
+            vec![locations.into(), seed.into()],
+        ),
+        (
+            "customer",
+            "SELECT * FROM platform.generate_customer_rows($1, $2, $3, $4)",
+            vec![customers.into(), seed.into(), locations.into(), start_at.into()],
+        ),
+        (
+            "billing_address",
+            "SELECT * FROM platform.generate_billing_address_rows($1, $2, $3)",
+            vec![customers.into(), seed.into(), locations.into()],
+        ),
+        (
+            "merchant",
+            "SELECT * FROM platform.generate_merchant_rows($1, $2, $3)",
+            vec![merchants.into(), seed.into(), start_at.into()],
+        ),
+        (
+            "payment_method",
+            "SELECT * FROM platform.generate_payment_method_rows($1, $2, $3)",
+            vec![customers.into(), seed.into(), start_at.into()],
+        ),
+        (
+            "device",
+            "SELECT * FROM platform.generate_device_rows($1, $2, $3)",
+            vec![customers.into(), seed.into(), start_at.into()],
+        ),
+    ];
     let mut done = Vec::new();
-    done.push((
-        "location",
-        insert(
-            &format!("INSERT INTO {q}.location SELECT id, country, city, latitude, longitude, ip_network::cidr
-                        FROM platform.generate_location_rows($1, $2)"),
-            &[locations.into(), seed.into()],
-        ),
-    ));
-    done.push((
-        "customer",
-        insert(
-            &format!("INSERT INTO {q}.customer SELECT * FROM platform.generate_customer_rows($1, $2, $3, $4)"),
-            &[customers.into(), seed.into(), locations.into(), start_at.into()],
-        ),
-    ));
-    done.push((
-        "billing_address",
-        insert(
-            &format!("INSERT INTO {q}.billing_address SELECT * FROM platform.generate_billing_address_rows($1, $2, $3)"),
-            &[customers.into(), seed.into(), locations.into()],
-        ),
-    ));
-    done.push((
-        "merchant",
-        insert(
-            &format!("INSERT INTO {q}.merchant SELECT * FROM platform.generate_merchant_rows($1, $2, $3)"),
-            &[merchants.into(), seed.into(), start_at.into()],
-        ),
-    ));
-    done.push((
-        "payment_method",
-        insert(
-            &format!("INSERT INTO {q}.payment_method SELECT * FROM platform.generate_payment_method_rows($1, $2, $3)"),
-            &[customers.into(), seed.into(), start_at.into()],
-        ),
-    ));
-    done.push((
-        "device",
-        insert(
-            &format!(
-                "INSERT INTO {q}.device SELECT * FROM platform.generate_device_rows($1, $2, $3)"
-            ),
-            &[customers.into(), seed.into(), start_at.into()],
-        ),
-    ));
+    for (table, select, args) in steps {
+        let clock = Instant::now();
+        let rows = insert(&format!("INSERT INTO {q}.{table} {select}"), &args);
+        done.push((table, rows, clock.elapsed().as_secs_f64()));
+    }
+
+    let clock = Instant::now();
     let mut inserted = 0;
     let mut first_id = 1;
     while first_id <= transactions {
@@ -394,9 +402,15 @@ fn generate_payments(
         );
         first_id += count;
     }
-    done.push(("transaction", inserted));
+    done.push(("transaction", inserted, clock.elapsed().as_secs_f64()));
+
+    let clock = Instant::now();
     for (_, create) in deferred.iter().rev() {
         run(create);
     }
-    TableIterator::new(done.into_iter().map(|(t, n)| (t.to_string(), n)))
+    done.push(("(keys and indexes)", 0, clock.elapsed().as_secs_f64()));
+    TableIterator::new(
+        done.into_iter()
+            .map(|(t, n, secs)| (t.to_string(), n, secs)),
+    )
 }

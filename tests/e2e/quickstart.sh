@@ -12,7 +12,7 @@ expect() {
 expect '^ pg_platform \| 0\.1\.0 +\| platform'
 expect 'platform_pii_reader +\| f'
 expect '^ postgres +\| +[0-9]+ \| t'                       # a worker serves the database
-expect '^ transaction +\| +5000'
+expect '^ transaction +\| +5000 \|'
 expect 'generated 5000 transactions at [0-9]+ rows/s'
 expect 'ERROR:  permission denied for table transaction'    # readonly cannot write
 expect 'status change refunded -> successful is not allowed'
