@@ -15,3 +15,4 @@ GRANT EXECUTE ON FUNCTION platform.generate_location_rows(bigint, bigint),
                           platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer)
     TO platform_admin, platform_developer;
 GRANT EXECUTE ON FUNCTION platform.worker_status() TO platform_admin, platform_developer, platform_readonly;
+GRANT EXECUTE ON FUNCTION platform.create_cdc_slot(text, boolean) TO platform_admin;

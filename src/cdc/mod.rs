@@ -1,0 +1,598 @@
+//! The logical decoding output plugin `pg_platform`: every committed change as a typed row.
+//!
+//! `pg_create_logical_replication_slot('s', 'pg_platform')` loads this library and calls
+//! [`_PG_output_plugin_init`]. Each callback writes one JSON message (format_version 1,
+//! documented in the README): a relation message before the first change of a table and
+//! again when its shape changes, then begin, one message per row change, commit.
+//! Per-change allocations go to a memory context reset after every change, so a huge
+//! transaction does not grow the decoder's memory.
+
+mod json;
+mod options;
+mod relation;
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+use crate::error::OrRaise;
+use options::Options;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use relation::{RelCache, RelInfo};
+use std::ffi::CStr;
+use std::io::Write;
+
+struct State {
+    options: Options,
+    rels: RelCache,
+    buf: Vec<u8>,
+    change_cx: pg_sys::MemoryContext,
+    /// Whether the current transaction's begin message was written (empty ones are skipped).
+    begun: bool,
+    /// Between stream_start and stream_stop: changes belong to an in-progress transaction.
+    in_stream: bool,
+}
+
+unsafe fn state<'a>(ctx: *mut pg_sys::LogicalDecodingContext) -> &'a mut State {
+    &mut *((*ctx).output_plugin_private as *mut State)
+}
+
+/// Entry point PostgreSQL looks up when a slot names the plugin `pg_platform`.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn _PG_output_plugin_init(cb: *mut pg_sys::OutputPluginCallbacks) {
+    let cb = &mut *cb;
+    cb.startup_cb = Some(startup);
+    cb.begin_cb = Some(begin);
+    cb.change_cb = Some(change);
+    cb.truncate_cb = Some(truncate);
+    cb.commit_cb = Some(commit);
+    cb.message_cb = Some(message);
+    cb.shutdown_cb = Some(shutdown);
+    cb.stream_start_cb = Some(stream_start);
+    cb.stream_stop_cb = Some(stream_stop);
+    cb.stream_abort_cb = Some(stream_abort);
+    cb.stream_commit_cb = Some(stream_commit);
+    cb.stream_change_cb = Some(change);
+    cb.stream_message_cb = Some(message);
+    cb.stream_truncate_cb = Some(truncate);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    opts: *mut pg_sys::OutputPluginOptions,
+    _is_init: bool,
+) {
+    let options = Options::from_list((*ctx).output_plugin_options).or_raise();
+    (*opts).output_type = pg_sys::OutputPluginOutputType::OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
+    // Streaming of in-progress transactions only when the consumer asks for it.
+    (*ctx).streaming = (*ctx).streaming && options.streaming;
+    let change_cx = pg_sys::AllocSetContextCreateInternal(
+        (*ctx).context,
+        c"pg_platform change".as_ptr(),
+        pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+        pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+        pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+    );
+    let state = Box::new(State {
+        options,
+        rels: RelCache::new(),
+        buf: Vec::with_capacity(8192),
+        change_cx,
+        begun: false,
+        in_stream: false,
+    });
+    (*ctx).output_plugin_private = Box::into_raw(state) as *mut std::ffi::c_void;
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shutdown(ctx: *mut pg_sys::LogicalDecodingContext) {
+    let p = (*ctx).output_plugin_private as *mut State;
+    if !p.is_null() {
+        drop(Box::from_raw(p));
+        (*ctx).output_plugin_private = std::ptr::null_mut();
+    }
+}
+
+/// Writes `state.buf` as one message and clears it.
+unsafe fn emit(ctx: *mut pg_sys::LogicalDecodingContext, s: &mut State) {
+    pg_sys::OutputPluginPrepareWrite(ctx, true);
+    pg_sys::appendBinaryStringInfo(
+        (*ctx).out,
+        s.buf.as_ptr() as *const std::ffi::c_char,
+        s.buf.len() as i32,
+    );
+    pg_sys::OutputPluginWrite(ctx, true);
+    s.buf.clear();
+}
+
+/// The xid, LSN and time fields of a message, as the options ask.
+unsafe fn xact_fields(s: &mut State, txn: *mut pg_sys::ReorderBufferTXN, commit_known: bool) {
+    if txn.is_null() {
+        return;
+    }
+    let o = &s.options;
+    if o.include_xids {
+        let _ = write!(s.buf, ",\"xid\":{}", (*txn).xid);
+    }
+    if commit_known {
+        if o.include_lsns {
+            s.buf.extend_from_slice(b",\"commit_lsn\":");
+            json::lsn(&mut s.buf, (*txn).final_lsn);
+        }
+        if o.include_timestamps {
+            s.buf.extend_from_slice(b",\"commit_time\":");
+            json::timestamp(&mut s.buf, (*txn).xact_time.commit_time);
+        }
+    }
+}
+
+unsafe fn write_begin(s: &mut State, txn: *mut pg_sys::ReorderBufferTXN) {
+    s.buf.extend_from_slice(b"{\"kind\":\"begin\"");
+    xact_fields(s, txn, true);
+    s.buf.push(b'}');
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn begin(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+) {
+    let s = state(ctx);
+    s.begun = false;
+    if s.options.include_empty_transactions {
+        write_begin(s, txn);
+        emit(ctx, s);
+        s.begun = true;
+    }
+}
+
+/// Writes the begin message on the first change of a (non-streamed) transaction.
+unsafe fn ensure_begun(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    s: &mut State,
+    txn: *mut pg_sys::ReorderBufferTXN,
+) {
+    if !s.begun && !s.in_stream {
+        write_begin(s, txn);
+        emit(ctx, s);
+        s.begun = true;
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn commit(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    _commit_lsn: pg_sys::XLogRecPtr,
+) {
+    let s = state(ctx);
+    if !s.begun {
+        // Nothing was written: tell the walsender so it can still confirm progress.
+        pg_sys::OutputPluginUpdateProgress(ctx, true);
+        return;
+    }
+    s.buf.extend_from_slice(b"{\"kind\":\"commit\"");
+    xact_fields(s, txn, true);
+    if s.options.include_lsns {
+        s.buf.extend_from_slice(b",\"end_lsn\":");
+        json::lsn(&mut s.buf, (*txn).end_lsn);
+    }
+    s.buf.push(b'}');
+    emit(ctx, s);
+    s.begun = false;
+}
+
+/// The relation message: the columns with their PostgreSQL and Arrow types.
+fn write_relation(buf: &mut Vec<u8>, rel: &RelInfo, format_version: u32) {
+    let _ = write!(
+        buf,
+        "{{\"kind\":\"relation\",\"format_version\":{format_version},\"schema\":"
+    );
+    json::string(buf, &rel.schema);
+    buf.extend_from_slice(b",\"table\":");
+    json::string(buf, &rel.table);
+    let _ = write!(
+        buf,
+        ",\"relid\":{},\"fingerprint\":\"{}\",\"replica_identity\":\"{}\",\"columns\":[",
+        rel.relid.to_u32(),
+        rel.fingerprint,
+        rel.replica_identity
+    );
+    for (i, c) in rel.columns.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"name\":");
+        json::string(buf, &c.name);
+        buf.extend_from_slice(b",\"pg_type\":");
+        json::string(buf, &c.type_name);
+        buf.extend_from_slice(b",\"arrow\":");
+        json::string(buf, &c.kind.arrow(c.type_oid));
+        let _ = write!(buf, ",\"nullable\":{},\"key\":{}}}", c.nullable, c.key);
+    }
+    buf.extend_from_slice(b"]}");
+}
+
+/// Writes `"name":{...}` for a tuple; `keys_only` keeps the replica-identity columns.
+/// Unchanged TOAST values are not read: their names are collected in `unchanged`.
+unsafe fn write_tuple(
+    buf: &mut Vec<u8>,
+    name: &str,
+    rel: &RelInfo,
+    tupdesc: pg_sys::TupleDesc,
+    tuple: *mut pg_sys::HeapTupleData,
+    keys_only: bool,
+    unchanged: &mut Vec<usize>,
+) {
+    let natts = (*tupdesc).natts as usize;
+    let mut values = vec![pg_sys::Datum::from(0); natts];
+    let mut nulls = vec![true; natts];
+    pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+    let _ = write!(buf, ",\"{name}\":{{");
+    let mut first = true;
+    for (ci, c) in rel.columns.iter().enumerate() {
+        if keys_only && !c.key {
+            continue;
+        }
+        let (datum, null) = (values[c.index], nulls[c.index]);
+        if !null && c.varlena && is_external_ondisk(datum) {
+            unchanged.push(ci);
+            continue;
+        }
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        json::string(buf, &c.name);
+        buf.push(b':');
+        if null {
+            buf.extend_from_slice(b"null");
+        } else {
+            json::value(buf, &c.kind, datum);
+        }
+    }
+    buf.push(b'}');
+}
+
+/// An on-disk TOAST pointer in a decoded tuple is a value the UPDATE did not change and
+/// whose data is not in the WAL: it must be reported as unchanged, never read.
+unsafe fn is_external_ondisk(datum: pg_sys::Datum) -> bool {
+    let p = datum.cast_mut_ptr::<pg_sys::varlena>();
+    pgrx::varlena::varatt_is_1b_e(p)
+        && pgrx::varlena::vartag_external(p) == pg_sys::vartag_external::VARTAG_ONDISK as u8
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn change(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    relation: pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+) {
+    let s = state(ctx);
+    let options = s.options.clone();
+    let rel = s
+        .rels
+        .get(relation, |schema, table| options.wants(schema, table))
+        .clone();
+    if !rel.wanted {
+        return;
+    }
+    let old_cx = pg_sys::MemoryContextSwitchTo(s.change_cx);
+    ensure_begun(ctx, s, txn);
+    if !rel.announced {
+        write_relation(&mut s.buf, &rel, options.format_version);
+        emit(ctx, s);
+        s.rels.get(relation, |_, _| true).announced = true;
+    }
+    let action = (*change).action;
+    let op = match action {
+        pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_INSERT => "insert",
+        pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_UPDATE => "update",
+        pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_DELETE => "delete",
+        _ => {
+            pg_sys::MemoryContextSwitchTo(old_cx);
+            return;
+        }
+    };
+    let _ = write!(s.buf, "{{\"kind\":\"{op}\",\"schema\":");
+    json::string(&mut s.buf, &rel.schema);
+    s.buf.extend_from_slice(b",\"table\":");
+    json::string(&mut s.buf, &rel.table);
+    let streamed = s.in_stream;
+    xact_fields(s, txn, !streamed);
+    if streamed {
+        s.buf.extend_from_slice(b",\"streamed\":true");
+    }
+    if options.include_lsns {
+        s.buf.extend_from_slice(b",\"lsn\":");
+        json::lsn(&mut s.buf, (*change).lsn);
+    }
+    let tp = (*change).data.tp;
+    let tupdesc = (*relation).rd_att;
+    let mut unchanged = Vec::new();
+    if !tp.newtuple.is_null()
+        && action != pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_DELETE
+    {
+        write_tuple(
+            &mut s.buf,
+            "new",
+            &rel,
+            tupdesc,
+            new_tuple(tp.newtuple),
+            false,
+            &mut unchanged,
+        );
+    }
+    if !tp.oldtuple.is_null() && (options.include_old_rows || op == "delete") {
+        let mut ignored = Vec::new();
+        let keys_only = rel.replica_identity != "full";
+        write_tuple(
+            &mut s.buf,
+            "old",
+            &rel,
+            tupdesc,
+            new_tuple(tp.oldtuple),
+            keys_only,
+            &mut ignored,
+        );
+    }
+    if !unchanged.is_empty() {
+        s.buf.extend_from_slice(b",\"unchanged_toast\":[");
+        for (i, ci) in unchanged.iter().enumerate() {
+            if i > 0 {
+                s.buf.push(b',');
+            }
+            json::string(&mut s.buf, &rel.columns[*ci].name);
+        }
+        s.buf.push(b']');
+    }
+    s.buf.push(b'}');
+    emit(ctx, s);
+    pg_sys::MemoryContextSwitchTo(old_cx);
+    pg_sys::MemoryContextReset(s.change_cx);
+}
+
+#[cfg(not(feature = "pg17"))]
+unsafe fn new_tuple(t: *mut pg_sys::ReorderBufferTupleBuf) -> *mut pg_sys::HeapTupleData {
+    &mut (*t).tuple
+}
+
+#[cfg(feature = "pg17")]
+unsafe fn new_tuple(t: pg_sys::HeapTuple) -> *mut pg_sys::HeapTupleData {
+    t
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn truncate(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    nrelations: std::ffi::c_int,
+    relations: *mut pg_sys::Relation,
+    change: *mut pg_sys::ReorderBufferChange,
+) {
+    let s = state(ctx);
+    let options = s.options.clone();
+    let trunc = (*change).data.truncate;
+    let streamed = s.in_stream;
+    for i in 0..nrelations.max(0) as usize {
+        let relation = *relations.add(i);
+        let rel = s
+            .rels
+            .get(relation, |schema, table| options.wants(schema, table))
+            .clone();
+        if !rel.wanted {
+            continue;
+        }
+        ensure_begun(ctx, s, txn);
+        if !rel.announced {
+            write_relation(&mut s.buf, &rel, options.format_version);
+            emit(ctx, s);
+            s.rels.get(relation, |_, _| true).announced = true;
+        }
+        s.buf
+            .extend_from_slice(b"{\"kind\":\"truncate\",\"schema\":");
+        json::string(&mut s.buf, &rel.schema);
+        s.buf.extend_from_slice(b",\"table\":");
+        json::string(&mut s.buf, &rel.table);
+        xact_fields(s, txn, !streamed);
+        if options.include_lsns {
+            s.buf.extend_from_slice(b",\"lsn\":");
+            json::lsn(&mut s.buf, (*change).lsn);
+        }
+        let _ = write!(
+            s.buf,
+            ",\"cascade\":{},\"restart_identity\":{}}}",
+            trunc.cascade, trunc.restart_seqs
+        );
+        emit(ctx, s);
+    }
+}
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn message(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    message_lsn: pg_sys::XLogRecPtr,
+    transactional: bool,
+    prefix: *const std::ffi::c_char,
+    message_size: pg_sys::Size,
+    message: *const std::ffi::c_char,
+) {
+    let s = state(ctx);
+    if !s.options.include_messages {
+        return;
+    }
+    if transactional {
+        ensure_begun(ctx, s, txn);
+    }
+    let _ = write!(
+        s.buf,
+        "{{\"kind\":\"message\",\"transactional\":{transactional},\"prefix\":"
+    );
+    json::string(&mut s.buf, &CStr::from_ptr(prefix).to_string_lossy());
+    if transactional {
+        xact_fields(s, txn, !s.in_stream);
+    }
+    if s.options.include_lsns {
+        s.buf.extend_from_slice(b",\"lsn\":");
+        json::lsn(&mut s.buf, message_lsn);
+    }
+    let content = std::slice::from_raw_parts(message as *const u8, message_size);
+    match std::str::from_utf8(content) {
+        Ok(text) => {
+            s.buf.extend_from_slice(b",\"content\":");
+            json::string(&mut s.buf, text);
+        }
+        Err(_) => {
+            s.buf.extend_from_slice(b",\"content_hex\":\"");
+            for b in content {
+                let _ = write!(s.buf, "{b:02x}");
+            }
+            s.buf.push(b'"');
+        }
+    }
+    s.buf.push(b'}');
+    emit(ctx, s);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_start(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+) {
+    let s = state(ctx);
+    s.in_stream = true;
+    let _ = write!(
+        s.buf,
+        "{{\"kind\":\"stream_start\",\"xid\":{}}}",
+        (*txn).xid
+    );
+    emit(ctx, s);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_stop(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+) {
+    let s = state(ctx);
+    s.in_stream = false;
+    let _ = write!(s.buf, "{{\"kind\":\"stream_stop\",\"xid\":{}}}", (*txn).xid);
+    emit(ctx, s);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_abort(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    abort_lsn: pg_sys::XLogRecPtr,
+) {
+    let s = state(ctx);
+    let top = if (*txn).toptxn.is_null() {
+        txn
+    } else {
+        (*txn).toptxn
+    };
+    let _ = write!(
+        s.buf,
+        "{{\"kind\":\"stream_abort\",\"xid\":{},\"subxid\":{},\"abort_lsn\":",
+        (*top).xid,
+        (*txn).xid
+    );
+    json::lsn(&mut s.buf, abort_lsn);
+    s.buf.push(b'}');
+    emit(ctx, s);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn stream_commit(
+    ctx: *mut pg_sys::LogicalDecodingContext,
+    txn: *mut pg_sys::ReorderBufferTXN,
+    _commit_lsn: pg_sys::XLogRecPtr,
+) {
+    let s = state(ctx);
+    s.buf.extend_from_slice(b"{\"kind\":\"stream_commit\"");
+    xact_fields(s, txn, true);
+    if s.options.include_lsns {
+        s.buf.extend_from_slice(b",\"end_lsn\":");
+        json::lsn(&mut s.buf, (*txn).end_lsn);
+    }
+    s.buf.push(b'}');
+    emit(ctx, s);
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SlotError {
+    #[error("wal_level is \"{0}\", but a pg_platform CDC slot needs wal_level = logical")]
+    WalLevel(String),
+    #[error("output_plugin_libraries ('{0}') does not allow the pg_platform output plugin")]
+    NotAllowed(String),
+}
+
+impl crate::error::SqlError for SlotError {
+    fn sqlstate(&self) -> pgrx::PgSqlErrorCode {
+        pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::WalLevel(_) => {
+                "ALTER SYSTEM SET wal_level = logical; then restart the server.".into()
+            }
+            Self::NotAllowed(current) => {
+                let wanted = if current.trim().is_empty() {
+                    "pg_platform".to_string()
+                } else {
+                    format!("{current}, pg_platform")
+                };
+                format!("ALTER SYSTEM SET output_plugin_libraries = '{wanted}'; then reload (SELECT pg_reload_conf()) or restart the server.")
+            }
+        })
+    }
+}
+
+/// Creates a logical replication slot decoded by the pg_platform output plugin, after
+/// checking that the server can run it (wal_level, and output_plugin_libraries on minors
+/// that have it); each missing setting is reported with the exact command that fixes it.
+#[pg_extern]
+fn create_cdc_slot(
+    slot_name: &str,
+    temporary: default!(bool, false),
+) -> TableIterator<'static, (name!(slot_name, String), name!(lsn, String))> {
+    use crate::error::{raise, SpiFailure};
+    // Read-only SPI throughout: pgrx's mutating helpers assign a transaction id, and
+    // PostgreSQL refuses to create a logical slot in a transaction that has one.
+    let setting = |name: &str| {
+        Spi::connect(|c| {
+            c.select("SELECT current_setting($1, true)", Some(1), &[name.into()])?
+                .first()
+                .get_one::<String>()
+        })
+        .map_err(SpiFailure::from)
+        .or_raise()
+    };
+    let wal_level = setting("wal_level").unwrap_or_default();
+    if wal_level != "logical" {
+        raise(SlotError::WalLevel(wal_level));
+    }
+    if let Some(allowed) = setting("output_plugin_libraries") {
+        if !allowed.split(',').any(|l| l.trim() == "pg_platform") {
+            raise(SlotError::NotAllowed(allowed));
+        }
+    }
+    let row = Spi::connect(|c| {
+        c.select(
+            "SELECT slot_name::text, lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pg_platform', $2)",
+            Some(1),
+            &[slot_name.into(), temporary.into()],
+        )?
+        .first()
+        .get_two::<String, String>()
+    })
+    .map_err(SpiFailure::from)
+    .or_raise();
+    TableIterator::once((row.0.unwrap_or_default(), row.1.unwrap_or_default()))
+}

@@ -1,0 +1,451 @@
+#[cfg(test)]
+mod integration {
+    use crate::testing::{client, expect_error};
+    use serde_json::{json, Value};
+
+    /// Creates a slot using the plugin; returns the client.
+    fn slot(c: &mut postgres::Client, name: &str) {
+        c.batch_execute(&format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}';
+             SELECT pg_create_logical_replication_slot('{name}', 'pg_platform');"
+        ))
+        .unwrap_or_else(|e| panic!("create slot {name}: {e}"));
+    }
+
+    /// Drains the slot and parses every message.
+    fn changes(c: &mut postgres::Client, name: &str, options: &[&str]) -> Vec<Value> {
+        let opts: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+        let rows = c
+            .query(
+                "SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL, VARIADIC $2::text[])",
+                &[&name, &opts],
+            )
+            .unwrap_or_else(|e| panic!("get changes from {name}: {e}"));
+        rows.iter()
+            .map(|r| {
+                let data: String = r.get(0);
+                serde_json::from_str(&data).unwrap_or_else(|e| panic!("not JSON ({e}): {data}"))
+            })
+            .collect()
+    }
+
+    fn drop_slot(c: &mut postgres::Client, name: &str) {
+        let _ = c.batch_execute(&format!("SELECT pg_drop_replication_slot('{name}')"));
+    }
+
+    fn of_kind<'a>(msgs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+        msgs.iter().filter(|m| m["kind"] == kind).collect()
+    }
+
+    #[test]
+    fn every_type_round_trips_exactly() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS cdc_types; DROP TYPE IF EXISTS cdc_mood; DROP DOMAIN IF EXISTS cdc_positive;
+             CREATE TYPE cdc_mood AS ENUM ('sad', 'happy');
+             CREATE DOMAIN cdc_positive AS int CHECK (VALUE > 0);
+             CREATE TABLE cdc_types (
+               id int PRIMARY KEY, i2 int2, i8 int8, f4 float4, f8 float8, n38 numeric(38,10), n numeric,
+               b bool, t text, vc varchar(10), ch char(3), nm name, by bytea, d date, tm time,
+               ts timestamp, tstz timestamptz, iv interval, u uuid, ip inet, net cidr, j json, jb jsonb,
+               mood cdc_mood, pos cdc_positive, ints int[], texts text[], grid int[][], pt point);",
+        )
+        .expect("create table");
+        slot(&mut c, "cdc_types");
+        c.batch_execute(
+            "SET TIME ZONE 'Europe/Paris';
+             INSERT INTO cdc_types VALUES
+              (1, -32768, 9223372036854775807, 'NaN', '-0', 1234567890123456789012345678.0123456789,
+               '-0.000000000000000000000000000000000000001', true, 'tab\t\"quote\" é', 'short', 'ab',
+               'a name', '\\x00ff10', '1900-01-01', '23:59:59.999999', '1969-12-31 23:59:59.5',
+               '3000-01-01 00:00:00+00', '1 year 2 mons 3 days 04:05:06.000007',
+               'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24', '10.0.0.0/8', '{\"a\": [1, 2]}',
+               '{\"b\": 1, \"a\": 2}', 'happy', 7, '{1,NULL,3}', '{}', '{{1,2},{3,4}}', '(1.5,2)'),
+              (2, NULL, NULL, 'Infinity', '-Infinity', NULL, 'NaN', NULL, NULL, NULL, NULL, NULL, NULL,
+               'infinity', NULL, '-infinity', 'infinity', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+               NULL, '{NULL}', NULL, NULL),
+              (3, 0, 0, 1.5e-45, 1e300, 0, 1e20, false, '', '', '', '', '', '2000-01-01', '00:00', '2000-01-01',
+               '1970-01-01 00:00:00+00', '-1 days', '00000000-0000-0000-0000-000000000000', '::1', '::/0', '[]', 'null',
+               'sad', 1, '{}', '{\"\"}', '{}', '(0,0)');",
+        )
+        .expect("insert");
+        let msgs = changes(&mut c, "cdc_types", &[]);
+        drop_slot(&mut c, "cdc_types");
+
+        let rel = of_kind(&msgs, "relation");
+        assert_eq!(rel.len(), 1, "{msgs:?}");
+        let arrow: Vec<(String, String)> = rel[0]["columns"]
+            .as_array()
+            .map(|cols| {
+                cols.iter()
+                    .map(|c| {
+                        (
+                            c["name"].as_str().unwrap_or("").to_string(),
+                            c["arrow"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want = [
+            ("id", "int32"),
+            ("i2", "int16"),
+            ("i8", "int64"),
+            ("f4", "float32"),
+            ("f8", "float64"),
+            ("n38", "decimal128(38,10)"),
+            ("n", "utf8(decimal)"),
+            ("b", "bool"),
+            ("t", "utf8"),
+            ("vc", "utf8"),
+            ("ch", "utf8"),
+            ("nm", "utf8"),
+            ("by", "binary"),
+            ("d", "date32"),
+            ("tm", "time64(us)"),
+            ("ts", "timestamp(us)"),
+            ("tstz", "timestamp(us,UTC)"),
+            ("iv", "interval(month_day_nano)"),
+            ("u", "fixed_size_binary(16,uuid)"),
+            ("ip", "utf8"),
+            ("net", "utf8"),
+            ("j", "utf8(json)"),
+            ("jb", "utf8(json)"),
+            ("mood", "dictionary(int32,utf8)"),
+            ("pos", "int32"),
+            ("ints", "list(int32)"),
+            ("texts", "list(utf8)"),
+            ("grid", "list(int32)"),
+            ("pt", "utf8"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(arrow, want);
+        assert_eq!(rel[0]["columns"][0]["key"], true);
+        assert_eq!(rel[0]["columns"][0]["nullable"], false);
+        assert_eq!(rel[0]["columns"][0]["pg_type"], "integer");
+        assert_eq!(rel[0]["columns"][5]["pg_type"], "numeric(38,10)");
+
+        let rows = of_kind(&msgs, "insert");
+        assert_eq!(rows.len(), 3);
+        let r1 = &rows[0]["new"];
+        assert_eq!(r1["i2"], -32768);
+        assert_eq!(r1["i8"], json!(9223372036854775807i64));
+        assert_eq!(r1["f4"], "NaN");
+        assert_eq!(r1["f8"].to_string(), "-0.0");
+        assert_eq!(r1["n38"], "1234567890123456789012345678.0123456789");
+        assert_eq!(r1["n"], "-0.000000000000000000000000000000000000001");
+        assert_eq!(r1["t"], "tab\t\"quote\" é");
+        assert_eq!(r1["ch"], "ab ");
+        assert_eq!(r1["nm"], "a name");
+        assert_eq!(r1["by"], "00ff10");
+        assert_eq!(r1["d"], -25567); // 1900-01-01 in days since 1970
+        assert_eq!(r1["tm"], json!(86_399_999_999i64));
+        assert_eq!(r1["ts"], json!(-500_000i64));
+        assert_eq!(r1["tstz"], json!(32_503_680_000_000_000i64)); // 3000-01-01 UTC, after 2262
+        assert_eq!(
+            r1["iv"],
+            json!({"months": 14, "days": 3, "micros": 14_706_000_007i64})
+        );
+        assert_eq!(r1["u"], "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        assert_eq!(r1["ip"], "192.168.0.1/24");
+        assert_eq!(r1["net"], "10.0.0.0/8");
+        assert_eq!(r1["j"], "{\"a\": [1, 2]}");
+        assert_eq!(r1["jb"], "{\"a\": 2, \"b\": 1}");
+        assert_eq!(r1["mood"], "happy");
+        assert_eq!(r1["pos"], 7);
+        assert_eq!(r1["ints"], json!([1, null, 3]));
+        assert_eq!(r1["texts"], json!([]));
+        assert_eq!(r1["grid"], json!([[1, 2], [3, 4]]));
+        assert_eq!(r1["pt"], "(1.5,2)");
+
+        let r2 = &rows[1]["new"];
+        assert_eq!(r2["f4"], "Infinity");
+        assert_eq!(r2["f8"], "-Infinity");
+        assert_eq!(r2["n38"], Value::Null);
+        assert_eq!(r2["n"], "NaN");
+        assert_eq!(r2["d"], "infinity");
+        assert_eq!(r2["ts"], "-infinity");
+        assert_eq!(r2["tstz"], "infinity");
+        assert_eq!(r2["texts"], json!([null]));
+
+        let r3 = &rows[2]["new"];
+        assert_eq!(r3["f4"].as_f64().map(|f| f as f32), Some(1.5e-45f32));
+        assert_eq!(r3["f8"].as_f64(), Some(1e300));
+        assert_eq!(r3["n"], "100000000000000000000");
+        assert_eq!(r3["t"], "");
+        assert_eq!(r3["d"], 10957);
+        assert_eq!(r3["tstz"], 0);
+        assert_eq!(r3["iv"], json!({"months": 0, "days": -1, "micros": 0}));
+        assert_eq!(r3["jb"], "null");
+        assert_eq!(r3["texts"], json!([""]));
+
+        // Transaction framing: begin, relation, rows, commit, with xid, LSNs and time.
+        assert_eq!(msgs[0]["kind"], "begin");
+        assert_eq!(
+            msgs.last().map(|m| m["kind"].clone()),
+            Some(json!("commit"))
+        );
+        let xid = msgs[0]["xid"].clone();
+        assert!(rows
+            .iter()
+            .all(|r| r["xid"] == xid && r["commit_lsn"] == msgs[0]["commit_lsn"]));
+        assert!(rows[0]["lsn"].as_str().is_some_and(|l| l.contains('/')));
+        assert!(rows[0]["commit_time"]
+            .as_i64()
+            .is_some_and(|t| t > 1_700_000_000_000_000));
+    }
+
+    #[test]
+    fn updates_deletes_and_replica_identity() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS cdc_ri_default, cdc_ri_full, cdc_ri_nothing;
+             CREATE TABLE cdc_ri_default (id int PRIMARY KEY, v text);
+             CREATE TABLE cdc_ri_full (id int PRIMARY KEY, v text); ALTER TABLE cdc_ri_full REPLICA IDENTITY FULL;
+             CREATE TABLE cdc_ri_nothing (id int, v text); ALTER TABLE cdc_ri_nothing REPLICA IDENTITY NOTHING;
+             INSERT INTO cdc_ri_default VALUES (1, 'a'); INSERT INTO cdc_ri_full VALUES (1, 'a');
+             INSERT INTO cdc_ri_nothing VALUES (1, 'a');",
+        )
+        .expect("setup");
+        slot(&mut c, "cdc_ri");
+        c.batch_execute(
+            "UPDATE cdc_ri_default SET v = 'b'; UPDATE cdc_ri_default SET id = 2;
+             UPDATE cdc_ri_full SET v = 'b'; DELETE FROM cdc_ri_full;
+             DELETE FROM cdc_ri_default; DELETE FROM cdc_ri_nothing;",
+        )
+        .expect("changes");
+        let msgs = changes(&mut c, "cdc_ri", &[]);
+        drop_slot(&mut c, "cdc_ri");
+        let ups = of_kind(&msgs, "update");
+        let dels = of_kind(&msgs, "delete");
+        // Default identity: no old row unless the key changed, then the old key only.
+        assert_eq!(ups[0]["new"], json!({"id": 1, "v": "b"}));
+        assert!(ups[0].get("old").is_none());
+        assert_eq!(ups[1]["old"], json!({"id": 1}));
+        // Full identity: the whole old row.
+        assert_eq!(ups[2]["old"], json!({"id": 1, "v": "a"}));
+        assert_eq!(dels[0]["old"], json!({"id": 1, "v": "b"}));
+        assert_eq!(dels[1]["old"], json!({"id": 2}));
+        // Nothing: a delete without any old data.
+        assert_eq!(dels[2]["table"], "cdc_ri_nothing");
+        assert!(dels[2].get("old").is_none());
+        let rels = of_kind(&msgs, "relation");
+        let identity: Vec<&str> = rels
+            .iter()
+            .filter_map(|r| r["replica_identity"].as_str())
+            .collect();
+        assert_eq!(identity, vec!["default", "full", "nothing"]);
+    }
+
+    #[test]
+    fn unchanged_toast_is_marked_not_nulled() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS cdc_toast;
+             CREATE TABLE cdc_toast (id int PRIMARY KEY, note text, big text);
+             ALTER TABLE cdc_toast ALTER COLUMN big SET STORAGE EXTERNAL;
+             INSERT INTO cdc_toast VALUES (1, 'x', repeat('0123456789', 1000));",
+        )
+        .expect("setup");
+        slot(&mut c, "cdc_toast");
+        c.batch_execute("UPDATE cdc_toast SET note = 'y'; UPDATE cdc_toast SET big = 'small now';")
+            .expect("update");
+        let msgs = changes(&mut c, "cdc_toast", &[]);
+        drop_slot(&mut c, "cdc_toast");
+        let ups = of_kind(&msgs, "update");
+        assert_eq!(ups[0]["new"], json!({"id": 1, "note": "y"}));
+        assert_eq!(ups[0]["unchanged_toast"], json!(["big"]));
+        assert_eq!(
+            ups[1]["new"],
+            json!({"id": 1, "note": "y", "big": "small now"})
+        );
+        assert!(ups[1].get("unchanged_toast").is_none());
+    }
+
+    #[test]
+    fn rollbacks_subtransactions_truncate_messages_and_filters() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS cdc_a, cdc_b;
+             CREATE TABLE cdc_a (id int PRIMARY KEY); CREATE TABLE cdc_b (id int PRIMARY KEY);",
+        )
+        .expect("setup");
+        slot(&mut c, "cdc_misc");
+        // One transaction per statement (a multi-statement string is one implicit transaction).
+        for sql in [
+            "BEGIN; INSERT INTO cdc_a VALUES (100); ROLLBACK;",
+            "BEGIN; INSERT INTO cdc_a VALUES (1); SAVEPOINT s; INSERT INTO cdc_a VALUES (2); ROLLBACK TO s;
+                    INSERT INTO cdc_a VALUES (3); COMMIT;",
+            "INSERT INTO cdc_b VALUES (1)",
+            "SELECT pg_logical_emit_message(true, 'app', 'hello')",
+            "SELECT pg_logical_emit_message(false, 'bin', '\\x00ff'::bytea)",
+            "TRUNCATE cdc_a",
+        ] {
+            c.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let msgs = changes(&mut c, "cdc_misc", &["exclude_tables", "public.cdc_b"]);
+        drop_slot(&mut c, "cdc_misc");
+        let ids: Vec<i64> = of_kind(&msgs, "insert")
+            .iter()
+            .filter_map(|m| m["new"]["id"].as_i64())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![1, 3],
+            "rolled back and aborted-subtransaction rows must be absent"
+        );
+        assert!(msgs.iter().all(|m| m["table"] != "cdc_b"));
+        // The transaction that only touched the excluded table is skipped entirely.
+        assert_eq!(of_kind(&msgs, "begin").len(), 3, "{msgs:#?}");
+        let m = of_kind(&msgs, "message");
+        assert_eq!(m[0]["prefix"], "app");
+        assert_eq!(m[0]["content"], "hello");
+        assert_eq!(m[0]["transactional"], true);
+        assert_eq!(m[1]["content_hex"], "00ff");
+        let t = of_kind(&msgs, "truncate");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0]["table"], "cdc_a");
+    }
+
+    #[test]
+    fn alter_table_announces_a_new_shape() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS cdc_alter; CREATE TABLE cdc_alter (id int PRIMARY KEY, a int);",
+        )
+        .expect("setup");
+        slot(&mut c, "cdc_alter");
+        c.batch_execute(
+            "INSERT INTO cdc_alter VALUES (1, 1); INSERT INTO cdc_alter VALUES (2, 2);
+             ALTER TABLE cdc_alter ADD COLUMN b text; INSERT INTO cdc_alter VALUES (3, 3, 'x');
+             ALTER TABLE cdc_alter ALTER COLUMN a TYPE bigint; INSERT INTO cdc_alter VALUES (4, 4, 'y');
+             ALTER TABLE cdc_alter DROP COLUMN b; INSERT INTO cdc_alter VALUES (5, 5);",
+        )
+        .expect("changes");
+        let msgs = changes(&mut c, "cdc_alter", &[]);
+        drop_slot(&mut c, "cdc_alter");
+        let rels = of_kind(&msgs, "relation");
+        assert_eq!(rels.len(), 4, "one relation message per shape: {msgs:#?}");
+        let fps: std::collections::HashSet<&str> = rels
+            .iter()
+            .filter_map(|r| r["fingerprint"].as_str())
+            .collect();
+        assert_eq!(fps.len(), 4);
+        assert_eq!(rels[3]["columns"][1]["arrow"], "int64");
+        assert_eq!(rels[3]["columns"].as_array().map(|a| a.len()), Some(2));
+        let rows: Vec<Value> = of_kind(&msgs, "insert")
+            .iter()
+            .map(|m| m["new"].clone())
+            .collect();
+        assert_eq!(rows[2], json!({"id": 3, "a": 3, "b": "x"}));
+        assert_eq!(rows[4], json!({"id": 5, "a": 5}));
+    }
+
+    #[test]
+    fn large_transactions_stream_when_asked() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS cdc_big; CREATE TABLE cdc_big (id int PRIMARY KEY, pad text);",
+        )
+        .expect("setup");
+        slot(&mut c, "cdc_stream");
+        c.batch_execute(
+            "INSERT INTO cdc_big SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g",
+        )
+        .expect("insert");
+        c.batch_execute("SET logical_decoding_work_mem = '64kB'")
+            .expect("set");
+        let msgs = changes(&mut c, "cdc_stream", &["streaming", "on"]);
+        drop_slot(&mut c, "cdc_stream");
+        let starts = of_kind(&msgs, "stream_start").len();
+        assert!(starts > 1, "expected several streamed chunks, got {starts}");
+        assert_eq!(of_kind(&msgs, "stream_commit").len(), 1);
+        let inserts = of_kind(&msgs, "insert");
+        assert_eq!(inserts.len(), 20000);
+        assert!(inserts
+            .iter()
+            .all(|m| m["streamed"] == true && m.get("commit_lsn").is_none()));
+        assert!(of_kind(&msgs, "begin").is_empty());
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let mut c = client();
+        slot(&mut c, "cdc_bad");
+        for (opts, needle) in [
+            ("'colour', 'red'", "unknown option \"colour\""),
+            ("'include_xids', 'maybe'", "must be a boolean"),
+            ("'format_version', '2'", "format_version \"2\""),
+            ("'include_tables', 'nodot'", "invalid table pattern"),
+            ("'format', 'xml'", "format \"xml\""),
+        ] {
+            let (code, msg) = expect_error(
+                &mut c,
+                &format!(
+                    "SELECT * FROM pg_logical_slot_peek_changes('cdc_bad', NULL, NULL, {opts})"
+                ),
+            );
+            assert_eq!(code, "22023", "{opts}: {msg}");
+            assert!(msg.contains(needle), "{opts}: {msg}");
+        }
+        drop_slot(&mut c, "cdc_bad");
+    }
+
+    #[test]
+    fn create_cdc_slot_checks_the_server_first() {
+        let mut c = client();
+        let _ = c.batch_execute("SELECT pg_drop_replication_slot('cdc_helper')");
+        let row = c
+            .query_one(
+                "SELECT slot_name, lsn FROM platform.create_cdc_slot('cdc_helper')",
+                &[],
+            )
+            .expect("create_cdc_slot");
+        assert_eq!(row.get::<_, String>(0), "cdc_helper");
+        let plugin: String = crate::testing::one(
+            &mut c,
+            "SELECT plugin::text FROM pg_replication_slots WHERE slot_name = 'cdc_helper'",
+        );
+        assert_eq!(plugin, "pg_platform");
+        drop_slot(&mut c, "cdc_helper");
+
+        // Where the server has output_plugin_libraries, a list without pg_platform is
+        // refused with the exact setting to use.
+        let has_guc: bool = crate::testing::one(
+            &mut c,
+            "SELECT current_setting('output_plugin_libraries', true) IS NOT NULL",
+        );
+        if has_guc
+            && c.batch_execute("SET output_plugin_libraries = 'pgoutput'")
+                .is_ok()
+        {
+            let (code, msg) = expect_error(
+                &mut c,
+                "SELECT * FROM platform.create_cdc_slot('cdc_refused')",
+            );
+            assert_eq!(code, "55000", "{msg}");
+            let err = c
+                .query_one("SELECT platform.create_cdc_slot('cdc_refused')", &[])
+                .expect_err("refused");
+            let hint = err
+                .as_db_error()
+                .and_then(|d| d.hint())
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                hint.contains("output_plugin_libraries = 'pgoutput, pg_platform'"),
+                "{hint}"
+            );
+            c.batch_execute("RESET output_plugin_libraries")
+                .expect("reset");
+        }
+        let exists: bool = crate::testing::one(
+            &mut c,
+            "SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'cdc_refused')",
+        );
+        assert!(!exists);
+    }
+}
