@@ -61,7 +61,8 @@ server_conf() {
         echo "platform.databases = 'postgres'"
     fi
     if has_output_plugin_libraries; then
-        echo "output_plugin_libraries = 'pgoutput, test_decoding, pg_platform'"
+        # wal2json and decoderbufs are allowed for the side-by-side CDC benchmark.
+        echo "output_plugin_libraries = 'pgoutput, test_decoding, pg_platform, wal2json, decoderbufs'"
     fi
 }
 

@@ -24,12 +24,22 @@ use std::io::Write;
 struct State {
     options: Options,
     rels: RelCache,
+    w: Writer,
+}
+
+/// Everything a message is written with; kept apart from the relation cache so a cached
+/// plan can be borrowed while writing.
+struct Writer {
     buf: Vec<u8>,
     change_cx: pg_sys::MemoryContext,
     /// Whether the current transaction's begin message was written (empty ones are skipped).
     begun: bool,
     /// Between stream_start and stream_stop: changes belong to an in-progress transaction.
     in_stream: bool,
+    /// Reused per change: deformed tuple values and nulls, unchanged TOAST columns.
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+    unchanged: Vec<usize>,
 }
 
 unsafe fn state<'a>(ctx: *mut pg_sys::LogicalDecodingContext) -> &'a mut State {
@@ -74,13 +84,19 @@ unsafe extern "C-unwind" fn startup(
         pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
         pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
     );
-    let state = Box::new(State {
-        options,
-        rels: RelCache::new(),
+    let w = Writer {
         buf: Vec::with_capacity(8192),
         change_cx,
         begun: false,
         in_stream: false,
+        values: Vec::new(),
+        nulls: Vec::new(),
+        unchanged: Vec::new(),
+    };
+    let state = Box::new(State {
+        options,
+        rels: RelCache::new(),
+        w,
     });
     (*ctx).output_plugin_private = Box::into_raw(state) as *mut std::ffi::c_void;
 }
@@ -94,43 +110,155 @@ unsafe extern "C-unwind" fn shutdown(ctx: *mut pg_sys::LogicalDecodingContext) {
     }
 }
 
-/// Writes `state.buf` as one message and clears it.
-unsafe fn emit(ctx: *mut pg_sys::LogicalDecodingContext, s: &mut State) {
-    pg_sys::OutputPluginPrepareWrite(ctx, true);
-    pg_sys::appendBinaryStringInfo(
-        (*ctx).out,
-        s.buf.as_ptr() as *const std::ffi::c_char,
-        s.buf.len() as i32,
-    );
-    pg_sys::OutputPluginWrite(ctx, true);
-    s.buf.clear();
-}
+impl Writer {
+    /// Sends the buffer as one message and clears it.
+    unsafe fn emit(&mut self, ctx: *mut pg_sys::LogicalDecodingContext) {
+        pg_sys::OutputPluginPrepareWrite(ctx, true);
+        pg_sys::appendBinaryStringInfo(
+            (*ctx).out,
+            self.buf.as_ptr() as *const std::ffi::c_char,
+            self.buf.len() as i32,
+        );
+        pg_sys::OutputPluginWrite(ctx, true);
+        self.buf.clear();
+    }
 
-/// The xid, LSN and time fields of a message, as the options ask.
-unsafe fn xact_fields(s: &mut State, txn: *mut pg_sys::ReorderBufferTXN, commit_known: bool) {
-    if txn.is_null() {
-        return;
+    /// The xid, commit LSN and commit time fields, as the options ask. Changes of a
+    /// streamed transaction do not know their commit yet.
+    unsafe fn xact_fields(
+        &mut self,
+        o: &Options,
+        txn: *mut pg_sys::ReorderBufferTXN,
+        commit_known: bool,
+    ) {
+        if txn.is_null() {
+            return;
+        }
+        if o.include_xids {
+            let _ = write!(self.buf, ",\"xid\":{}", (*txn).xid);
+        }
+        if commit_known {
+            if o.include_lsns {
+                self.buf.extend_from_slice(b",\"commit_lsn\":");
+                json::lsn(&mut self.buf, (*txn).final_lsn);
+            }
+            if o.include_timestamps {
+                self.buf.extend_from_slice(b",\"commit_time\":");
+                json::timestamp(&mut self.buf, (*txn).xact_time.commit_time);
+            }
+        }
     }
-    let o = &s.options;
-    if o.include_xids {
-        let _ = write!(s.buf, ",\"xid\":{}", (*txn).xid);
+
+    unsafe fn write_begin(
+        &mut self,
+        ctx: *mut pg_sys::LogicalDecodingContext,
+        o: &Options,
+        txn: *mut pg_sys::ReorderBufferTXN,
+    ) {
+        self.buf.extend_from_slice(b"{\"kind\":\"begin\"");
+        self.xact_fields(o, txn, true);
+        self.buf.push(b'}');
+        self.emit(ctx);
+        self.begun = true;
     }
-    if commit_known {
+
+    /// Writes the begin message on the first change of a (non-streamed) transaction.
+    unsafe fn ensure_begun(
+        &mut self,
+        ctx: *mut pg_sys::LogicalDecodingContext,
+        o: &Options,
+        txn: *mut pg_sys::ReorderBufferTXN,
+    ) {
+        if !self.begun && !self.in_stream {
+            self.write_begin(ctx, o, txn);
+        }
+    }
+
+    /// The relation message, once per shape and session.
+    unsafe fn announce(
+        &mut self,
+        ctx: *mut pg_sys::LogicalDecodingContext,
+        o: &Options,
+        rel: &mut RelInfo,
+    ) {
+        if rel.announced {
+            return;
+        }
+        write_relation(&mut self.buf, rel, o.format_version);
+        self.emit(ctx);
+        rel.announced = true;
+    }
+
+    /// The common head of a row-level message.
+    unsafe fn change_head(
+        &mut self,
+        o: &Options,
+        kind: &str,
+        rel: &RelInfo,
+        txn: *mut pg_sys::ReorderBufferTXN,
+        lsn: pg_sys::XLogRecPtr,
+    ) {
+        let _ = write!(self.buf, "{{\"kind\":\"{kind}\",\"schema\":");
+        json::string(&mut self.buf, &rel.schema);
+        self.buf.extend_from_slice(b",\"table\":");
+        json::string(&mut self.buf, &rel.table);
+        let streamed = self.in_stream;
+        self.xact_fields(o, txn, !streamed);
+        if streamed {
+            self.buf.extend_from_slice(b",\"streamed\":true");
+        }
         if o.include_lsns {
-            s.buf.extend_from_slice(b",\"commit_lsn\":");
-            json::lsn(&mut s.buf, (*txn).final_lsn);
-        }
-        if o.include_timestamps {
-            s.buf.extend_from_slice(b",\"commit_time\":");
-            json::timestamp(&mut s.buf, (*txn).xact_time.commit_time);
+            self.buf.extend_from_slice(b",\"lsn\":");
+            json::lsn(&mut self.buf, lsn);
         }
     }
-}
 
-unsafe fn write_begin(s: &mut State, txn: *mut pg_sys::ReorderBufferTXN) {
-    s.buf.extend_from_slice(b"{\"kind\":\"begin\"");
-    xact_fields(s, txn, true);
-    s.buf.push(b'}');
+    /// Writes `"name":{...}` for a tuple; `keys_only` keeps the replica-identity columns.
+    /// Unchanged TOAST values are not read: their columns are collected in `unchanged`.
+    unsafe fn tuple(
+        &mut self,
+        name: &str,
+        rel: &RelInfo,
+        tupdesc: pg_sys::TupleDesc,
+        tuple: *mut pg_sys::HeapTupleData,
+        keys_only: bool,
+        collect_unchanged: bool,
+    ) {
+        let natts = (*tupdesc).natts as usize;
+        self.values.resize(natts, pg_sys::Datum::from(0));
+        self.nulls.resize(natts, true);
+        pg_sys::heap_deform_tuple(
+            tuple,
+            tupdesc,
+            self.values.as_mut_ptr(),
+            self.nulls.as_mut_ptr(),
+        );
+        let _ = write!(self.buf, ",\"{name}\":{{");
+        let mut first = true;
+        for (ci, c) in rel.columns.iter().enumerate() {
+            if keys_only && !c.key {
+                continue;
+            }
+            let (datum, null) = (self.values[c.index], self.nulls[c.index]);
+            if !null && c.varlena && is_external_ondisk(datum) {
+                if collect_unchanged {
+                    self.unchanged.push(ci);
+                }
+                continue;
+            }
+            if !first {
+                self.buf.push(b',');
+            }
+            first = false;
+            self.buf.extend_from_slice(&c.json_key);
+            if null {
+                self.buf.extend_from_slice(b"null");
+            } else {
+                json::value(&mut self.buf, &c.kind, datum);
+            }
+        }
+        self.buf.push(b'}');
+    }
 }
 
 #[pg_guard]
@@ -138,25 +266,10 @@ unsafe extern "C-unwind" fn begin(
     ctx: *mut pg_sys::LogicalDecodingContext,
     txn: *mut pg_sys::ReorderBufferTXN,
 ) {
-    let s = state(ctx);
-    s.begun = false;
-    if s.options.include_empty_transactions {
-        write_begin(s, txn);
-        emit(ctx, s);
-        s.begun = true;
-    }
-}
-
-/// Writes the begin message on the first change of a (non-streamed) transaction.
-unsafe fn ensure_begun(
-    ctx: *mut pg_sys::LogicalDecodingContext,
-    s: &mut State,
-    txn: *mut pg_sys::ReorderBufferTXN,
-) {
-    if !s.begun && !s.in_stream {
-        write_begin(s, txn);
-        emit(ctx, s);
-        s.begun = true;
+    let State { options, w, .. } = state(ctx);
+    w.begun = false;
+    if options.include_empty_transactions {
+        w.write_begin(ctx, options, txn);
     }
 }
 
@@ -166,21 +279,21 @@ unsafe extern "C-unwind" fn commit(
     txn: *mut pg_sys::ReorderBufferTXN,
     _commit_lsn: pg_sys::XLogRecPtr,
 ) {
-    let s = state(ctx);
-    if !s.begun {
+    let State { options, w, .. } = state(ctx);
+    if !w.begun {
         // Nothing was written: tell the walsender so it can still confirm progress.
         pg_sys::OutputPluginUpdateProgress(ctx, true);
         return;
     }
-    s.buf.extend_from_slice(b"{\"kind\":\"commit\"");
-    xact_fields(s, txn, true);
-    if s.options.include_lsns {
-        s.buf.extend_from_slice(b",\"end_lsn\":");
-        json::lsn(&mut s.buf, (*txn).end_lsn);
+    w.buf.extend_from_slice(b"{\"kind\":\"commit\"");
+    w.xact_fields(options, txn, true);
+    if options.include_lsns {
+        w.buf.extend_from_slice(b",\"end_lsn\":");
+        json::lsn(&mut w.buf, (*txn).end_lsn);
     }
-    s.buf.push(b'}');
-    emit(ctx, s);
-    s.begun = false;
+    w.buf.push(b'}');
+    w.emit(ctx);
+    w.begun = false;
 }
 
 /// The relation message: the columns with their PostgreSQL and Arrow types.
@@ -214,47 +327,6 @@ fn write_relation(buf: &mut Vec<u8>, rel: &RelInfo, format_version: u32) {
     buf.extend_from_slice(b"]}");
 }
 
-/// Writes `"name":{...}` for a tuple; `keys_only` keeps the replica-identity columns.
-/// Unchanged TOAST values are not read: their names are collected in `unchanged`.
-unsafe fn write_tuple(
-    buf: &mut Vec<u8>,
-    name: &str,
-    rel: &RelInfo,
-    tupdesc: pg_sys::TupleDesc,
-    tuple: *mut pg_sys::HeapTupleData,
-    keys_only: bool,
-    unchanged: &mut Vec<usize>,
-) {
-    let natts = (*tupdesc).natts as usize;
-    let mut values = vec![pg_sys::Datum::from(0); natts];
-    let mut nulls = vec![true; natts];
-    pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-    let _ = write!(buf, ",\"{name}\":{{");
-    let mut first = true;
-    for (ci, c) in rel.columns.iter().enumerate() {
-        if keys_only && !c.key {
-            continue;
-        }
-        let (datum, null) = (values[c.index], nulls[c.index]);
-        if !null && c.varlena && is_external_ondisk(datum) {
-            unchanged.push(ci);
-            continue;
-        }
-        if !first {
-            buf.push(b',');
-        }
-        first = false;
-        json::string(buf, &c.name);
-        buf.push(b':');
-        if null {
-            buf.extend_from_slice(b"null");
-        } else {
-            json::value(buf, &c.kind, datum);
-        }
-    }
-    buf.push(b'}');
-}
-
 /// An on-disk TOAST pointer in a decoded tuple is a value the UPDATE did not change and
 /// whose data is not in the WAL: it must be reported as unchanged, never read.
 unsafe fn is_external_ondisk(datum: pg_sys::Datum) -> bool {
@@ -270,97 +342,62 @@ unsafe extern "C-unwind" fn change(
     relation: pg_sys::Relation,
     change: *mut pg_sys::ReorderBufferChange,
 ) {
-    let s = state(ctx);
-    let options = s.options.clone();
-    let rel = s
-        .rels
-        .get(relation, |schema, table| options.wants(schema, table))
-        .clone();
+    use pg_sys::ReorderBufferChangeType::*;
+    let State { options, rels, w } = state(ctx);
+    let kind = match (*change).action {
+        REORDER_BUFFER_CHANGE_INSERT => "insert",
+        REORDER_BUFFER_CHANGE_UPDATE => "update",
+        REORDER_BUFFER_CHANGE_DELETE => "delete",
+        _ => return,
+    };
+    let rel = rels.get(relation, |schema, table| options.wants(schema, table));
     if !rel.wanted {
         return;
     }
-    let old_cx = pg_sys::MemoryContextSwitchTo(s.change_cx);
-    ensure_begun(ctx, s, txn);
-    if !rel.announced {
-        write_relation(&mut s.buf, &rel, options.format_version);
-        emit(ctx, s);
-        s.rels.get(relation, |_, _| true).announced = true;
-    }
-    let action = (*change).action;
-    let op = match action {
-        pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_INSERT => "insert",
-        pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_UPDATE => "update",
-        pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_DELETE => "delete",
-        _ => {
-            pg_sys::MemoryContextSwitchTo(old_cx);
-            return;
-        }
-    };
-    let _ = write!(s.buf, "{{\"kind\":\"{op}\",\"schema\":");
-    json::string(&mut s.buf, &rel.schema);
-    s.buf.extend_from_slice(b",\"table\":");
-    json::string(&mut s.buf, &rel.table);
-    let streamed = s.in_stream;
-    xact_fields(s, txn, !streamed);
-    if streamed {
-        s.buf.extend_from_slice(b",\"streamed\":true");
-    }
-    if options.include_lsns {
-        s.buf.extend_from_slice(b",\"lsn\":");
-        json::lsn(&mut s.buf, (*change).lsn);
-    }
+    let old_cx = pg_sys::MemoryContextSwitchTo(w.change_cx);
+    w.ensure_begun(ctx, options, txn);
+    w.announce(ctx, options, rel);
+    w.change_head(options, kind, rel, txn, (*change).lsn);
     let tp = (*change).data.tp;
     let tupdesc = (*relation).rd_att;
-    let mut unchanged = Vec::new();
-    if !tp.newtuple.is_null()
-        && action != pg_sys::ReorderBufferChangeType::REORDER_BUFFER_CHANGE_DELETE
-    {
-        write_tuple(
-            &mut s.buf,
-            "new",
-            &rel,
-            tupdesc,
-            new_tuple(tp.newtuple),
-            false,
-            &mut unchanged,
-        );
+    w.unchanged.clear();
+    if !tp.newtuple.is_null() && kind != "delete" {
+        w.tuple("new", rel, tupdesc, heap_tuple(tp.newtuple), false, true);
     }
-    if !tp.oldtuple.is_null() && (options.include_old_rows || op == "delete") {
-        let mut ignored = Vec::new();
+    if !tp.oldtuple.is_null() && (options.include_old_rows || kind == "delete") {
         let keys_only = rel.replica_identity != "full";
-        write_tuple(
-            &mut s.buf,
+        w.tuple(
             "old",
-            &rel,
+            rel,
             tupdesc,
-            new_tuple(tp.oldtuple),
+            heap_tuple(tp.oldtuple),
             keys_only,
-            &mut ignored,
+            false,
         );
     }
-    if !unchanged.is_empty() {
-        s.buf.extend_from_slice(b",\"unchanged_toast\":[");
-        for (i, ci) in unchanged.iter().enumerate() {
+    if !w.unchanged.is_empty() {
+        w.buf.extend_from_slice(b",\"unchanged_toast\":[");
+        for (i, ci) in w.unchanged.iter().enumerate() {
             if i > 0 {
-                s.buf.push(b',');
+                w.buf.push(b',');
             }
-            json::string(&mut s.buf, &rel.columns[*ci].name);
+            json::string(&mut w.buf, &rel.columns[*ci].name);
         }
-        s.buf.push(b']');
+        w.buf.push(b']');
     }
-    s.buf.push(b'}');
-    emit(ctx, s);
+    w.buf.push(b'}');
+    w.emit(ctx);
     pg_sys::MemoryContextSwitchTo(old_cx);
-    pg_sys::MemoryContextReset(s.change_cx);
+    pg_sys::MemoryContextReset(w.change_cx);
 }
 
 #[cfg(not(feature = "pg17"))]
-unsafe fn new_tuple(t: *mut pg_sys::ReorderBufferTupleBuf) -> *mut pg_sys::HeapTupleData {
+unsafe fn heap_tuple(t: *mut pg_sys::ReorderBufferTupleBuf) -> *mut pg_sys::HeapTupleData {
     &mut (*t).tuple
 }
 
 #[cfg(feature = "pg17")]
-unsafe fn new_tuple(t: pg_sys::HeapTuple) -> *mut pg_sys::HeapTupleData {
+unsafe fn heap_tuple(t: pg_sys::HeapTuple) -> *mut pg_sys::HeapTupleData {
     t
 }
 
@@ -372,41 +409,23 @@ unsafe extern "C-unwind" fn truncate(
     relations: *mut pg_sys::Relation,
     change: *mut pg_sys::ReorderBufferChange,
 ) {
-    let s = state(ctx);
-    let options = s.options.clone();
+    let State { options, rels, w } = state(ctx);
     let trunc = (*change).data.truncate;
-    let streamed = s.in_stream;
     for i in 0..nrelations.max(0) as usize {
         let relation = *relations.add(i);
-        let rel = s
-            .rels
-            .get(relation, |schema, table| options.wants(schema, table))
-            .clone();
+        let rel = rels.get(relation, |schema, table| options.wants(schema, table));
         if !rel.wanted {
             continue;
         }
-        ensure_begun(ctx, s, txn);
-        if !rel.announced {
-            write_relation(&mut s.buf, &rel, options.format_version);
-            emit(ctx, s);
-            s.rels.get(relation, |_, _| true).announced = true;
-        }
-        s.buf
-            .extend_from_slice(b"{\"kind\":\"truncate\",\"schema\":");
-        json::string(&mut s.buf, &rel.schema);
-        s.buf.extend_from_slice(b",\"table\":");
-        json::string(&mut s.buf, &rel.table);
-        xact_fields(s, txn, !streamed);
-        if options.include_lsns {
-            s.buf.extend_from_slice(b",\"lsn\":");
-            json::lsn(&mut s.buf, (*change).lsn);
-        }
+        w.ensure_begun(ctx, options, txn);
+        w.announce(ctx, options, rel);
+        w.change_head(options, "truncate", rel, txn, (*change).lsn);
         let _ = write!(
-            s.buf,
+            w.buf,
             ",\"cascade\":{},\"restart_identity\":{}}}",
             trunc.cascade, trunc.restart_seqs
         );
-        emit(ctx, s);
+        w.emit(ctx);
     }
 }
 
@@ -421,41 +440,42 @@ unsafe extern "C-unwind" fn message(
     message_size: pg_sys::Size,
     message: *const std::ffi::c_char,
 ) {
-    let s = state(ctx);
-    if !s.options.include_messages {
+    let State { options, w, .. } = state(ctx);
+    if !options.include_messages {
         return;
     }
     if transactional {
-        ensure_begun(ctx, s, txn);
+        w.ensure_begun(ctx, options, txn);
     }
     let _ = write!(
-        s.buf,
+        w.buf,
         "{{\"kind\":\"message\",\"transactional\":{transactional},\"prefix\":"
     );
-    json::string(&mut s.buf, &CStr::from_ptr(prefix).to_string_lossy());
+    json::string(&mut w.buf, &CStr::from_ptr(prefix).to_string_lossy());
     if transactional {
-        xact_fields(s, txn, !s.in_stream);
+        let commit_known = !w.in_stream;
+        w.xact_fields(options, txn, commit_known);
     }
-    if s.options.include_lsns {
-        s.buf.extend_from_slice(b",\"lsn\":");
-        json::lsn(&mut s.buf, message_lsn);
+    if options.include_lsns {
+        w.buf.extend_from_slice(b",\"lsn\":");
+        json::lsn(&mut w.buf, message_lsn);
     }
     let content = std::slice::from_raw_parts(message as *const u8, message_size);
     match std::str::from_utf8(content) {
         Ok(text) => {
-            s.buf.extend_from_slice(b",\"content\":");
-            json::string(&mut s.buf, text);
+            w.buf.extend_from_slice(b",\"content\":");
+            json::string(&mut w.buf, text);
         }
         Err(_) => {
-            s.buf.extend_from_slice(b",\"content_hex\":\"");
+            w.buf.extend_from_slice(b",\"content_hex\":\"");
             for b in content {
-                let _ = write!(s.buf, "{b:02x}");
+                let _ = write!(w.buf, "{b:02x}");
             }
-            s.buf.push(b'"');
+            w.buf.push(b'"');
         }
     }
-    s.buf.push(b'}');
-    emit(ctx, s);
+    w.buf.push(b'}');
+    w.emit(ctx);
 }
 
 #[pg_guard]
@@ -463,14 +483,14 @@ unsafe extern "C-unwind" fn stream_start(
     ctx: *mut pg_sys::LogicalDecodingContext,
     txn: *mut pg_sys::ReorderBufferTXN,
 ) {
-    let s = state(ctx);
-    s.in_stream = true;
+    let w = &mut state(ctx).w;
+    w.in_stream = true;
     let _ = write!(
-        s.buf,
+        w.buf,
         "{{\"kind\":\"stream_start\",\"xid\":{}}}",
         (*txn).xid
     );
-    emit(ctx, s);
+    w.emit(ctx);
 }
 
 #[pg_guard]
@@ -478,10 +498,10 @@ unsafe extern "C-unwind" fn stream_stop(
     ctx: *mut pg_sys::LogicalDecodingContext,
     txn: *mut pg_sys::ReorderBufferTXN,
 ) {
-    let s = state(ctx);
-    s.in_stream = false;
-    let _ = write!(s.buf, "{{\"kind\":\"stream_stop\",\"xid\":{}}}", (*txn).xid);
-    emit(ctx, s);
+    let w = &mut state(ctx).w;
+    w.in_stream = false;
+    let _ = write!(w.buf, "{{\"kind\":\"stream_stop\",\"xid\":{}}}", (*txn).xid);
+    w.emit(ctx);
 }
 
 #[pg_guard]
@@ -490,21 +510,21 @@ unsafe extern "C-unwind" fn stream_abort(
     txn: *mut pg_sys::ReorderBufferTXN,
     abort_lsn: pg_sys::XLogRecPtr,
 ) {
-    let s = state(ctx);
+    let w = &mut state(ctx).w;
     let top = if (*txn).toptxn.is_null() {
         txn
     } else {
         (*txn).toptxn
     };
     let _ = write!(
-        s.buf,
+        w.buf,
         "{{\"kind\":\"stream_abort\",\"xid\":{},\"subxid\":{},\"abort_lsn\":",
         (*top).xid,
         (*txn).xid
     );
-    json::lsn(&mut s.buf, abort_lsn);
-    s.buf.push(b'}');
-    emit(ctx, s);
+    json::lsn(&mut w.buf, abort_lsn);
+    w.buf.push(b'}');
+    w.emit(ctx);
 }
 
 #[pg_guard]
@@ -513,15 +533,15 @@ unsafe extern "C-unwind" fn stream_commit(
     txn: *mut pg_sys::ReorderBufferTXN,
     _commit_lsn: pg_sys::XLogRecPtr,
 ) {
-    let s = state(ctx);
-    s.buf.extend_from_slice(b"{\"kind\":\"stream_commit\"");
-    xact_fields(s, txn, true);
-    if s.options.include_lsns {
-        s.buf.extend_from_slice(b",\"end_lsn\":");
-        json::lsn(&mut s.buf, (*txn).end_lsn);
+    let State { options, w, .. } = state(ctx);
+    w.buf.extend_from_slice(b"{\"kind\":\"stream_commit\"");
+    w.xact_fields(options, txn, true);
+    if options.include_lsns {
+        w.buf.extend_from_slice(b",\"end_lsn\":");
+        json::lsn(&mut w.buf, (*txn).end_lsn);
     }
-    s.buf.push(b'}');
-    emit(ctx, s);
+    w.buf.push(b'}');
+    w.emit(ctx);
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -144,6 +144,8 @@ pub struct Column {
     pub nullable: bool,
     pub key: bool,
     pub varlena: bool,
+    /// `"name":` with the name JSON-escaped once, not per value.
+    pub json_key: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,8 +193,13 @@ impl RelInfo {
                     i32::from(a.attnum) - pg_sys::FirstLowInvalidHeapAttributeNumber,
                     identity,
                 );
+            let name = cstr(a.attname.data.as_ptr());
+            let mut json_key = Vec::new();
+            super::json::string(&mut json_key, &name);
+            json_key.push(b':');
             columns.push(Column {
-                name: cstr(a.attname.data.as_ptr()),
+                name,
+                json_key,
                 index,
                 type_oid: a.atttypid,
                 type_name: cstr(pg_sys::format_type_with_typemod(a.atttypid, a.atttypmod)),
