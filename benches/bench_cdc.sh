@@ -1,4 +1,4 @@
-# CDC decode throughput: the pg_platform plugin against pgoutput, test_decoding, wal2json
+# CDC decode throughput: the pg_platform plugin (json and binary formats) against pgoutput, test_decoding, wal2json
 # (format 1 and 2) and decoderbufs on one workload on the reference transaction table
 # (inserts in 1k-row transactions, then updates, then deletes). Every plugin has its own
 # slot, created before the workload, and is drained once; reported as changes/s and
@@ -10,8 +10,8 @@ sql postgres "DROP DATABASE IF EXISTS $db" "CREATE DATABASE $db" >/dev/null
 sql $db "CREATE EXTENSION pg_platform" "SELECT platform.create_payments_schema('cdc')" \
         "SELECT count(*) FROM platform.generate_payments('cdc', 2000, 100, 0)" \
         "CREATE PUBLICATION bench_pub FOR TABLE cdc.transaction" >/dev/null
-plugins=(pg_platform pgoutput test_decoding wal2json1 wal2json2 decoderbufs)
-plugin_of() { case "$1" in wal2json1|wal2json2) echo wal2json ;; *) echo "$1" ;; esac; }
+plugins=(pg_platform pg_platform_binary pgoutput test_decoding wal2json1 wal2json2 decoderbufs)
+plugin_of() { case "$1" in wal2json1|wal2json2) echo wal2json ;; pg_platform_binary) echo pg_platform ;; *) echo "$1" ;; esac; }
 for p in "${plugins[@]}"; do
     sql $db "SELECT pg_create_logical_replication_slot('bench_$p', '$(plugin_of "$p")')" >/dev/null
 done
@@ -43,6 +43,7 @@ declare -A secs bytes
 for p in "${plugins[@]}"; do
     case "$p" in
         pg_platform) r=$(drain bench_$p pg_logical_slot_get_changes "") ;;
+        pg_platform_binary) r=$(drain bench_$p pg_logical_slot_get_binary_changes ", 'format', 'binary'") ;;
         pgoutput) r=$(drain bench_$p pg_logical_slot_get_binary_changes ", 'proto_version', '1', 'publication_names', 'bench_pub'") ;;
         test_decoding) r=$(drain bench_$p pg_logical_slot_get_changes ", 'skip-empty-xacts', '1'") ;;
         wal2json1) r=$(drain bench_$p pg_logical_slot_get_changes ", 'format-version', '1'") ;;
@@ -53,12 +54,14 @@ for p in "${plugins[@]}"; do
 done
 rate() { awk -v n="$changes" -v s="${secs[$1]}" 'BEGIN { printf "%d", n / s }'; }
 per() { awk -v n="$changes" -v b="${bytes[$1]}" 'BEGIN { printf "%.1f", b / n }'; }
-ours=$(rate pg_platform)
-for p in pgoutput test_decoding wal2json1 wal2json2 decoderbufs; do
-    result "CDC decode, json ($changes changes)" "changes/s" "$ours" "$p" "$(rate "$p")" higher
-done
-for p in pgoutput test_decoding wal2json1 wal2json2 decoderbufs; do
-    result "CDC output size, json" "bytes/change" "$(per pg_platform)" "$p" "$(per "$p")" lower
+for ours in pg_platform pg_platform_binary; do
+    format=json; [ "$ours" = pg_platform_binary ] && format=binary
+    for p in pgoutput test_decoding wal2json1 wal2json2 decoderbufs; do
+        result "CDC decode, $format ($changes changes)" "changes/s" "$(rate $ours)" "$p" "$(rate "$p")" higher
+    done
+    for p in pgoutput test_decoding wal2json1 wal2json2 decoderbufs; do
+        result "CDC output size, $format" "bytes/change" "$(per $ours)" "$p" "$(per "$p")" lower
+    done
 done
 for p in "${plugins[@]}"; do sql $db "SELECT pg_drop_replication_slot('bench_$p')" >/dev/null; done
 sql postgres "DROP DATABASE $db" >/dev/null

@@ -189,7 +189,7 @@ unsafe fn nested(
     buf.push(b']');
 }
 
-fn numeric_output_fn() -> pg_sys::Oid {
+pub fn numeric_output_fn() -> pg_sys::Oid {
     thread_local! {
         static NUMERIC_OUT: std::cell::Cell<pg_sys::Oid> = const { std::cell::Cell::new(pg_sys::InvalidOid) };
     }

@@ -7,6 +7,7 @@
 //! Per-change allocations go to a memory context reset after every change, so a huge
 //! transaction does not grow the decoder's memory.
 
+mod binary;
 mod json;
 mod options;
 mod relation;
@@ -14,7 +15,7 @@ mod relation;
 mod tests;
 
 use crate::error::OrRaise;
-use options::Options;
+use options::{Format, Options};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use relation::{RelCache, RelInfo};
@@ -74,7 +75,10 @@ unsafe extern "C-unwind" fn startup(
     _is_init: bool,
 ) {
     let options = Options::from_list((*ctx).output_plugin_options).or_raise();
-    (*opts).output_type = pg_sys::OutputPluginOutputType::OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
+    (*opts).output_type = match options.format {
+        Format::Json => pg_sys::OutputPluginOutputType::OUTPUT_PLUGIN_TEXTUAL_OUTPUT,
+        Format::Binary => pg_sys::OutputPluginOutputType::OUTPUT_PLUGIN_BINARY_OUTPUT,
+    };
     // Streaming of in-progress transactions only when the consumer asks for it.
     (*ctx).streaming = (*ctx).streaming && options.streaming;
     let change_cx = pg_sys::AllocSetContextCreateInternal(
@@ -111,6 +115,83 @@ unsafe extern "C-unwind" fn shutdown(ctx: *mut pg_sys::LogicalDecodingContext) {
 }
 
 impl Writer {
+    /// Binary messages start with a kind byte and flags saying which of xid, commit
+    /// (LSN and time) and LSN follow, in that order.
+    unsafe fn binary_head(
+        &mut self,
+        kind: u8,
+        o: &Options,
+        txn: *mut pg_sys::ReorderBufferTXN,
+        commit_known: bool,
+        lsn: Option<pg_sys::XLogRecPtr>,
+    ) {
+        let has_txn = !txn.is_null();
+        let mut flags = 0;
+        if has_txn && o.include_xids {
+            flags |= binary::HAS_XID;
+        }
+        let commit = has_txn && commit_known && (o.include_lsns || o.include_timestamps);
+        if commit {
+            flags |= binary::HAS_COMMIT;
+        }
+        let lsn = lsn.filter(|_| o.include_lsns);
+        if lsn.is_some() {
+            flags |= binary::HAS_LSN;
+        }
+        if self.in_stream {
+            flags |= binary::STREAMED;
+        }
+        binary::u8(&mut self.buf, kind);
+        binary::u8(&mut self.buf, flags);
+        if flags & binary::HAS_XID != 0 {
+            binary::u32(&mut self.buf, (*txn).xid.into_inner());
+        }
+        if commit {
+            binary::u64(&mut self.buf, (*txn).final_lsn);
+            binary::timestamp(&mut self.buf, (*txn).xact_time.commit_time);
+        }
+        if let Some(l) = lsn {
+            binary::u64(&mut self.buf, l);
+        }
+    }
+
+    /// A commit or stream_commit message: commit fields, then the end LSN.
+    unsafe fn end_of_transaction(
+        &mut self,
+        o: &Options,
+        txn: *mut pg_sys::ReorderBufferTXN,
+        tag: u8,
+        kind: &str,
+    ) {
+        if o.format == Format::Binary {
+            self.binary_head(tag, o, txn, true, Some((*txn).end_lsn));
+            return;
+        }
+        let _ = write!(self.buf, "{{\"kind\":\"{kind}\"");
+        self.xact_fields(o, txn, true);
+        if o.include_lsns {
+            self.buf.extend_from_slice(b",\"end_lsn\":");
+            json::lsn(&mut self.buf, (*txn).end_lsn);
+        }
+        self.buf.push(b'}');
+    }
+
+    /// stream_start / stream_stop: the kind and the top-level xid.
+    unsafe fn stream_marker(
+        &mut self,
+        o: &Options,
+        tag: u8,
+        kind: &str,
+        txn: *mut pg_sys::ReorderBufferTXN,
+    ) {
+        if o.format == Format::Binary {
+            binary::u8(&mut self.buf, tag);
+            binary::u32(&mut self.buf, (*txn).xid.into_inner());
+        } else {
+            let _ = write!(self.buf, "{{\"kind\":\"{kind}\",\"xid\":{}}}", (*txn).xid);
+        }
+    }
+
     /// Sends the buffer as one message and clears it.
     unsafe fn emit(&mut self, ctx: *mut pg_sys::LogicalDecodingContext) {
         pg_sys::OutputPluginPrepareWrite(ctx, true);
@@ -155,9 +236,13 @@ impl Writer {
         o: &Options,
         txn: *mut pg_sys::ReorderBufferTXN,
     ) {
-        self.buf.extend_from_slice(b"{\"kind\":\"begin\"");
-        self.xact_fields(o, txn, true);
-        self.buf.push(b'}');
+        if o.format == Format::Binary {
+            self.binary_head(b'B', o, txn, true, None);
+        } else {
+            self.buf.extend_from_slice(b"{\"kind\":\"begin\"");
+            self.xact_fields(o, txn, true);
+            self.buf.push(b'}');
+        }
         self.emit(ctx);
         self.begun = true;
     }
@@ -184,7 +269,11 @@ impl Writer {
         if rel.announced {
             return;
         }
-        write_relation(&mut self.buf, rel, o.format_version);
+        if o.format == Format::Binary {
+            binary::relation(&mut self.buf, rel, o.format_version);
+        } else {
+            write_relation(&mut self.buf, rel, o.format_version);
+        }
         self.emit(ctx);
         rel.announced = true;
     }
@@ -198,6 +287,17 @@ impl Writer {
         txn: *mut pg_sys::ReorderBufferTXN,
         lsn: pg_sys::XLogRecPtr,
     ) {
+        if o.format == Format::Binary {
+            let tag = match kind {
+                "insert" => b'I',
+                "update" => b'U',
+                "delete" => b'D',
+                _ => b'T',
+            };
+            self.binary_head(tag, o, txn, !self.in_stream, Some(lsn));
+            binary::u32(&mut self.buf, rel.relid.to_u32());
+            return;
+        }
         let _ = write!(self.buf, "{{\"kind\":\"{kind}\",\"schema\":");
         json::string(&mut self.buf, &rel.schema);
         self.buf.extend_from_slice(b",\"table\":");
@@ -213,16 +313,17 @@ impl Writer {
         }
     }
 
-    /// Writes `"name":{...}` for a tuple; `keys_only` keeps the replica-identity columns.
-    /// Unchanged TOAST values are not read: their columns are collected in `unchanged`.
+    /// Writes the new (or old) tuple; `keys_only` keeps the replica-identity columns.
+    /// Unchanged TOAST values are not read: in JSON their columns are collected in
+    /// `unchanged`, in binary they are tagged in place.
     unsafe fn tuple(
         &mut self,
-        name: &str,
+        new: bool,
         rel: &RelInfo,
         tupdesc: pg_sys::TupleDesc,
         tuple: *mut pg_sys::HeapTupleData,
         keys_only: bool,
-        collect_unchanged: bool,
+        binary_format: bool,
     ) {
         let natts = (*tupdesc).natts as usize;
         self.values.resize(natts, pg_sys::Datum::from(0));
@@ -233,7 +334,25 @@ impl Writer {
             self.values.as_mut_ptr(),
             self.nulls.as_mut_ptr(),
         );
-        let _ = write!(self.buf, ",\"{name}\":{{");
+        if binary_format {
+            binary::u8(&mut self.buf, if new { b'N' } else { b'O' });
+            let count = rel.columns.iter().filter(|c| !keys_only || c.key).count();
+            binary::u16(&mut self.buf, count as u16);
+            for c in rel.columns.iter().filter(|c| !keys_only || c.key) {
+                let (datum, null) = (self.values[c.index], self.nulls[c.index]);
+                if null {
+                    binary::u8(&mut self.buf, binary::NULL);
+                } else if c.varlena && is_external_ondisk(datum) {
+                    binary::u8(&mut self.buf, binary::UNCHANGED_TOAST);
+                } else {
+                    binary::u8(&mut self.buf, binary::VALUE);
+                    binary::value(&mut self.buf, &c.kind, datum);
+                }
+            }
+            return;
+        }
+        self.buf
+            .extend_from_slice(if new { b",\"new\":{" } else { b",\"old\":{" });
         let mut first = true;
         for (ci, c) in rel.columns.iter().enumerate() {
             if keys_only && !c.key {
@@ -241,7 +360,7 @@ impl Writer {
             }
             let (datum, null) = (self.values[c.index], self.nulls[c.index]);
             if !null && c.varlena && is_external_ondisk(datum) {
-                if collect_unchanged {
+                if new {
                     self.unchanged.push(ci);
                 }
                 continue;
@@ -285,13 +404,7 @@ unsafe extern "C-unwind" fn commit(
         pg_sys::OutputPluginUpdateProgress(ctx, true);
         return;
     }
-    w.buf.extend_from_slice(b"{\"kind\":\"commit\"");
-    w.xact_fields(options, txn, true);
-    if options.include_lsns {
-        w.buf.extend_from_slice(b",\"end_lsn\":");
-        json::lsn(&mut w.buf, (*txn).end_lsn);
-    }
-    w.buf.push(b'}');
+    w.end_of_transaction(options, txn, b'C', "commit");
     w.emit(ctx);
     w.begun = false;
 }
@@ -360,22 +473,32 @@ unsafe extern "C-unwind" fn change(
     w.change_head(options, kind, rel, txn, (*change).lsn);
     let tp = (*change).data.tp;
     let tupdesc = (*relation).rd_att;
+    let binary_format = options.format == Format::Binary;
     w.unchanged.clear();
     if !tp.newtuple.is_null() && kind != "delete" {
-        w.tuple("new", rel, tupdesc, heap_tuple(tp.newtuple), false, true);
+        w.tuple(
+            true,
+            rel,
+            tupdesc,
+            heap_tuple(tp.newtuple),
+            false,
+            binary_format,
+        );
     }
     if !tp.oldtuple.is_null() && (options.include_old_rows || kind == "delete") {
         let keys_only = rel.replica_identity != "full";
         w.tuple(
-            "old",
+            false,
             rel,
             tupdesc,
             heap_tuple(tp.oldtuple),
             keys_only,
-            false,
+            binary_format,
         );
     }
-    if !w.unchanged.is_empty() {
+    if binary_format {
+        // Unchanged TOAST values are tagged in place in the binary tuple.
+    } else if !w.unchanged.is_empty() {
         w.buf.extend_from_slice(b",\"unchanged_toast\":[");
         for (i, ci) in w.unchanged.iter().enumerate() {
             if i > 0 {
@@ -385,7 +508,9 @@ unsafe extern "C-unwind" fn change(
         }
         w.buf.push(b']');
     }
-    w.buf.push(b'}');
+    if !binary_format {
+        w.buf.push(b'}');
+    }
     w.emit(ctx);
     pg_sys::MemoryContextSwitchTo(old_cx);
     pg_sys::MemoryContextReset(w.change_cx);
@@ -420,11 +545,18 @@ unsafe extern "C-unwind" fn truncate(
         w.ensure_begun(ctx, options, txn);
         w.announce(ctx, options, rel);
         w.change_head(options, "truncate", rel, txn, (*change).lsn);
-        let _ = write!(
-            w.buf,
-            ",\"cascade\":{},\"restart_identity\":{}}}",
-            trunc.cascade, trunc.restart_seqs
-        );
+        if options.format == Format::Binary {
+            binary::u8(
+                &mut w.buf,
+                u8::from(trunc.cascade) | (u8::from(trunc.restart_seqs) << 1),
+            );
+        } else {
+            let _ = write!(
+                w.buf,
+                ",\"cascade\":{},\"restart_identity\":{}}}",
+                trunc.cascade, trunc.restart_seqs
+            );
+        }
         w.emit(ctx);
     }
 }
@@ -447,6 +579,21 @@ unsafe extern "C-unwind" fn message(
     if transactional {
         w.ensure_begun(ctx, options, txn);
     }
+    let content = std::slice::from_raw_parts(message as *const u8, message_size);
+    if options.format == Format::Binary {
+        let txn = if transactional {
+            txn
+        } else {
+            std::ptr::null_mut()
+        };
+        let commit_known = !w.in_stream;
+        w.binary_head(b'M', options, txn, commit_known, Some(message_lsn));
+        binary::u8(&mut w.buf, u8::from(transactional));
+        binary::bytes(&mut w.buf, CStr::from_ptr(prefix).to_bytes());
+        binary::bytes(&mut w.buf, content);
+        w.emit(ctx);
+        return;
+    }
     let _ = write!(
         w.buf,
         "{{\"kind\":\"message\",\"transactional\":{transactional},\"prefix\":"
@@ -460,7 +607,6 @@ unsafe extern "C-unwind" fn message(
         w.buf.extend_from_slice(b",\"lsn\":");
         json::lsn(&mut w.buf, message_lsn);
     }
-    let content = std::slice::from_raw_parts(message as *const u8, message_size);
     match std::str::from_utf8(content) {
         Ok(text) => {
             w.buf.extend_from_slice(b",\"content\":");
@@ -483,13 +629,9 @@ unsafe extern "C-unwind" fn stream_start(
     ctx: *mut pg_sys::LogicalDecodingContext,
     txn: *mut pg_sys::ReorderBufferTXN,
 ) {
-    let w = &mut state(ctx).w;
+    let State { options, w, .. } = state(ctx);
     w.in_stream = true;
-    let _ = write!(
-        w.buf,
-        "{{\"kind\":\"stream_start\",\"xid\":{}}}",
-        (*txn).xid
-    );
+    w.stream_marker(options, b'S', "stream_start", txn);
     w.emit(ctx);
 }
 
@@ -498,9 +640,9 @@ unsafe extern "C-unwind" fn stream_stop(
     ctx: *mut pg_sys::LogicalDecodingContext,
     txn: *mut pg_sys::ReorderBufferTXN,
 ) {
-    let w = &mut state(ctx).w;
+    let State { options, w, .. } = state(ctx);
     w.in_stream = false;
-    let _ = write!(w.buf, "{{\"kind\":\"stream_stop\",\"xid\":{}}}", (*txn).xid);
+    w.stream_marker(options, b'E', "stream_stop", txn);
     w.emit(ctx);
 }
 
@@ -510,20 +652,27 @@ unsafe extern "C-unwind" fn stream_abort(
     txn: *mut pg_sys::ReorderBufferTXN,
     abort_lsn: pg_sys::XLogRecPtr,
 ) {
-    let w = &mut state(ctx).w;
+    let State { options, w, .. } = state(ctx);
     let top = if (*txn).toptxn.is_null() {
         txn
     } else {
         (*txn).toptxn
     };
-    let _ = write!(
-        w.buf,
-        "{{\"kind\":\"stream_abort\",\"xid\":{},\"subxid\":{},\"abort_lsn\":",
-        (*top).xid,
-        (*txn).xid
-    );
-    json::lsn(&mut w.buf, abort_lsn);
-    w.buf.push(b'}');
+    if options.format == Format::Binary {
+        binary::u8(&mut w.buf, b'A');
+        binary::u32(&mut w.buf, (*top).xid.into_inner());
+        binary::u32(&mut w.buf, (*txn).xid.into_inner());
+        binary::u64(&mut w.buf, abort_lsn);
+    } else {
+        let _ = write!(
+            w.buf,
+            "{{\"kind\":\"stream_abort\",\"xid\":{},\"subxid\":{},\"abort_lsn\":",
+            (*top).xid,
+            (*txn).xid
+        );
+        json::lsn(&mut w.buf, abort_lsn);
+        w.buf.push(b'}');
+    }
     w.emit(ctx);
 }
 
@@ -534,13 +683,7 @@ unsafe extern "C-unwind" fn stream_commit(
     _commit_lsn: pg_sys::XLogRecPtr,
 ) {
     let State { options, w, .. } = state(ctx);
-    w.buf.extend_from_slice(b"{\"kind\":\"stream_commit\"");
-    w.xact_fields(options, txn, true);
-    if options.include_lsns {
-        w.buf.extend_from_slice(b",\"end_lsn\":");
-        json::lsn(&mut w.buf, (*txn).end_lsn);
-    }
-    w.buf.push(b'}');
+    w.end_of_transaction(options, txn, b'K', "stream_commit");
     w.emit(ctx);
 }
 

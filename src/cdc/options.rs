@@ -9,6 +9,7 @@ use std::ffi::CStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Json,
+    Binary,
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +68,7 @@ impl SqlError for OptionError {
         Some(match self {
             Self::Unknown(_) => "Valid options: format, format_version, include_tables, exclude_tables, include_old_rows, include_xids, include_timestamps, include_lsns, include_messages, include_empty_transactions, streaming.".into(),
             Self::NotBoolean(..) => "Use true or false (also on/off, 1/0).".into(),
-            Self::Format(_) => "Use format json (the binary format is not available yet).".into(),
+            Self::Format(_) => "Use format json (the default) or binary.".into(),
             Self::FormatVersion(_) => "This version of pg_platform writes format_version 1.".into(),
             Self::Pattern(_) => "Patterns are schema.table, each part a name or a glob with * and ?, separated by commas: public.*,payments.transaction".into(),
         })
@@ -153,6 +154,7 @@ impl Options {
                 "format" => {
                     o.format = match v {
                         "json" => Format::Json,
+                        "binary" => Format::Binary,
                         other => return Err(OptionError::Format(other.into())),
                     }
                 }

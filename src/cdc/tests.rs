@@ -448,4 +448,349 @@ mod integration {
         );
         assert!(!exists);
     }
+
+    /// A reader of the binary format that rebuilds the JSON message of the same change, so
+    /// a test can prove both formats carry the same information.
+    struct Reader<'a> {
+        b: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> &'a [u8] {
+            let s = &self.b[self.at..self.at + n];
+            self.at += n;
+            s
+        }
+        fn u8(&mut self) -> u8 {
+            self.take(1)[0]
+        }
+        fn u16(&mut self) -> u16 {
+            u16::from_le_bytes(self.take(2).try_into().unwrap_or_default())
+        }
+        fn u32(&mut self) -> u32 {
+            u32::from_le_bytes(self.take(4).try_into().unwrap_or_default())
+        }
+        fn i32(&mut self) -> i32 {
+            self.u32() as i32
+        }
+        fn u64(&mut self) -> u64 {
+            u64::from_le_bytes(self.take(8).try_into().unwrap_or_default())
+        }
+        fn i64(&mut self) -> i64 {
+            self.u64() as i64
+        }
+        fn bytes(&mut self) -> &'a [u8] {
+            let n = self.u32() as usize;
+            self.take(n)
+        }
+        fn string(&mut self) -> String {
+            String::from_utf8_lossy(self.bytes()).into_owned()
+        }
+    }
+
+    fn lsn(l: u64) -> Value {
+        json!(format!("{:X}/{:X}", l >> 32, l & 0xffff_ffff))
+    }
+
+    fn float_json(f: f64, text: String) -> Value {
+        if f.is_nan() {
+            json!("NaN")
+        } else if f.is_infinite() {
+            json!(if f > 0.0 { "Infinity" } else { "-Infinity" })
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        }
+    }
+
+    fn infinite_i64(v: i64) -> Value {
+        match v {
+            i64::MAX => json!("infinity"),
+            i64::MIN => json!("-infinity"),
+            _ => json!(v),
+        }
+    }
+
+    fn read_value(r: &mut Reader, arrow: &str) -> Value {
+        match arrow {
+            "bool" => json!(r.u8() != 0),
+            "int16" => json!(i16::from_le_bytes(r.take(2).try_into().unwrap_or_default())),
+            "int32" => json!(r.i32()),
+            "int64" => json!(r.i64()),
+            "float32" => {
+                let f = f32::from_bits(r.u32());
+                float_json(f64::from(f), format!("{f:?}"))
+            }
+            "float64" => {
+                let f = f64::from_bits(r.u64());
+                float_json(f, format!("{f:?}"))
+            }
+            "binary" => json!(r
+                .bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()),
+            "date32" => match r.i32() {
+                i32::MAX => json!("infinity"),
+                i32::MIN => json!("-infinity"),
+                d => json!(d),
+            },
+            "time64(us)" => json!(r.i64()),
+            "timestamp(us)" | "timestamp(us,UTC)" => infinite_i64(r.i64()),
+            "interval(month_day_nano)" => {
+                let (m, d, us) = (r.i32(), r.i32(), r.i64());
+                json!({"months": m, "days": d, "micros": us})
+            }
+            "fixed_size_binary(16,uuid)" => {
+                let h: String = r.take(16).iter().map(|b| format!("{b:02x}")).collect();
+                json!(format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[0..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..32]
+                ))
+            }
+            a if a.starts_with("list(") => {
+                let elem = &a[5..a.len() - 1];
+                let ndim = r.u8() as usize;
+                if ndim == 0 {
+                    return json!([]);
+                }
+                let dims: Vec<usize> = (0..ndim).map(|_| r.u32() as usize).collect();
+                let total: usize = dims.iter().product();
+                let flat: Vec<Value> = (0..total)
+                    .map(|_| {
+                        if r.u8() == b'n' {
+                            Value::Null
+                        } else {
+                            read_value(r, elem)
+                        }
+                    })
+                    .collect();
+                fn nest(dims: &[usize], flat: &mut std::vec::IntoIter<Value>) -> Value {
+                    Value::Array(
+                        (0..dims[0])
+                            .map(|_| {
+                                if dims.len() > 1 {
+                                    nest(&dims[1..], flat)
+                                } else {
+                                    flat.next().unwrap_or(Value::Null)
+                                }
+                            })
+                            .collect(),
+                    )
+                }
+                nest(&dims, &mut flat.into_iter())
+            }
+            _ => json!(r.string()), // decimals, text, json, enums, text output
+        }
+    }
+
+    fn decode_binary(messages: &[Vec<u8>]) -> Vec<Value> {
+        let mut rels: std::collections::HashMap<u32, Value> = Default::default();
+        let mut out = Vec::new();
+        for m in messages {
+            let mut r = Reader { b: m, at: 0 };
+            let tag = r.u8();
+            let mut v = serde_json::Map::new();
+            let head = |r: &mut Reader, v: &mut serde_json::Map<String, Value>, lsn_name: &str| {
+                let flags = r.u8();
+                if flags & 1 != 0 {
+                    v.insert("xid".into(), json!(r.u32()));
+                }
+                if flags & 2 != 0 {
+                    v.insert("commit_lsn".into(), lsn(r.u64()));
+                    v.insert("commit_time".into(), infinite_i64(r.i64()));
+                }
+                if flags & 4 != 0 {
+                    v.insert(lsn_name.into(), lsn(r.u64()));
+                }
+                if flags & 8 != 0 {
+                    v.insert("streamed".into(), json!(true));
+                }
+            };
+            match tag {
+                b'R' => {
+                    let fv = r.u8();
+                    let relid = r.u32();
+                    let (schema, table, fp) = (r.string(), r.string(), r.string());
+                    let ri = match r.u8() {
+                        b'f' => "full",
+                        b'n' => "nothing",
+                        b'i' => "index",
+                        _ => "default",
+                    };
+                    let n = r.u16();
+                    let cols: Vec<Value> = (0..n)
+                        .map(|_| {
+                            let (name, pg_type, arrow, f) = (r.string(), r.string(), r.string(), r.u8());
+                            json!({"name": name, "pg_type": pg_type, "arrow": arrow, "nullable": f & 1 != 0, "key": f & 2 != 0})
+                        })
+                        .collect();
+                    let rel = json!({"kind": "relation", "format_version": fv, "schema": schema, "table": table,
+                                     "relid": relid, "fingerprint": fp, "replica_identity": ri, "columns": cols});
+                    rels.insert(relid, rel.clone());
+                    out.push(rel);
+                    continue;
+                }
+                b'B' | b'C' | b'K' => {
+                    v.insert(
+                        "kind".into(),
+                        json!(match tag {
+                            b'B' => "begin",
+                            b'C' => "commit",
+                            _ => "stream_commit",
+                        }),
+                    );
+                    head(&mut r, &mut v, "end_lsn");
+                }
+                b'I' | b'U' | b'D' | b'T' => {
+                    let kind = match tag {
+                        b'I' => "insert",
+                        b'U' => "update",
+                        b'D' => "delete",
+                        _ => "truncate",
+                    };
+                    v.insert("kind".into(), json!(kind));
+                    head(&mut r, &mut v, "lsn");
+                    let rel = rels.get(&r.u32()).cloned().unwrap_or(Value::Null);
+                    v.insert("schema".into(), rel["schema"].clone());
+                    v.insert("table".into(), rel["table"].clone());
+                    if tag == b'T' {
+                        let f = r.u8();
+                        v.insert("cascade".into(), json!(f & 1 != 0));
+                        v.insert("restart_identity".into(), json!(f & 2 != 0));
+                    }
+                    let cols = rel["columns"].as_array().cloned().unwrap_or_default();
+                    while r.at < r.b.len() {
+                        let which = r.u8();
+                        let n = r.u16() as usize;
+                        let keys_only = which == b'O' && rel["replica_identity"] != "full";
+                        let wanted: Vec<&Value> = cols
+                            .iter()
+                            .filter(|c| !keys_only || c["key"] == true)
+                            .collect();
+                        assert_eq!(wanted.len(), n);
+                        let mut tuple = serde_json::Map::new();
+                        let mut unchanged = Vec::new();
+                        for c in wanted {
+                            let name = c["name"].as_str().unwrap_or("").to_string();
+                            match r.u8() {
+                                b'n' => {
+                                    tuple.insert(name, Value::Null);
+                                }
+                                b'u' => unchanged.push(json!(name)),
+                                _ => {
+                                    let val = read_value(&mut r, c["arrow"].as_str().unwrap_or(""));
+                                    tuple.insert(name, val);
+                                }
+                            }
+                        }
+                        v.insert(
+                            if which == b'N' { "new" } else { "old" }.into(),
+                            Value::Object(tuple),
+                        );
+                        if !unchanged.is_empty() {
+                            v.insert("unchanged_toast".into(), Value::Array(unchanged));
+                        }
+                    }
+                }
+                b'M' => {
+                    v.insert("kind".into(), json!("message"));
+                    head(&mut r, &mut v, "lsn");
+                    v.insert("transactional".into(), json!(r.u8() != 0));
+                    v.insert("prefix".into(), json!(r.string()));
+                    let content = r.bytes();
+                    match std::str::from_utf8(content) {
+                        Ok(t) => v.insert("content".into(), json!(t)),
+                        Err(_) => v.insert(
+                            "content_hex".into(),
+                            json!(content
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect::<String>()),
+                        ),
+                    };
+                }
+                b'S' | b'E' => {
+                    v.insert(
+                        "kind".into(),
+                        json!(if tag == b'S' {
+                            "stream_start"
+                        } else {
+                            "stream_stop"
+                        }),
+                    );
+                    v.insert("xid".into(), json!(r.u32()));
+                }
+                other => panic!("unknown binary message kind {other}"),
+            }
+            assert_eq!(r.at, r.b.len(), "trailing bytes in {:?}", v.get("kind"));
+            out.push(Value::Object(v));
+        }
+        out
+    }
+
+    #[test]
+    fn binary_and_json_carry_the_same_information() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS cdc_bin, cdc_bin_full;
+             CREATE TABLE cdc_bin (id int PRIMARY KEY, b bool, i2 int2, i8 int8, f4 float4, f8 float8, n numeric(10,2),
+                                   nu numeric, t text, by bytea, d date, tm time, ts timestamp, tz timestamptz,
+                                   iv interval, u uuid, jb jsonb, ip inet, arr int[], grid text[][], big text);
+             ALTER TABLE cdc_bin ALTER COLUMN big SET STORAGE EXTERNAL;
+             CREATE TABLE cdc_bin_full (id int, v text); ALTER TABLE cdc_bin_full REPLICA IDENTITY FULL;",
+        )
+        .expect("setup");
+        slot(&mut c, "cdc_bin");
+        for sql in [
+            "INSERT INTO cdc_bin VALUES (1, true, -7, 9007199254740993, 'NaN', -0.0, 12.34, 'Infinity', 'tab\tend', '\\x0001',
+               'infinity', '12:00', '1850-06-01 10:00', '2300-01-01 00:00+00', '-3 mons 4 days -00:00:01', gen_random_uuid(),
+               '{\"k\": [true, null]}', '::ffff:1.2.3.4', '{1,NULL}', '{{a,b},{NULL,d}}', repeat('z', 5000)),
+              (2, NULL, NULL, NULL, 1.5, 2.5e-310, NULL, '-1.5e-20', NULL, NULL, '1969-07-20', NULL, '-infinity', NULL,
+               NULL, NULL, NULL, NULL, '{}', NULL, NULL)",
+            "UPDATE cdc_bin SET t = 'changed' WHERE id = 1",
+            "UPDATE cdc_bin SET id = 3 WHERE id = 2",
+            "DELETE FROM cdc_bin WHERE id = 3",
+            "INSERT INTO cdc_bin_full VALUES (1, 'x'); UPDATE cdc_bin_full SET v = 'y'; DELETE FROM cdc_bin_full",
+            "SELECT pg_logical_emit_message(true, 'p', 'text body')",
+            "SELECT pg_logical_emit_message(false, 'p', '\\xdeadbeef'::bytea)",
+            "TRUNCATE cdc_bin_full",
+        ] {
+            c.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let text: Vec<Value> = c
+            .query(
+                "SELECT data FROM pg_logical_slot_peek_changes('cdc_bin', NULL, NULL)",
+                &[],
+            )
+            .expect("json")
+            .iter()
+            .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap_or(Value::Null))
+            .collect();
+        let bin: Vec<Vec<u8>> = c
+            .query("SELECT data FROM pg_logical_slot_peek_binary_changes('cdc_bin', NULL, NULL, 'format', 'binary')", &[])
+            .expect("binary")
+            .iter()
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .collect();
+        drop_slot(&mut c, "cdc_bin");
+        let decoded = decode_binary(&bin);
+        assert_eq!(decoded.len(), text.len());
+        for (b, j) in decoded.iter().zip(&text) {
+            assert_eq!(b, j);
+        }
+        assert!(of_kind(&text, "update")
+            .iter()
+            .any(|m| m["unchanged_toast"] == json!(["big"])));
+        let total: usize = bin.iter().map(|m| m.len()).sum::<usize>();
+        let total_json: usize = text.iter().map(|m| m.to_string().len()).sum::<usize>();
+        assert!(
+            total < total_json,
+            "binary {total} bytes vs json {total_json}"
+        );
+    }
 }
