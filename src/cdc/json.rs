@@ -16,6 +16,10 @@ pub fn string(buf: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *buf, s);
 }
 
+fn int(buf: &mut Vec<u8>, v: impl itoa::Integer) {
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
 pub fn lsn(buf: &mut Vec<u8>, lsn: u64) {
     let _ = write!(buf, "\"{:X}/{:X}\"", lsn >> 32, lsn & 0xffff_ffff);
 }
@@ -68,15 +72,9 @@ pub unsafe fn value(buf: &mut Vec<u8>, kind: &Kind, datum: pg_sys::Datum) {
         } else {
             b"false"
         }),
-        Kind::Int2 => {
-            let _ = write!(buf, "{}", datum.value() as i16);
-        }
-        Kind::Int4 => {
-            let _ = write!(buf, "{}", datum.value() as i32);
-        }
-        Kind::Int8 => {
-            let _ = write!(buf, "{}", datum.value() as i64);
-        }
+        Kind::Int2 => int(buf, datum.value() as i16),
+        Kind::Int4 => int(buf, datum.value() as i32),
+        Kind::Int8 => int(buf, datum.value() as i64),
         Kind::Float4 => {
             let f = f32::from_bits(datum.value() as u32);
             float(buf, f64::from(f), f);

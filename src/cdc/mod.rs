@@ -41,6 +41,9 @@ struct Writer {
     values: Vec<pg_sys::Datum>,
     nulls: Vec<bool>,
     unchanged: Vec<usize>,
+    /// The rendered JSON transaction fields and what they were rendered for.
+    xact_cache: Vec<u8>,
+    xact_key: Option<(usize, u32, u64, bool)>,
 }
 
 unsafe fn state<'a>(ctx: *mut pg_sys::LogicalDecodingContext) -> &'a mut State {
@@ -96,6 +99,8 @@ unsafe extern "C-unwind" fn startup(
         values: Vec::new(),
         nulls: Vec::new(),
         unchanged: Vec::new(),
+        xact_cache: Vec::new(),
+        xact_key: None,
     };
     let state = Box::new(State {
         options,
@@ -215,19 +220,32 @@ impl Writer {
         if txn.is_null() {
             return;
         }
-        if o.include_xids {
-            let _ = write!(self.buf, ",\"xid\":{}", (*txn).xid);
-        }
-        if commit_known {
-            if o.include_lsns {
-                self.buf.extend_from_slice(b",\"commit_lsn\":");
-                json::lsn(&mut self.buf, (*txn).final_lsn);
+        // Every change of a transaction repeats these fields: render them once.
+        let key = (
+            txn as usize,
+            (*txn).xid.into_inner(),
+            (*txn).final_lsn,
+            commit_known,
+        );
+        if self.xact_key != Some(key) {
+            let c = &mut self.xact_cache;
+            c.clear();
+            if o.include_xids {
+                let _ = write!(c, ",\"xid\":{}", (*txn).xid);
             }
-            if o.include_timestamps {
-                self.buf.extend_from_slice(b",\"commit_time\":");
-                json::timestamp(&mut self.buf, (*txn).xact_time.commit_time);
+            if commit_known {
+                if o.include_lsns {
+                    c.extend_from_slice(b",\"commit_lsn\":");
+                    json::lsn(c, (*txn).final_lsn);
+                }
+                if o.include_timestamps {
+                    c.extend_from_slice(b",\"commit_time\":");
+                    json::timestamp(c, (*txn).xact_time.commit_time);
+                }
             }
+            self.xact_key = Some(key);
         }
+        self.buf.extend_from_slice(&self.xact_cache);
     }
 
     unsafe fn write_begin(
@@ -298,10 +316,8 @@ impl Writer {
             binary::u32(&mut self.buf, rel.relid.to_u32());
             return;
         }
-        let _ = write!(self.buf, "{{\"kind\":\"{kind}\",\"schema\":");
-        json::string(&mut self.buf, &rel.schema);
-        self.buf.extend_from_slice(b",\"table\":");
-        json::string(&mut self.buf, &rel.table);
+        let _ = write!(self.buf, "{{\"kind\":\"{kind}\"");
+        self.buf.extend_from_slice(&rel.json_names);
         let streamed = self.in_stream;
         self.xact_fields(o, txn, !streamed);
         if streamed {

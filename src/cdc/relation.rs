@@ -160,6 +160,8 @@ pub struct RelInfo {
     pub announced: bool,
     /// Whether the options select this table.
     pub wanted: bool,
+    /// `,"schema":...,"table":...` escaped once for the JSON change messages.
+    pub json_names: Vec<u8>,
 }
 
 impl RelInfo {
@@ -224,7 +226,12 @@ impl RelInfo {
             .map(|b| format!("{b:02x}"))
             .collect();
         let wanted = wanted(&schema, &table);
+        let mut json_names = b",\"schema\":".to_vec();
+        super::json::string(&mut json_names, &schema);
+        json_names.extend_from_slice(b",\"table\":");
+        super::json::string(&mut json_names, &table);
         RelInfo {
+            json_names,
             schema,
             table,
             relid: (*rel).rd_id,

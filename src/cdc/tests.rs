@@ -69,7 +69,16 @@ mod integration {
                'sad', 1, '{}', '{\"\"}', '{}', '(0,0)');",
         )
         .expect("insert");
-        let msgs = changes(&mut c, "cdc_types", &[]);
+        let msgs = changes(
+            &mut c,
+            "cdc_types",
+            &[
+                "include_tables",
+                "public.cdc_types",
+                "include_messages",
+                "off",
+            ],
+        );
         drop_slot(&mut c, "cdc_types");
 
         let rel = of_kind(&msgs, "relation");
@@ -217,7 +226,16 @@ mod integration {
              DELETE FROM cdc_ri_default; DELETE FROM cdc_ri_nothing;",
         )
         .expect("changes");
-        let msgs = changes(&mut c, "cdc_ri", &[]);
+        let msgs = changes(
+            &mut c,
+            "cdc_ri",
+            &[
+                "include_tables",
+                "public.cdc_ri_*",
+                "include_messages",
+                "off",
+            ],
+        );
         drop_slot(&mut c, "cdc_ri");
         let ups = of_kind(&msgs, "update");
         let dels = of_kind(&msgs, "delete");
@@ -253,7 +271,16 @@ mod integration {
         slot(&mut c, "cdc_toast");
         c.batch_execute("UPDATE cdc_toast SET note = 'y'; UPDATE cdc_toast SET big = 'small now';")
             .expect("update");
-        let msgs = changes(&mut c, "cdc_toast", &[]);
+        let msgs = changes(
+            &mut c,
+            "cdc_toast",
+            &[
+                "include_tables",
+                "public.cdc_toast",
+                "include_messages",
+                "off",
+            ],
+        );
         drop_slot(&mut c, "cdc_toast");
         let ups = of_kind(&msgs, "update");
         assert_eq!(ups[0]["new"], json!({"id": 1, "note": "y"}));
@@ -275,18 +302,31 @@ mod integration {
         .expect("setup");
         slot(&mut c, "cdc_misc");
         // One transaction per statement (a multi-statement string is one implicit transaction).
+        // Other tests write concurrently: only this test's tables and prefixes are looked at.
         for sql in [
             "BEGIN; INSERT INTO cdc_a VALUES (100); ROLLBACK;",
             "BEGIN; INSERT INTO cdc_a VALUES (1); SAVEPOINT s; INSERT INTO cdc_a VALUES (2); ROLLBACK TO s;
                     INSERT INTO cdc_a VALUES (3); COMMIT;",
-            "INSERT INTO cdc_b VALUES (1)",
-            "SELECT pg_logical_emit_message(true, 'app', 'hello')",
-            "SELECT pg_logical_emit_message(false, 'bin', '\\x00ff'::bytea)",
+            "SELECT pg_logical_emit_message(true, 'cdc_misc_text', 'hello')",
+            "SELECT pg_logical_emit_message(false, 'cdc_misc_bytes', '\\x00ff'::bytea)",
             "TRUNCATE cdc_a",
         ] {
             c.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
-        let msgs = changes(&mut c, "cdc_misc", &["exclude_tables", "public.cdc_b"]);
+        let excluded_xid: i64 = crate::testing::one(
+            &mut c,
+            "INSERT INTO cdc_b VALUES (1) RETURNING txid_current()",
+        );
+        let msgs = changes(
+            &mut c,
+            "cdc_misc",
+            &[
+                "include_tables",
+                "public.cdc_a,public.cdc_b",
+                "exclude_tables",
+                "public.cdc_b",
+            ],
+        );
         drop_slot(&mut c, "cdc_misc");
         let ids: Vec<i64> = of_kind(&msgs, "insert")
             .iter()
@@ -299,12 +339,27 @@ mod integration {
         );
         assert!(msgs.iter().all(|m| m["table"] != "cdc_b"));
         // The transaction that only touched the excluded table is skipped entirely.
-        assert_eq!(of_kind(&msgs, "begin").len(), 3, "{msgs:#?}");
-        let m = of_kind(&msgs, "message");
-        assert_eq!(m[0]["prefix"], "app");
+        assert!(msgs.iter().all(|m| m["xid"] != excluded_xid), "{msgs:#?}");
+        let m: Vec<&Value> = of_kind(&msgs, "message")
+            .into_iter()
+            .filter(|m| {
+                m["prefix"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("cdc_misc_"))
+            })
+            .collect();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0]["prefix"], "cdc_misc_text");
         assert_eq!(m[0]["content"], "hello");
         assert_eq!(m[0]["transactional"], true);
+        // A transactional message has its own transaction, framed by begin and commit.
+        let framed = msgs
+            .iter()
+            .filter(|x| x["kind"] == "begin" && x["xid"] == m[0]["xid"])
+            .count();
+        assert_eq!(framed, 1);
         assert_eq!(m[1]["content_hex"], "00ff");
+        assert_eq!(m[1]["transactional"], false);
         let t = of_kind(&msgs, "truncate");
         assert_eq!(t.len(), 1);
         assert_eq!(t[0]["table"], "cdc_a");
@@ -325,7 +380,16 @@ mod integration {
              ALTER TABLE cdc_alter DROP COLUMN b; INSERT INTO cdc_alter VALUES (5, 5);",
         )
         .expect("changes");
-        let msgs = changes(&mut c, "cdc_alter", &[]);
+        let msgs = changes(
+            &mut c,
+            "cdc_alter",
+            &[
+                "include_tables",
+                "public.cdc_alter",
+                "include_messages",
+                "off",
+            ],
+        );
         drop_slot(&mut c, "cdc_alter");
         let rels = of_kind(&msgs, "relation");
         assert_eq!(rels.len(), 4, "one relation message per shape: {msgs:#?}");
@@ -358,7 +422,18 @@ mod integration {
         .expect("insert");
         c.batch_execute("SET logical_decoding_work_mem = '64kB'")
             .expect("set");
-        let msgs = changes(&mut c, "cdc_stream", &["streaming", "on"]);
+        let msgs = changes(
+            &mut c,
+            "cdc_stream",
+            &[
+                "streaming",
+                "on",
+                "include_tables",
+                "public.cdc_big",
+                "include_messages",
+                "off",
+            ],
+        );
         drop_slot(&mut c, "cdc_stream");
         let starts = of_kind(&msgs, "stream_start").len();
         assert!(starts > 1, "expected several streamed chunks, got {starts}");
@@ -762,17 +837,23 @@ mod integration {
         ] {
             c.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
+        // Both formats read exactly the same stretch of WAL, whatever other tests write.
+        let upto: String = crate::testing::one(&mut c, "SELECT pg_current_wal_lsn()::text");
         let text: Vec<Value> = c
             .query(
-                "SELECT data FROM pg_logical_slot_peek_changes('cdc_bin', NULL, NULL)",
-                &[],
+                "SELECT data FROM pg_logical_slot_peek_changes('cdc_bin', $1::text::pg_lsn, NULL, 'include_tables', 'public.cdc_bin*')",
+                &[&upto],
             )
             .expect("json")
             .iter()
             .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap_or(Value::Null))
             .collect();
         let bin: Vec<Vec<u8>> = c
-            .query("SELECT data FROM pg_logical_slot_peek_binary_changes('cdc_bin', NULL, NULL, 'format', 'binary')", &[])
+            .query(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes('cdc_bin', $1::text::pg_lsn, NULL, 'format', 'binary',
+                                                                       'include_tables', 'public.cdc_bin*')",
+                &[&upto],
+            )
             .expect("binary")
             .iter()
             .map(|r| r.get::<_, Vec<u8>>(0))
