@@ -444,6 +444,41 @@ mod integration {
             .iter()
             .all(|m| m["streamed"] == true && m.get("commit_lsn").is_none()));
         assert!(of_kind(&msgs, "begin").is_empty());
+
+        // A streamed transaction that rolls back ends with stream_abort, never a commit.
+        slot(&mut c, "cdc_stream_abort");
+        c.batch_execute(
+            "BEGIN; INSERT INTO cdc_big SELECT g, repeat('y', 100) FROM generate_series(100001, 120000) g; ROLLBACK;",
+        )
+        .expect("rolled back insert");
+        c.batch_execute("INSERT INTO cdc_big VALUES (0, 'after')")
+            .expect("insert");
+        let msgs = changes(
+            &mut c,
+            "cdc_stream_abort",
+            &[
+                "streaming",
+                "on",
+                "include_tables",
+                "public.cdc_big",
+                "include_messages",
+                "off",
+            ],
+        );
+        drop_slot(&mut c, "cdc_stream_abort");
+        assert_eq!(
+            of_kind(&msgs, "stream_abort").len(),
+            1,
+            "{:?}",
+            msgs.iter().map(|m| &m["kind"]).collect::<Vec<_>>()
+        );
+        assert!(of_kind(&msgs, "stream_commit").is_empty());
+        let committed: Vec<&Value> = of_kind(&msgs, "insert")
+            .into_iter()
+            .filter(|m| m.get("streamed").is_none())
+            .collect();
+        assert_eq!(committed.len(), 1);
+        assert_eq!(committed[0]["new"]["pad"], "after");
     }
 
     #[test]
