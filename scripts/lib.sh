@@ -99,3 +99,14 @@ free_port() {
     done
     echo 54399
 }
+
+# throwaway_server NAME [preload]: a fresh server in /tmp/pg_platform-NAME, stopped and
+# removed when the script exits. Sets `dir` and `port` for the caller.
+throwaway_server() {
+    dir=/tmp/pg_platform-$1
+    stop_server "$dir"
+    port=$(free_port)
+    start_server "$dir" "$port" "${2:-yes}"
+    # shellcheck disable=SC2064
+    trap "stop_server '$dir'" EXIT
+}

@@ -4,7 +4,7 @@
 //! numeric (an exact decimal string) and types without a native encoding.
 
 use super::json::UNIX_TO_PG_MICROS;
-use super::relation::{Kind, RelInfo};
+use super::relation::{array_parts, varlena_bytes, Kind, RelInfo};
 use pgrx::pg_sys;
 use std::ffi::CStr;
 
@@ -72,11 +72,6 @@ pub fn relation(buf: &mut Vec<u8>, rel: &RelInfo, format_version: u32) {
     }
 }
 
-unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
-    let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
-    pgrx::varlena::varlena_to_byte_slice(v)
-}
-
 unsafe fn output_text(buf: &mut Vec<u8>, output_fn: pg_sys::Oid, datum: pg_sys::Datum) {
     let p = pg_sys::OidOutputFunctionCall(output_fn, datum);
     bytes(buf, CStr::from_ptr(p).to_bytes());
@@ -121,38 +116,12 @@ pub unsafe fn value(buf: &mut Vec<u8>, kind: &Kind, datum: pg_sys::Datum) {
             buf.extend_from_slice(std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), 16))
         }
         Kind::TextOutput { output_fn } => output_text(buf, *output_fn, datum),
-        Kind::Array {
-            elem_type,
-            elem,
-            len,
-            byval,
-            align,
-        } => {
-            let arr = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::ArrayType;
-            let ndim = (*arr).ndim.max(0) as usize;
-            u8(buf, ndim as u8);
-            if ndim == 0 {
-                return;
+        Kind::Array { elem, .. } => {
+            let (dims, values, nulls) = array_parts(datum, kind);
+            u8(buf, dims.len() as u8);
+            for d in &dims {
+                u32(buf, *d as u32);
             }
-            let dims_ptr =
-                (arr as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
-            for i in 0..ndim {
-                u32(buf, (*dims_ptr.add(i)).max(0) as u32);
-            }
-            let (mut values, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
-            pg_sys::deconstruct_array(
-                arr,
-                *elem_type,
-                i32::from(*len),
-                *byval,
-                *align,
-                &mut values,
-                &mut nulls,
-                &mut n,
-            );
-            let n = n.max(0) as usize;
-            let values = std::slice::from_raw_parts(values, n);
-            let nulls = std::slice::from_raw_parts(nulls, n);
             for (v, is_null) in values.iter().zip(nulls) {
                 if *is_null {
                     u8(buf, NULL);

@@ -1,7 +1,7 @@
 //! JSON encoding of decoded values (format_version 1). Each value is written so that a
 //! consumer can rebuild it exactly in the column's Arrow type (see the README table).
 
-use super::relation::Kind;
+use super::relation::{array_parts, varlena_bytes, Kind};
 use pgrx::pg_sys;
 use std::ffi::CStr;
 use std::io::Write;
@@ -54,11 +54,6 @@ fn float(buf: &mut Vec<u8>, f: f64, text: impl std::fmt::Debug) {
 unsafe fn output_text(buf: &mut Vec<u8>, output_fn: pg_sys::Oid, datum: pg_sys::Datum) {
     let p = pg_sys::OidOutputFunctionCall(output_fn, datum);
     string(buf, &CStr::from_ptr(p).to_string_lossy());
-}
-
-unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
-    let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
-    pgrx::varlena::varlena_to_byte_slice(v)
 }
 
 /// Writes one non-null value of `kind`.
@@ -123,37 +118,12 @@ pub unsafe fn value(buf: &mut Vec<u8>, kind: &Kind, datum: pg_sys::Datum) {
             );
         }
         Kind::TextOutput { output_fn } => output_text(buf, *output_fn, datum),
-        Kind::Array {
-            elem_type,
-            elem,
-            len,
-            byval,
-            align,
-        } => {
-            let arr = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::ArrayType;
-            let ndim = (*arr).ndim.max(0) as usize;
-            if ndim == 0 {
+        Kind::Array { elem, .. } => {
+            let (dims, values, nulls) = array_parts(datum, kind);
+            if dims.is_empty() {
                 buf.extend_from_slice(b"[]");
                 return;
             }
-            let dims_ptr =
-                (arr as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
-            let dims: Vec<usize> = (0..ndim)
-                .map(|i| (*dims_ptr.add(i)).max(0) as usize)
-                .collect();
-            let (mut values, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
-            pg_sys::deconstruct_array(
-                arr,
-                *elem_type,
-                i32::from(*len),
-                *byval,
-                *align,
-                &mut values,
-                &mut nulls,
-                &mut n,
-            );
-            let values = std::slice::from_raw_parts(values, n.max(0) as usize);
-            let nulls = std::slice::from_raw_parts(nulls, n.max(0) as usize);
             let mut next = 0;
             nested(buf, elem, &dims, values, nulls, &mut next);
         }

@@ -74,6 +74,63 @@ impl Kind {
     }
 }
 
+/// The bytes of a varlena datum (detoasted if compressed or out of line).
+///
+/// # Safety
+/// `datum` is a valid varlena datum that is not an on-disk TOAST pointer of a value
+/// that is gone (decoded tuples resolve changed TOAST values themselves).
+pub unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
+    let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+    pgrx::varlena::varlena_to_byte_slice(v)
+}
+
+/// An array's dimensions and its elements (values, null flags) in row-major order.
+///
+/// # Safety
+/// `datum` is a valid array datum whose element type matches `kind`.
+pub unsafe fn array_parts<'a>(
+    datum: pg_sys::Datum,
+    kind: &Kind,
+) -> (Vec<usize>, &'a [pg_sys::Datum], &'a [bool]) {
+    let Kind::Array {
+        elem_type,
+        len,
+        byval,
+        align,
+        ..
+    } = kind
+    else {
+        return (Vec::new(), &[], &[]);
+    };
+    let arr = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+    let ndim = (*arr).ndim.max(0) as usize;
+    if ndim == 0 {
+        return (Vec::new(), &[], &[]);
+    }
+    // ARR_DIMS: the dimensions follow the fixed header.
+    let dims_ptr = (arr as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
+    let dims = (0..ndim)
+        .map(|i| (*dims_ptr.add(i)).max(0) as usize)
+        .collect();
+    let (mut values, mut nulls, mut n) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
+    pg_sys::deconstruct_array(
+        arr,
+        *elem_type,
+        i32::from(*len),
+        *byval,
+        *align,
+        &mut values,
+        &mut nulls,
+        &mut n,
+    );
+    let n = n.max(0) as usize;
+    (
+        dims,
+        std::slice::from_raw_parts(values, n),
+        std::slice::from_raw_parts(nulls, n),
+    )
+}
+
 /// The kind for a type (and typmod), resolving domains to their base type.
 ///
 /// # Safety

@@ -147,9 +147,16 @@ pub extern "C-unwind" fn pg_platform_worker_main(_arg: pg_sys::Datum) {
 /// One round: skipped when the extension is not installed in the database.
 fn run_round() {
     BackgroundWorker::transaction(|| {
-        let installed = Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_platform')",
-        )
+        // A read-only query: pgrx's get_one would assign a transaction id every round.
+        let installed = Spi::connect(|c| {
+            c.select(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_platform')",
+                Some(1),
+                &[],
+            )?
+            .first()
+            .get_one::<bool>()
+        })
         .unwrap_or(Some(false))
         .unwrap_or(false);
         if !installed {

@@ -4,11 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
-dir=/tmp/pg_platform-e2e-dump
-stop_server "$dir"
-port=$(free_port)
-start_server "$dir" "$port" yes
-trap 'stop_server "$dir"' EXIT
+throwaway_server e2e-dump yes
 q() { local db=$1; shift; PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 "$@"; }
 q postgres -c "CREATE DATABASE src" -c "CREATE DATABASE dst"
 q src -c "CREATE EXTENSION pg_platform" \

@@ -4,11 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
-dir=/tmp/pg_platform-e2e-nopreload
-stop_server "$dir"
-port=$(free_port)
-start_server "$dir" "$port" no
-trap 'stop_server "$dir"' EXIT
+throwaway_server e2e-nopreload no
 q() { psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -v VERBOSITY=verbose "$@"; }
 q -c "CREATE EXTENSION pg_platform"
 q -c "SELECT platform.create_payments_schema('p')" >/dev/null
