@@ -34,6 +34,10 @@ UPDATE payments.transaction SET amount = 0.01 WHERE id = 1;
 RESET SESSION AUTHORIZATION;
 
 \echo '4. ACID status change: the status and its state-change row commit together'
+-- A CDC slot first, so step 5 can show what a consumer receives. Not temporary: a temporary
+-- slot is dropped by the first error, and this step raises one on purpose.
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'quickstart';
+SELECT slot_name AS cdc_slot FROM platform.create_cdc_slot('quickstart');
 SELECT min(id) AS tx FROM payments.transaction WHERE status_id = 2 \gset
 SELECT :tx AS transaction, s.code AS status FROM payments.transaction t JOIN payments.transaction_status s ON s.id = t.status_id WHERE t.id = :tx;
 BEGIN;
@@ -49,4 +53,13 @@ SELECT s.code AS status, (SELECT count(*) FROM payments.transaction_state_change
 SELECT transaction_id, from_status_id, to_status_id, reason, changed_by FROM payments.change_transaction_status(:tx, 'disputed', 'cardholder opened a dispute');
 SELECT s.code AS status, (SELECT count(*) FROM payments.transaction_state_change WHERE transaction_id = :tx) AS state_changes
   FROM payments.transaction t JOIN payments.transaction_status s ON s.id = t.status_id WHERE t.id = :tx;
+\echo '5. CDC: what a consumer of the pg_platform output plugin received (committed work only)'
+SELECT m->>'kind' AS kind, m->>'table' AS "table", m->>'xid' AS xid,
+       coalesce(m->'new'->>'status_id', m->'new'->>'to_status_id') AS new_status,
+       m->'new'->>'reason' AS reason
+  FROM (SELECT data::jsonb AS m
+          FROM pg_logical_slot_get_changes('quickstart', NULL, NULL,
+                                           'include_tables', 'payments.transaction*')) d
+ WHERE m->>'kind' <> 'relation';
+SELECT pg_drop_replication_slot('quickstart');
 \echo 'scenario complete'

@@ -7,8 +7,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
 throwaway_server e2e-cdc yes
-recv_pid=
-cleanup() { [ -n "$recv_pid" ] && kill "$recv_pid" 2>/dev/null; stop_server "$dir"; }
+slot=e2e_$$
+# --no-loop: the receiver exits when the server goes away instead of retrying forever;
+# it runs under runuser, so stop it by its slot name, not by the PID of runuser.
+stop_receiver() { pkill -INT -f -- "--slot $slot --start" 2>/dev/null || true; }
+cleanup() { stop_receiver; stop_server "$dir"; }
 trap cleanup EXIT
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 out=$dir/changes.jsonl
@@ -16,10 +19,10 @@ rows=${CDC_E2E_ROWS:-10000000}
 
 q -c "CREATE EXTENSION pg_platform" -c "CREATE TABLE ledger (id bigint PRIMARY KEY, amount numeric(12,2), note text)"
 q -c "ALTER SYSTEM SET logical_decoding_work_mem = '64MB'" -c "SELECT pg_reload_conf()" >/dev/null
-as_server_user pg_recvlogical -h "$dir" -p "$port" -U postgres -d postgres --slot e2e --create-slot -P pg_platform
+as_server_user pg_recvlogical -h "$dir" -p "$port" -U postgres -d postgres --slot "$slot" --create-slot -P pg_platform
 as_server_user touch "$out"
-as_server_user pg_recvlogical -h "$dir" -p "$port" -U postgres -d postgres --slot e2e --start -f "$out" \
-    -o streaming=on -o include_tables='public.*' -s 1 &
+as_server_user pg_recvlogical -h "$dir" -p "$port" -U postgres -d postgres --slot "$slot" --start -f "$out" \
+    --no-loop -o streaming=on -o include_tables='public.*' -s 1 &
 recv_pid=$!
 
 q -c "INSERT INTO ledger VALUES (1, 10.50, 'first'), (2, 20.25, NULL)"
@@ -35,7 +38,8 @@ for _ in $(seq 1 1800); do
 done
 walsender=$(q -c "SELECT pid FROM pg_stat_replication WHERE application_name = 'pg_recvlogical'")
 hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$walsender/status")
-kill "$recv_pid"; wait "$recv_pid" 2>/dev/null || true; recv_pid=
+stop_receiver
+wait "$recv_pid" 2>/dev/null || true
 
 python3 - "$out" "$rows" "$hwm_kb" <<'PY'
 import collections, json, sys

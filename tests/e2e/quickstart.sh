@@ -18,6 +18,8 @@ expect 'ERROR:  permission denied for table transaction'    # readonly cannot wr
 expect 'status change refunded -> successful is not allowed'
 expect '^ successful +\| +0$'                                # rolled back: status kept, no row
 expect '^ disputed +\| +1$'
+expect '^ update +\| transaction_p20260101 +\| [0-9]+ +\| 5 '          # CDC: the committed change
+expect '^ insert +\| transaction_state_change +\| [0-9]+ +\| 5 +\| cardholder opened a dispute'
 expect 'scenario complete'
 expect 'removed'
 [ ! -d /tmp/pg_platform-e2e-quickstart ] || { echo "the throwaway server was not cleaned up"; fail=1; }
