@@ -10,6 +10,7 @@ pub mod error;
 pub mod gucs;
 pub mod payments;
 pub mod rbac;
+mod sql;
 mod testing;
 pub mod worker;
 

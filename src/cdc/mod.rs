@@ -741,18 +741,11 @@ fn create_cdc_slot(
     slot_name: &str,
     temporary: default!(bool, false),
 ) -> TableIterator<'static, (name!(slot_name, String), name!(lsn, String))> {
-    use crate::error::{raise, SpiFailure};
-    // Read-only SPI throughout: pgrx's mutating helpers assign a transaction id, and
-    // PostgreSQL refuses to create a logical slot in a transaction that has one.
-    let setting = |name: &str| {
-        Spi::connect(|c| {
-            c.select("SELECT current_setting($1, true)", Some(1), &[name.into()])?
-                .first()
-                .get_one::<String>()
-        })
-        .map_err(SpiFailure::from)
-        .or_raise()
-    };
+    use crate::error::raise;
+    // crate::sql::read is read-only SPI: PostgreSQL refuses to create a logical slot in a
+    // transaction that has a transaction id.
+    let setting =
+        |name: &str| crate::sql::read::<String>("SELECT current_setting($1, true)", &[name.into()]);
     let wal_level = setting("wal_level").unwrap_or_default();
     if wal_level != "logical" {
         raise(SlotError::WalLevel(wal_level));
@@ -762,16 +755,10 @@ fn create_cdc_slot(
             raise(SlotError::NotAllowed(allowed));
         }
     }
-    let row = Spi::connect(|c| {
-        c.select(
-            "SELECT slot_name::text, lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pg_platform', $2)",
-            Some(1),
-            &[slot_name.into(), temporary.into()],
-        )?
-        .first()
-        .get_two::<String, String>()
-    })
-    .map_err(SpiFailure::from)
-    .or_raise();
-    TableIterator::once((row.0.unwrap_or_default(), row.1.unwrap_or_default()))
+    // Read-only SPI again; the slot's LSN comes back as text.
+    let lsn = crate::sql::read::<String>(
+        "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pg_platform', $2)",
+        &[slot_name.into(), temporary.into()],
+    );
+    TableIterator::once((slot_name.to_string(), lsn.unwrap_or_default()))
 }

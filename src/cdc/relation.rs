@@ -4,6 +4,7 @@
 use pgrx::pg_sys;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::CStr;
 
@@ -215,6 +216,8 @@ pub struct RelInfo {
     pub fingerprint: String,
     /// Whether this session has written the relation message of this shape.
     pub announced: bool,
+    /// Set by a relcache invalidation: rebuild before the next use.
+    pub stale: bool,
     /// Whether the options select this table.
     pub wanted: bool,
     /// `,"schema":...,"table":...` escaped once for the JSON change messages.
@@ -296,6 +299,7 @@ impl RelInfo {
             columns,
             fingerprint,
             announced: false,
+            stale: false,
             wanted,
         }
     }
@@ -354,31 +358,26 @@ impl RelCache {
         rel: pg_sys::Relation,
         wanted: impl Fn(&str, &str) -> bool,
     ) -> &mut RelInfo {
-        let stale: Vec<pg_sys::Oid> = INVALIDATED.with(|v| std::mem::take(&mut *v.borrow_mut()));
-        for oid in stale {
+        let invalidated: Vec<pg_sys::Oid> =
+            INVALIDATED.with(|v| std::mem::take(&mut *v.borrow_mut()));
+        for oid in invalidated {
             if oid == pg_sys::InvalidOid {
-                self.map
-                    .values_mut()
-                    .for_each(|r| r.relid = pg_sys::InvalidOid);
+                self.map.values_mut().for_each(|r| r.stale = true);
             } else if let Some(r) = self.map.get_mut(&oid) {
-                r.relid = pg_sys::InvalidOid; // marks it for rebuilding
+                r.stale = true;
             }
         }
-        let relid = (*rel).rd_id;
-        let fresh = match self.map.get(&relid) {
-            Some(r) if r.relid == relid => None,
-            Some(old) => {
-                let mut info = RelInfo::build(rel, wanted);
-                info.announced = old.announced && old.fingerprint == info.fingerprint;
-                Some(info)
+        match self.map.entry((*rel).rd_id) {
+            Entry::Occupied(mut e) => {
+                if e.get().stale {
+                    let mut info = RelInfo::build(rel, wanted);
+                    // Same shape: the consumer already has this relation message.
+                    info.announced = e.get().announced && e.get().fingerprint == info.fingerprint;
+                    e.insert(info);
+                }
+                e.into_mut()
             }
-            None => Some(RelInfo::build(rel, wanted)),
-        };
-        if let Some(info) = fresh {
-            self.map.insert(relid, info);
+            Entry::Vacant(v) => v.insert(RelInfo::build(rel, wanted)),
         }
-        self.map
-            .entry(relid)
-            .or_insert_with(|| RelInfo::build(rel, |_, _| true))
     }
 }

@@ -29,6 +29,21 @@ mod integration {
             .collect()
     }
 
+    /// Drains and drops a slot, looking only at `tables` (a glob) and no messages: other
+    /// tests write to the same database at the same time.
+    fn drain_tables(
+        c: &mut postgres::Client,
+        name: &str,
+        tables: &str,
+        extra: &[&str],
+    ) -> Vec<Value> {
+        let mut options = vec!["include_tables", tables, "include_messages", "off"];
+        options.extend_from_slice(extra);
+        let msgs = changes(c, name, &options);
+        drop_slot(c, name);
+        msgs
+    }
+
     fn drop_slot(c: &mut postgres::Client, name: &str) {
         let _ = c.batch_execute(&format!("SELECT pg_drop_replication_slot('{name}')"));
     }
@@ -69,17 +84,7 @@ mod integration {
                'sad', 1, '{}', '{\"\"}', '{}', '(0,0)');",
         )
         .expect("insert");
-        let msgs = changes(
-            &mut c,
-            "cdc_types",
-            &[
-                "include_tables",
-                "public.cdc_types",
-                "include_messages",
-                "off",
-            ],
-        );
-        drop_slot(&mut c, "cdc_types");
+        let msgs = drain_tables(&mut c, "cdc_types", "public.cdc_types", &[]);
 
         let rel = of_kind(&msgs, "relation");
         assert_eq!(rel.len(), 1, "{msgs:?}");
@@ -226,17 +231,7 @@ mod integration {
              DELETE FROM cdc_ri_default; DELETE FROM cdc_ri_nothing;",
         )
         .expect("changes");
-        let msgs = changes(
-            &mut c,
-            "cdc_ri",
-            &[
-                "include_tables",
-                "public.cdc_ri_*",
-                "include_messages",
-                "off",
-            ],
-        );
-        drop_slot(&mut c, "cdc_ri");
+        let msgs = drain_tables(&mut c, "cdc_ri", "public.cdc_ri_*", &[]);
         let ups = of_kind(&msgs, "update");
         let dels = of_kind(&msgs, "delete");
         // Default identity: no old row unless the key changed, then the old key only.
@@ -271,17 +266,7 @@ mod integration {
         slot(&mut c, "cdc_toast");
         c.batch_execute("UPDATE cdc_toast SET note = 'y'; UPDATE cdc_toast SET big = 'small now';")
             .expect("update");
-        let msgs = changes(
-            &mut c,
-            "cdc_toast",
-            &[
-                "include_tables",
-                "public.cdc_toast",
-                "include_messages",
-                "off",
-            ],
-        );
-        drop_slot(&mut c, "cdc_toast");
+        let msgs = drain_tables(&mut c, "cdc_toast", "public.cdc_toast", &[]);
         let ups = of_kind(&msgs, "update");
         assert_eq!(ups[0]["new"], json!({"id": 1, "note": "y"}));
         assert_eq!(ups[0]["unchanged_toast"], json!(["big"]));
@@ -380,17 +365,7 @@ mod integration {
              ALTER TABLE cdc_alter DROP COLUMN b; INSERT INTO cdc_alter VALUES (5, 5);",
         )
         .expect("changes");
-        let msgs = changes(
-            &mut c,
-            "cdc_alter",
-            &[
-                "include_tables",
-                "public.cdc_alter",
-                "include_messages",
-                "off",
-            ],
-        );
-        drop_slot(&mut c, "cdc_alter");
+        let msgs = drain_tables(&mut c, "cdc_alter", "public.cdc_alter", &[]);
         let rels = of_kind(&msgs, "relation");
         assert_eq!(rels.len(), 4, "one relation message per shape: {msgs:#?}");
         let fps: std::collections::HashSet<&str> = rels
@@ -422,19 +397,7 @@ mod integration {
         .expect("insert");
         c.batch_execute("SET logical_decoding_work_mem = '64kB'")
             .expect("set");
-        let msgs = changes(
-            &mut c,
-            "cdc_stream",
-            &[
-                "streaming",
-                "on",
-                "include_tables",
-                "public.cdc_big",
-                "include_messages",
-                "off",
-            ],
-        );
-        drop_slot(&mut c, "cdc_stream");
+        let msgs = drain_tables(&mut c, "cdc_stream", "public.cdc_big", &["streaming", "on"]);
         let starts = of_kind(&msgs, "stream_start").len();
         assert!(starts > 1, "expected several streamed chunks, got {starts}");
         assert_eq!(of_kind(&msgs, "stream_commit").len(), 1);
@@ -453,19 +416,12 @@ mod integration {
         .expect("rolled back insert");
         c.batch_execute("INSERT INTO cdc_big VALUES (0, 'after')")
             .expect("insert");
-        let msgs = changes(
+        let msgs = drain_tables(
             &mut c,
             "cdc_stream_abort",
-            &[
-                "streaming",
-                "on",
-                "include_tables",
-                "public.cdc_big",
-                "include_messages",
-                "off",
-            ],
+            "public.cdc_big",
+            &["streaming", "on"],
         );
-        drop_slot(&mut c, "cdc_stream_abort");
         assert_eq!(
             of_kind(&msgs, "stream_abort").len(),
             1,

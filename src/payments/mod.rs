@@ -9,6 +9,7 @@ mod generator;
 mod tests;
 
 use crate::error::{OrRaise, SpiFailure, SqlError};
+use crate::sql::{modify as insert, run};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -126,27 +127,23 @@ fn create_payments_schema(
     )
     .or_raise();
     if is_reserved_schema(name) {
-        Err::<(), _>(PaymentsError::ReservedSchema(name.into())).or_raise();
+        crate::error::raise(PaymentsError::ReservedSchema(name.into()));
     }
     let q = quote_identifier(name);
-    let exists = Spi::get_one_with_args::<bool>(
+    let exists = crate::sql::read::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
         &[name.into()],
     )
-    .map_err(SpiFailure::from)
-    .or_raise()
     .unwrap_or(false);
     if exists {
-        let used = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n ON d.refobjid = n.oid
+        let used = crate::sql::read::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n ON d.refobjid = n.oid
                              WHERE n.nspname = $1 AND d.refclassid = 'pg_catalog.pg_namespace'::regclass)",
-            &[name.into()],
-        )
-        .map_err(SpiFailure::from)
-        .or_raise()
+        &[name.into()],
+    )
         .unwrap_or(true);
         if used {
-            Err::<(), _>(PaymentsError::SchemaNotEmpty(name.into())).or_raise();
+            crate::error::raise(PaymentsError::SchemaNotEmpty(name.into()));
         }
     } else {
         run(&format!("CREATE SCHEMA {q}"));
@@ -210,16 +207,6 @@ fn deferred_objects(tables: &[String]) -> Vec<(String, String)> {
     .or_raise()
 }
 
-fn run(sql: &str) {
-    Spi::run(sql).map_err(SpiFailure::from).or_raise()
-}
-
-fn insert(sql: &str, args: &[DatumWithOid]) -> i64 {
-    Spi::connect_mut(|c| c.update(sql, None, args).map(|t| t.len() as i64))
-        .map_err(SpiFailure::from)
-        .or_raise()
-}
-
 /// Fills an empty payments schema with deterministic, realistic data: the same arguments
 /// always give the same rows. Customers and merchants are skewed (a few carry much of the
 /// volume), most payments happen near the customer's home, amounts are log-normal in the
@@ -275,15 +262,13 @@ fn generate_payments(
     .or_raise();
 
     let q = quote_identifier(schema_name);
-    let schema_exists = Spi::get_one_with_args::<bool>(
+    let schema_exists = crate::sql::read::<bool>(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
         &[schema_name.into()],
     )
-    .map_err(SpiFailure::from)
-    .or_raise()
     .unwrap_or(false);
     if !schema_exists {
-        Err::<(), _>(PaymentsError::NoSuchSchema(schema_name.into())).or_raise();
+        crate::error::raise(PaymentsError::NoSuchSchema(schema_name.into()));
     }
     const TABLES: [&str; 8] = [
         "location",
@@ -296,24 +281,21 @@ fn generate_payments(
         "currency",
     ];
     for table in TABLES {
-        let found = Spi::get_one_with_args::<bool>(
-            "SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($1) || '.' || pg_catalog.quote_ident($2)) IS NOT NULL",
-            &[schema_name.into(), table.into()],
-        )
-        .map_err(SpiFailure::from)
-        .or_raise()
+        let found = crate::sql::read::<bool>(
+        "SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($1) || '.' || pg_catalog.quote_ident($2)) IS NOT NULL",
+        &[schema_name.into(), table.into()],
+    )
         .unwrap_or(false);
         if !found {
-            Err::<(), _>(PaymentsError::NotAPaymentsSchema(schema_name.into(), table)).or_raise();
+            crate::error::raise(PaymentsError::NotAPaymentsSchema(schema_name.into(), table));
         }
     }
     for table in ["location", "customer", "merchant", "transaction"] {
-        let used = Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {q}.{table})"))
-            .map_err(SpiFailure::from)
-            .or_raise()
-            .unwrap_or(false);
+        let used =
+            crate::sql::read::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {q}.{table})"), &[])
+                .unwrap_or(false);
         if used {
-            Err::<(), _>(PaymentsError::AlreadyHasData(schema_name.into(), table)).or_raise();
+            crate::error::raise(PaymentsError::AlreadyHasData(schema_name.into(), table));
         }
     }
 

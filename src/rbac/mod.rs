@@ -6,7 +6,7 @@
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 
-use crate::error::{OrRaise, SpiFailure, SqlError};
+use crate::error::SqlError;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::PgSqlErrorCode;
@@ -55,12 +55,10 @@ impl SqlError for RbacError {
 /// only cover named creators). Idempotent: running it again changes nothing.
 #[pg_extern]
 fn apply_rbac(schema_name: &str) {
-    let owner = Spi::get_one_with_args::<String>(
-        "SELECT (SELECT pg_catalog.pg_get_userbyid(nspowner)::text FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+    let owner = crate::sql::read::<String>(
+        "SELECT pg_catalog.pg_get_userbyid(nspowner)::text FROM pg_catalog.pg_namespace WHERE nspname = $1",
         &[schema_name.into()],
-    )
-    .map_err(SpiFailure::from)
-    .or_raise();
+    );
     let Some(owner) = owner else {
         crate::error::raise(RbacError::NoSuchSchema(schema_name.into()));
     };
@@ -89,13 +87,11 @@ fn apply_rbac(schema_name: &str) {
     // cover the schema owner, the caller and the admins who will add tables later.
     // ALTER DEFAULT PRIVILEGES FOR ROLE needs membership in that role: skip the ones the
     // caller cannot speak for (a superuser speaks for all).
-    let creators = Spi::get_one_with_args::<Vec<String>>(
+    let creators = crate::sql::read::<Vec<String>>(
         "SELECT array_agg(DISTINCT r ORDER BY r) FROM unnest(ARRAY[$1, current_user::text, 'platform_admin']) AS r
           WHERE pg_catalog.pg_has_role(current_user, r, 'MEMBER')",
         &[owner.into()],
     )
-    .map_err(SpiFailure::from)
-    .or_raise()
     .unwrap_or_default();
     for creator in creators.iter() {
         let prefix = format!(
@@ -114,7 +110,7 @@ fn apply_rbac(schema_name: &str) {
         pgrx::spi::quote_literal(schema_name)
     ));
     for statement in sql {
-        Spi::run(&statement).map_err(SpiFailure::from).or_raise();
+        crate::sql::run(&statement);
     }
 }
 

@@ -77,10 +77,7 @@ pub fn require_worker(feature: &str) {
     if !is_preloaded() {
         crate::error::raise(WorkerError::NotPreloaded(feature.into()));
     }
-    let db = Spi::get_one::<String>("SELECT current_database()::text")
-        .map_err(SpiFailure::from)
-        .or_raise()
-        .unwrap_or_default();
+    let db = crate::sql::read::<String>("SELECT current_database()::text", &[]).unwrap_or_default();
     if !gucs::worker_databases().contains(&db) {
         crate::error::raise(WorkerError::NotConfigured(feature.into(), db));
     }
@@ -147,17 +144,10 @@ pub extern "C-unwind" fn pg_platform_worker_main(_arg: pg_sys::Datum) {
 /// One round: skipped when the extension is not installed in the database.
 fn run_round() {
     BackgroundWorker::transaction(|| {
-        // A read-only query: pgrx's get_one would assign a transaction id every round.
-        let installed = Spi::connect(|c| {
-            c.select(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_platform')",
-                Some(1),
-                &[],
-            )?
-            .first()
-            .get_one::<bool>()
-        })
-        .unwrap_or(Some(false))
+        let installed = crate::sql::read::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_platform')",
+            &[],
+        )
         .unwrap_or(false);
         if !installed {
             return;
