@@ -16,3 +16,9 @@ GRANT EXECUTE ON FUNCTION platform.generate_location_rows(bigint, bigint),
     TO platform_admin, platform_developer;
 GRANT EXECUTE ON FUNCTION platform.worker_status() TO platform_admin, platform_developer, platform_readonly;
 GRANT EXECUTE ON FUNCTION platform.create_cdc_slot(text, boolean) TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.partition_by_time(regclass, text, interval, integer, timestamptz, interval, text, boolean, text),
+                          platform.run_maintenance(regclass),
+                          platform.set_retention(regclass, interval, text),
+                          platform.set_premake(regclass, integer),
+                          platform.undo_partitioning(regclass)
+    TO platform_admin, platform_developer;

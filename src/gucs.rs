@@ -10,6 +10,12 @@ pub static DATABASES: GucSetting<Option<CString>> =
 /// Seconds between two rounds of the background worker.
 pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(60);
 
+/// Seconds between two partition maintenance passes of the worker (0 disables them).
+pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
+
+/// Milliseconds partition maintenance waits for its lock on a parent before giving up.
+pub static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(2000);
+
 pub fn register() {
     // A postmaster-context setting can only be defined while the postmaster preloads the
     // library; defining it later (CREATE EXTENSION without preloading) is FATAL. Without
@@ -26,6 +32,26 @@ pub fn register() {
         86_400,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"platform.maintenance_interval",
+        c"Time between two partition maintenance passes of pg_platform's background worker.",
+        c"0 disables them; platform.run_maintenance() can still be called.",
+        &MAINTENANCE_INTERVAL,
+        0,
+        7 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"platform.maintenance_lock_timeout",
+        c"How long partition maintenance waits for its lock on a partitioned table.",
+        c"Maintenance gives up on that table (and retries on the next pass) rather than queue application traffic behind its lock; 0 waits without limit.",
+        &MAINTENANCE_LOCK_TIMEOUT,
+        0,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
     );
 }
 

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 pub mod cdc;
 pub mod error;
 pub mod gucs;
+pub mod partition;
 pub mod payments;
 pub mod rbac;
 mod sql;
@@ -46,6 +47,8 @@ pub mod pg_test {
             "max_wal_senders = 16",
             "platform.databases = 'pgrx_tests'",
             "platform.worker_naptime = 1",
+            // Tests call run_maintenance themselves; the worker's pass is tested end to end.
+            "platform.maintenance_interval = 0",
         ];
         if server_has_output_plugin_libraries() {
             options.push("output_plugin_libraries = 'pgoutput, test_decoding, pg_platform'");

@@ -34,3 +34,120 @@ pub fn modify(sql: &str, args: &[DatumWithOid]) -> i64 {
         .map_err(SpiFailure::from)
         .or_raise()
 }
+
+/// A `regclass` argument or result that does not open the relation: pgrx's `PgRelation`
+/// locks and opens it, which fails for a registration whose table was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegClass(pub pg_sys::Oid);
+
+impl FromDatum for RegClass {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            None
+        } else {
+            unsafe { pg_sys::Oid::from_datum(datum, false) }.map(RegClass)
+        }
+    }
+}
+
+impl IntoDatum for RegClass {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(pg_sys::Datum::from(self.0))
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::REGCLASSOID
+    }
+}
+
+pgrx::impl_sql_translatable!(RegClass, "regclass");
+
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RegClass {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        // STRICT functions never see NULL here; a non-strict one declares Option<RegClass>.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or(RegClass(pg_sys::InvalidOid))
+    }
+
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+unsafe impl pgrx::callconv::BoxRet for RegClass {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(pg_sys::Datum::from(self.0)) }
+    }
+}
+
+/// A setting changed for the rest of one operation, like a function's `SET` clause: the
+/// previous value comes back with [`LocalSetting::restore`], or when the (sub)transaction
+/// aborts.
+pub struct LocalSetting(i32);
+
+impl LocalSetting {
+    pub fn set(name: &std::ffi::CStr, value: &str) -> LocalSetting {
+        let value = std::ffi::CString::new(value).unwrap_or_default();
+        unsafe {
+            let level = pg_sys::NewGUCNestLevel();
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                PgLogLevel::ERROR as i32,
+                false,
+            );
+            LocalSetting(level)
+        }
+    }
+
+    pub fn restore(self) {
+        unsafe { pg_sys::AtEOXact_GUC(true, self.0) };
+    }
+}
+
+/// Runs `f` in a subtransaction: on an ERROR the subtransaction is rolled back (the outer
+/// transaction goes on) and the error's SQLSTATE and message are returned.
+pub fn in_subtransaction<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
+    use pgrx::pg_sys::panic::CaughtError;
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
+    let outcome = PgTryBuilder::new(move || Ok(f()))
+        .catch_others(|e| {
+            Err(match e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                    format!("{} ({})", r.message(), sqlstate(r.sql_error_code()))
+                }
+                CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            })
+        })
+        .execute();
+    unsafe {
+        pg_sys::MemoryContextSwitchTo(context);
+        match outcome {
+            Ok(_) => pg_sys::ReleaseCurrentSubTransaction(),
+            Err(_) => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        }
+        pg_sys::CurrentResourceOwner = owner;
+    }
+    outcome
+}
+
+/// The five-character SQLSTATE of an error code (PostgreSQL packs it six bits a character).
+pub fn sqlstate(code: pgrx::PgSqlErrorCode) -> String {
+    let packed = code as i32;
+    (0..5)
+        .map(|i| char::from(b'0' + ((packed >> (6 * i)) & 0x3F) as u8))
+        .collect()
+}

@@ -23,11 +23,12 @@ pub const WORKER_TYPE: &str = "pg_platform worker";
 /// Set in the postmaster while it preloads the library; every backend inherits it by fork.
 static PRELOADED: AtomicBool = AtomicBool::new(false);
 
-/// A periodic task: a name for the log and a function run inside the round's transaction.
+/// A periodic task: a name for the log and a function run outside any transaction (it
+/// starts its own with `BackgroundWorker::transaction`) and decides itself whether it is due.
 pub type Task = (&'static str, fn());
 
 /// Tasks the capabilities run every round, in this order.
-const TASKS: &[Task] = &[];
+const TASKS: &[Task] = &[("partition maintenance", crate::partition::worker_task)];
 
 pub fn register() {
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
@@ -143,18 +144,18 @@ pub extern "C-unwind" fn pg_platform_worker_main(_arg: pg_sys::Datum) {
 
 /// One round: skipped when the extension is not installed in the database.
 fn run_round() {
-    BackgroundWorker::transaction(|| {
-        let installed = crate::sql::read::<bool>(
+    let installed = BackgroundWorker::transaction(|| {
+        crate::sql::read::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_platform')",
             &[],
         )
-        .unwrap_or(false);
-        if !installed {
-            return;
-        }
-        for (name, task) in TASKS {
-            debug1!("pg_platform worker: running {name}");
-            task();
-        }
+        .unwrap_or(false)
     });
+    if !installed {
+        return;
+    }
+    for (name, task) in TASKS {
+        debug1!("pg_platform worker: running {name}");
+        task();
+    }
 }
