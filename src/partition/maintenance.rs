@@ -131,6 +131,15 @@ impl Parent {
         Ok(Shape { step, kind, action })
     }
 
+    /// The qualified table name, or the registration's label once the table is gone.
+    fn display_name(&self) -> String {
+        if self.qualified.is_empty() {
+            self.label.clone()
+        } else {
+            self.qualified.clone()
+        }
+    }
+
     fn ranges(&self) -> Vec<Range> {
         self.parts
             .iter()
@@ -488,7 +497,7 @@ pub fn maintain_all() -> Vec<Outcome> {
             Err(message) => {
                 warning!(
                     "pg_platform: partition maintenance of {} failed: {message}",
-                    p.label
+                    p.display_name()
                 );
                 out.push(Outcome {
                     parent: oid,
@@ -713,7 +722,7 @@ pub fn worker_task() {
                 Ok(shape) => !plan(p, &shape, None).is_ok_and(|plan| plan.is_empty()),
                 Err(_) => true,
             })
-            .map(|p| (p.oid, p.label))
+            .map(|p| (p.oid, p.display_name()))
             .collect()
     });
     for (oid, label) in due {

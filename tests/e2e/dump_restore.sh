@@ -10,7 +10,8 @@ q postgres -c "CREATE DATABASE src" -c "CREATE DATABASE dst"
 q src -c "CREATE EXTENSION pg_platform" \
       -c "SELECT platform.create_payments_schema('pay')" \
       -c "SELECT count(*) FROM platform.generate_payments('pay', 50, 5, 500)" \
-      -c "SELECT platform.apply_rbac('pay')" >/dev/null
+      -c "SELECT platform.apply_rbac('pay')" \
+      -c "SELECT count(*) FROM platform.partition_by_time('pay.transaction', 'occurred_at', '1 month', premake => 2, retention => '7 years')" >/dev/null
 before=$(q src -c "SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM pay.transaction t")
 as_server_user pg_dump -h "$dir" -p "$port" -U postgres -Fc -f "$dir/src.dump" src
 as_server_user pg_restore -h "$dir" -p "$port" -U postgres -d dst --exit-on-error "$dir/src.dump"
@@ -21,9 +22,13 @@ after=$(q dst -c "SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM pay.tran
                       has_table_privilege('platform_readonly', 'pay.transaction', 'UPDATE'),
                       has_table_privilege('platform_developer', 'pay.transaction', 'UPDATE')")" = "t|f|t" ] \
     || { echo "grants not restored"; exit 1; }
+[ "$(q dst -c "SELECT format('%s %s %s', parent, step, retention) FROM platform.partition_config")" = "pay.transaction 1 mon 7 years" ] \
+    || { echo "partition_config not restored"; exit 1; }
+[ "$(q dst -c "SELECT partitions_created + partitions_retired + privileges_synced FROM platform.run_maintenance('pay.transaction')")" = 0 ] \
+    || { echo "restored partitions are not what maintenance expects"; exit 1; }
 # The restored database keeps working: the ACID status change and the event trigger.
 q dst -c "SELECT pay.change_transaction_status((SELECT min(id) FROM pay.transaction WHERE status_id = 2), 'refunded', 'after restore')" >/dev/null
 q dst -c "CREATE TABLE pay.after_restore (i int)"
 [ "$(q dst -c "SELECT has_table_privilege('platform_readonly', 'pay.after_restore', 'SELECT')")" = t ] \
     || { echo "event trigger not active after restore"; exit 1; }
-echo "dump and restore keep data, grants and the rbac registry"
+echo "dump and restore keep data, grants, the rbac registry and partition management"
