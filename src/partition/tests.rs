@@ -308,6 +308,25 @@ mod integration {
                                  JOIN pg_namespace n ON n.oid = p.relnamespace WHERE n.nspname = 'pbad'"),
             0
         );
+        // Only the table's owner (or a member of the owning role) may register it.
+        c.batch_execute(
+            "DROP ROLE IF EXISTS partition_not_owner; CREATE ROLE partition_not_owner;
+             GRANT platform_developer TO partition_not_owner; GRANT USAGE ON SCHEMA pbad TO partition_not_owner;",
+        )
+        .unwrap_or_else(|e| panic!("role: {e}"));
+        let (code, message) = expect_error(
+            &mut c,
+            "SET ROLE partition_not_owner; SELECT platform.partition_by_time('pbad.ok', 'at', '1 day')",
+        );
+        c.batch_execute(
+            "RESET ROLE; DROP OWNED BY partition_not_owner; DROP ROLE partition_not_owner",
+        )
+        .unwrap_or_else(|e| panic!("drop role: {e}"));
+        assert_eq!(code, "42501", "{message}");
+        assert!(
+            message.contains("must be owner of table pbad.ok"),
+            "{message}"
+        );
         // Registered once; a second registration is refused.
         c.batch_execute(
             "SELECT platform.partition_by_time('pbad.ok', 'at', '1 day', premake => 1)",
