@@ -62,4 +62,12 @@ SELECT m->>'kind' AS kind, m->>'table' AS "table", m->>'xid' AS xid,
                                            'include_tables', 'payments.transaction*')) d
  WHERE m->>'kind' <> 'relation';
 SELECT pg_drop_replication_slot('quickstart');
+\echo '6. Partition management: monthly partitions made 3 months ahead, 7-year retention, a maintenance worker'
+SELECT parent, partitions_created, partitions_retired, rows_moved
+  FROM platform.partition_by_time('payments.transaction', 'occurred_at', '1 month', premake => 3,
+                                  start => '2026-01-01', retention => '7 years');
+SELECT count(*) FILTER (WHERE NOT is_default) AS partitions, min(lower_bound) AS first_from, max(upper_bound) AS last_until
+  FROM platform.partitions WHERE parent = 'payments.transaction'::regclass;
+\echo 'a second pass has nothing to do'
+SELECT parent, partitions_created AS created_by_second_pass FROM platform.run_maintenance('payments.transaction');
 \echo 'scenario complete'

@@ -20,6 +20,8 @@ expect '^ successful +\| +0$'                                # rolled back: stat
 expect '^ disputed +\| +1$'
 expect '^ update +\| transaction_p20260101 +\| [0-9]+ +\| 5 '          # CDC: the committed change
 expect '^ insert +\| transaction_state_change +\| [0-9]+ +\| 5 +\| cardholder opened a dispute'
+expect '^ payments.transaction +\| +[0-9]+ +\| +0 +\| +0$'             # registered, partitions made
+expect '^ payments.transaction +\| +0$'                                  # second pass: nothing to do
 expect 'scenario complete'
 expect 'removed'
 [ ! -d /tmp/pg_platform-e2e-quickstart ] || { echo "the throwaway server was not cleaned up"; fail=1; }
