@@ -368,17 +368,18 @@ GRANT SELECT ON platform.partition_config TO platform_readonly;
 CREATE VIEW platform.partitions AS
 SELECT cfg.parent,
        p.oid::regclass AS partition,
-       btrim(b.m[1], '''') AS lower_bound,
-       btrim(b.m[2], '''') AS upper_bound,
-       pg_catalog.pg_get_expr(p.relpartbound, p.oid) = 'DEFAULT' AS is_default,
+       CASE WHEN b.lo <> '' THEN btrim(b.lo, '''') END AS lower_bound,
+       CASE WHEN b.hi <> '' THEN btrim(b.hi, '''') END AS upper_bound,
+       x.e = 'DEFAULT' AS is_default,
        CASE WHEN p.reltuples >= 0 THEN p.reltuples::bigint END AS rows_estimate,
        pg_catalog.pg_total_relation_size(p.oid) AS size_bytes,
-       CASE WHEN b.m[1] LIKE '''%' THEN now() - btrim(b.m[1], '''')::timestamptz END AS age
+       CASE WHEN b.lo LIKE '''%' THEN now() - btrim(b.lo, '''')::timestamptz END AS age
   FROM platform.partition_config cfg
   JOIN pg_catalog.pg_inherits i ON i.inhparent = cfg.parent
   JOIN pg_catalog.pg_class p ON p.oid = i.inhrelid
-  LEFT JOIN LATERAL (SELECT pg_catalog.regexp_match(pg_catalog.pg_get_expr(p.relpartbound, p.oid),
-                                                    '^FOR VALUES FROM \((.+)\) TO \((.+)\)$') AS m) b ON true;
+  CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(p.relpartbound, p.oid) AS e) x
+  CROSS JOIN LATERAL (SELECT split_part(split_part(x.e, ') TO (', 1), 'FROM (', 2) AS lo,
+                             rtrim(split_part(x.e, ') TO (', 2), ')') AS hi) b;
 COMMENT ON VIEW platform.partitions IS 'Partitions of the tables pg_platform manages: bounds, estimated rows, size, whether default, age of the oldest time it may hold.';
 GRANT SELECT ON platform.partitions TO platform_admin, platform_developer, platform_readonly;
 
