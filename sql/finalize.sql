@@ -22,3 +22,10 @@ GRANT EXECUTE ON FUNCTION platform.partition_by_time(regclass, text, interval, i
                           platform.set_premake(regclass, integer),
                           platform.undo_partitioning(regclass)
     TO platform_admin, platform_developer;
+GRANT EXECUTE ON FUNCTION platform.create_key(text), platform.rotate_key(text), platform.forget_subject(text, text)
+    TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.encrypt(text, text, text), platform.encrypt(bytea, text, text),
+                          platform.encrypt_for_subject(text, text, text, text), platform.encrypt_for_subject(bytea, text, text, text),
+                          platform.blind_index(text, text)
+    TO platform_admin, platform_developer, platform_pii_reader;
+GRANT EXECUTE ON FUNCTION platform.decrypt(bytea, text), platform.decrypt_bytea(bytea, text) TO platform_pii_reader;

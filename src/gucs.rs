@@ -16,6 +16,17 @@ pub static MAINTENANCE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 /// Milliseconds partition maintenance waits for its lock on a parent before giving up.
 pub static MAINTENANCE_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
+/// The file holding the master key of PII encryption (64 hex digits, mode 0600).
+pub static MASTER_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// A command printing the master key (like ssl_passphrase_command).
+pub static MASTER_KEY_COMMAND: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
+/// What reading a forgotten subject's value gives: an ERROR (P0002) or NULL.
+pub static PII_FORGOTTEN_READ: GucSetting<crate::pii::ForgottenRead> =
+    GucSetting::<crate::pii::ForgottenRead>::new(crate::pii::ForgottenRead::Error);
+
 pub fn register() {
     // A postmaster-context setting can only be defined while the postmaster preloads the
     // library; defining it later (CREATE EXTENSION without preloading) is FATAL. Without
@@ -52,6 +63,32 @@ pub fn register() {
         3_600_000,
         GucContext::Suset,
         GucFlags::UNIT_MS,
+    );
+    // Only postgresql.conf (or ALTER SYSTEM) can name the master key, and only superusers
+    // can even read where it is.
+    GucRegistry::define_string_guc(
+        c"platform.master_key_file",
+        c"File holding the master key of pg_platform's PII encryption (64 hex digits).",
+        c"Must be owned by the server's OS user and not readable by group or others.",
+        &MASTER_KEY_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"platform.master_key_command",
+        c"Command printing the master key of pg_platform's PII encryption (64 hex digits).",
+        c"Run by the backend that first needs the key, with sh -c; its standard error is discarded.",
+        &MASTER_KEY_COMMAND,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_enum_guc(
+        c"platform.pii_forgotten_read",
+        c"What decrypting a value of a forgotten subject gives: error (SQLSTATE P0002) or null.",
+        c"",
+        &PII_FORGOTTEN_READ,
+        GucContext::Userset,
+        GucFlags::default(),
     );
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod gucs;
 pub mod partition;
 pub mod payments;
+pub mod pii;
 pub mod rbac;
 mod sql;
 mod testing;
@@ -49,6 +50,8 @@ pub mod pg_test {
             "platform.worker_naptime = 1",
             // Tests call run_maintenance themselves; the worker's pass is tested end to end.
             "platform.maintenance_interval = 0",
+            // A fixed test master key (the master key file checks run in tests/e2e).
+            "platform.master_key_command = 'echo 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'",
         ];
         if server_has_output_plugin_libraries() {
             options.push("output_plugin_libraries = 'pgoutput, test_decoding, pg_platform'");

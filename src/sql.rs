@@ -151,3 +151,17 @@ pub fn sqlstate(code: pgrx::PgSqlErrorCode) -> String {
         .map(|i| char::from(b'0' + ((packed >> (6 * i)) & 0x3F) as u8))
         .collect()
 }
+
+/// Runs a statement that changes something and returns the first column of its first row
+/// (`INSERT/UPDATE/DELETE ... RETURNING`, `SELECT ... FOR UPDATE`).
+pub fn modify_returning<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option<T> {
+    Spi::connect_mut(|c| {
+        let table = c.update(sql, Some(1), args)?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        table.first().get_one::<T>()
+    })
+    .map_err(SpiFailure::from)
+    .or_raise()
+}

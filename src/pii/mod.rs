@@ -1,0 +1,521 @@
+//! Column-level PII encryption: AES-256-GCM with envelope keys, rotation, blind indexes
+//! for equality search, and per-subject keys whose destruction erases a person's data
+//! wherever its ciphertext went (crypto-shredding).
+//!
+//! No function takes a key or a passphrase: the master key comes from a file or a command
+//! named by superuser settings, data keys are made in the server and stored wrapped.
+
+mod cipher;
+mod keys;
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+use crate::error::{raise, OrRaise, SqlError};
+use crate::sql;
+use cipher::Header;
+use keys::{Key, KeyRef};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PiiError {
+    #[error("no master key is configured for pg_platform's PII encryption")]
+    NoMasterKey,
+    #[error("both platform.master_key_file and platform.master_key_command are set")]
+    TwoMasterKeySources,
+    #[error("master key file \"{0}\" cannot be used: {1}")]
+    MasterKeyFile(String, String),
+    #[error("platform.master_key_command failed: {0}")]
+    MasterKeyCommand(String),
+    #[error("the master key from {0} is not 32 bytes written as 64 hexadecimal digits")]
+    BadMasterKey(String),
+    #[error("data key \"{0}\" was wrapped by another master key than the one configured")]
+    OtherMasterKey(String),
+    #[error("wrapped data key \"{0}\" is corrupted")]
+    CorruptKey(String),
+    #[error("the operating system gave no random bytes")]
+    NoRandomness,
+    #[error("invalid key name \"{0}\": use 1 to 63 characters")]
+    InvalidName(String),
+    #[error("key \"{0}\" already exists")]
+    KeyExists(String),
+    #[error("key \"{0}\" does not exist")]
+    NoSuchKey(String),
+    #[error("the ciphertext refers to key id {0} version {1}, which does not exist")]
+    UnknownKeyVersion(u32, u32),
+    #[error("the ciphertext refers to subject key {0} of key id {1}, which does not exist")]
+    UnknownSubjectKey(u64, u32),
+    #[error("not a pg_platform ciphertext: {0}")]
+    Malformed(&'static str),
+    #[error("ciphertext failed authentication: it was altered, or it was encrypted for another context than '{0}'")]
+    Tampered(String),
+    #[error("the data subject of this value was forgotten (key \"{0}\", subject key {1})")]
+    Forgotten(String, u64),
+    #[error("subject \"{1}\" of key \"{0}\" was forgotten; nothing can be encrypted for it again")]
+    SubjectForgotten(String, String),
+}
+
+impl SqlError for PiiError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            Self::NoMasterKey => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::TwoMasterKeySources
+            | Self::MasterKeyFile(..)
+            | Self::MasterKeyCommand(_)
+            | Self::BadMasterKey(_)
+            | Self::OtherMasterKey(_) => ERRCODE_CONFIG_FILE_ERROR,
+            Self::CorruptKey(_) | Self::Tampered(_) => ERRCODE_DATA_CORRUPTED,
+            Self::NoRandomness => ERRCODE_SYSTEM_ERROR,
+            Self::InvalidName(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::KeyExists(_) => ERRCODE_DUPLICATE_OBJECT,
+            Self::NoSuchKey(_) | Self::UnknownKeyVersion(..) | Self::UnknownSubjectKey(..) => {
+                ERRCODE_UNDEFINED_OBJECT
+            }
+            Self::Malformed(_) => ERRCODE_INVALID_BINARY_REPRESENTATION,
+            Self::Forgotten(..) => ERRCODE_NO_DATA_FOUND,
+            Self::SubjectForgotten(..) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::NoMasterKey => "Set platform.master_key_file (a file of 64 hex digits, mode 0600, owned by the server's OS user) or platform.master_key_command in postgresql.conf, then SELECT pg_reload_conf().".into(),
+            Self::TwoMasterKeySources => "Set only one of them.".into(),
+            Self::MasterKeyFile(..) => "chown the file to the server's OS user and chmod 600 it.".into(),
+            Self::MasterKeyCommand(_) => "The command must print the key as 64 hexadecimal digits and exit 0.".into(),
+            Self::BadMasterKey(_) => "Make one with: openssl rand -hex 32".into(),
+            Self::OtherMasterKey(_) => "Configure the master key this database's keys were made with.".into(),
+            Self::KeyExists(k) => format!("Use it, or rotate it with SELECT platform.rotate_key('{k}');"),
+            Self::NoSuchKey(k) => format!("Create it with SELECT platform.create_key('{k}');"),
+            Self::Forgotten(..) => "SET platform.pii_forgotten_read = 'null' to read forgotten values as NULL.".into(),
+            Self::SubjectForgotten(..) => "Use another subject identifier if the person comes back.".into(),
+            _ => return None,
+        })
+    }
+}
+
+/// How reading a forgotten subject's value behaves.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ForgottenRead {
+    #[name = c"error"]
+    Error,
+    #[name = c"null"]
+    Null,
+}
+
+/// Runs `f` as the extension's owner, as a SECURITY DEFINER function would: the key tables
+/// are readable by no one else. The previous identity comes back afterwards, and on an
+/// error with the (sub)transaction's abort.
+fn as_owner<R>(f: impl FnOnce() -> R) -> R {
+    let owner = sql::read::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_platform'",
+        &[],
+    )
+    .unwrap_or(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let out = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    out
+}
+
+fn check_name(name: &str) {
+    if name.is_empty() || name.chars().count() > 63 {
+        raise(PiiError::InvalidName(name.to_string()));
+    }
+}
+
+/// (key id, current version) of a key, cached per backend.
+fn current_version(name: &str) -> (u32, u32) {
+    keys::ensure_invalidation_callback();
+    if let Some(v) = keys::cached_current(name) {
+        return v;
+    }
+    let row = as_owner(|| {
+        sql::read::<String>(
+            "SELECT k.id || ' ' || max(v.version) FROM platform.pii_key k
+               JOIN platform.pii_key_version v ON v.key_id = k.id WHERE k.name = $1 GROUP BY k.id",
+            &[name.into()],
+        )
+    });
+    let Some(row) = row else {
+        raise(PiiError::NoSuchKey(name.to_string()))
+    };
+    let mut parts = row.split(' ').map(|p| p.parse::<u32>().unwrap_or(0));
+    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    keys::remember_current(name, v);
+    v
+}
+
+/// The unwrapped data key a ciphertext header names; `None` for a forgotten subject.
+fn data_key(r: &KeyRef) -> Option<Key> {
+    keys::ensure_invalidation_callback();
+    if let Some(k) = keys::cached_dek(r) {
+        return Some(k);
+    }
+    let (sql_text, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match r {
+        KeyRef::Version { key_id, version } => (
+            "SELECT k.name, v.wrapped, v.master_key_fingerprint FROM platform.pii_key_version v
+               JOIN platform.pii_key k ON k.id = v.key_id WHERE v.key_id = $1 AND v.version = $2",
+            vec![(*key_id as i32).into(), (*version as i32).into()],
+        ),
+        KeyRef::Subject {
+            key_id,
+            subject_key_id,
+        } => (
+            "SELECT k.name, s.wrapped, s.master_key_fingerprint FROM platform.pii_subject_key s
+               JOIN platform.pii_key k ON k.id = s.key_id WHERE s.key_id = $1 AND s.id = $2",
+            vec![(*key_id as i32).into(), (*subject_key_id as i64).into()],
+        ),
+    };
+    let found = as_owner(|| {
+        Spi::connect(|c| {
+            let t = c.select(sql_text, Some(1), &args)?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            let row = t.first();
+            Ok::<_, pgrx::spi::SpiError>(Some((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<Vec<u8>>(2)?.unwrap_or_default(),
+                row.get::<Vec<u8>>(3)?.unwrap_or_default(),
+            )))
+        })
+        .map_err(crate::error::SpiFailure::from)
+        .or_raise()
+    });
+    match (found, r) {
+        (Some((name, wrapped, fp)), _) => {
+            let key = keys::unwrap_key(r, &wrapped, &fp, &name);
+            keys::remember_dek(r.clone(), key.clone());
+            Some(key)
+        }
+        (None, KeyRef::Version { key_id, version }) => {
+            raise(PiiError::UnknownKeyVersion(*key_id, *version))
+        }
+        (
+            None,
+            KeyRef::Subject {
+                key_id,
+                subject_key_id,
+            },
+        ) => {
+            let forgotten = as_owner(|| {
+                sql::read::<String>(
+                    "SELECT key_name FROM platform.forgotten_subjects WHERE subject_key_id = $1",
+                    &[(*subject_key_id as i64).into()],
+                )
+            });
+            match forgotten {
+                Some(name) => match crate::gucs::PII_FORGOTTEN_READ.get() {
+                    ForgottenRead::Null => None,
+                    ForgottenRead::Error => raise(PiiError::Forgotten(name, *subject_key_id)),
+                },
+                None => raise(PiiError::UnknownSubjectKey(*subject_key_id, *key_id)),
+            }
+        }
+    }
+}
+
+/// The subject key id of `subject` under key `key_id`, created on first use.
+fn subject_key(key_name: &str, key_id: u32, subject: &str) -> u64 {
+    if let Some(id) = keys::cached_subject(key_id, subject) {
+        return id;
+    }
+    let id = as_owner(|| {
+        if let Some(id) = sql::read::<i64>(
+            "SELECT id FROM platform.pii_subject_key WHERE key_id = $1 AND subject = $2",
+            &[(key_id as i32).into(), subject.into()],
+        ) {
+            return id;
+        }
+        let forgotten = sql::read::<bool>(
+            "SELECT true FROM platform.forgotten_subjects WHERE key_name = $1 AND subject = $2 LIMIT 1",
+            &[key_name.into(), subject.into()],
+        );
+        if forgotten.is_some() {
+            raise(PiiError::SubjectForgotten(
+                key_name.to_string(),
+                subject.to_string(),
+            ));
+        }
+        let id =
+            sql::read::<i64>("SELECT nextval('platform.pii_subject_key_id_seq')", &[]).unwrap_or(0);
+        let (wrapped, fp) = keys::new_wrapped(&KeyRef::Subject {
+            key_id,
+            subject_key_id: id as u64,
+        });
+        // A concurrent first encryption for the same subject may win: keep its key.
+        sql::modify(
+            "INSERT INTO platform.pii_subject_key (id, key_id, subject, wrapped, master_key_fingerprint)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_id, subject) DO NOTHING",
+            &[id.into(), (key_id as i32).into(), subject.into(), wrapped.into(), fp.to_vec().into()],
+        );
+        sql::read::<i64>(
+            "SELECT id FROM platform.pii_subject_key WHERE key_id = $1 AND subject = $2",
+            &[(key_id as i32).into(), subject.into()],
+        )
+        .unwrap_or(id)
+    }) as u64;
+    keys::remember_subject(key_id, subject, id);
+    id
+}
+
+fn seal(plain: &[u8], key_name: &str, subject: Option<&str>, context: &str) -> Vec<u8> {
+    let (key_id, version) = current_version(key_name);
+    let r = match subject {
+        None => KeyRef::Version { key_id, version },
+        Some(s) => KeyRef::Subject {
+            key_id,
+            subject_key_id: subject_key(key_name, key_id, s),
+        },
+    };
+    let Some(key) = data_key(&r) else {
+        raise(PiiError::SubjectForgotten(
+            key_name.to_string(),
+            subject.unwrap_or_default().to_string(),
+        ))
+    };
+    cipher::seal(&key, &Header::from(&r), plain, context)
+}
+
+fn open(ciphertext: &[u8], context: &str) -> Option<Vec<u8>> {
+    let header = cipher::Header::parse(ciphertext).unwrap_or_else(|e| raise(e));
+    let key = data_key(&header.key_ref())?;
+    Some(cipher::open(&key, &header, ciphertext, context).unwrap_or_else(|e| raise(e)))
+}
+
+/// Creates a named data key (version 1), made with the server's CSPRNG and stored only
+/// wrapped by the master key. Returns the version.
+#[pg_extern]
+fn create_key(name: &str) -> i32 {
+    check_name(name);
+    as_owner(|| {
+        let exists = sql::read::<bool>(
+            "SELECT true FROM platform.pii_key WHERE name = $1",
+            &[name.into()],
+        );
+        if exists.is_some() {
+            raise(PiiError::KeyExists(name.to_string()));
+        }
+        let id =
+            sql::read::<i32>("SELECT nextval('platform.pii_key_id_seq')::int4", &[]).unwrap_or(0);
+        let (wrapped, fp) = keys::new_wrapped(&KeyRef::Version {
+            key_id: id as u32,
+            version: 1,
+        });
+        sql::modify(
+            "INSERT INTO platform.pii_key (id, name) VALUES ($1, $2)",
+            &[id.into(), name.into()],
+        );
+        sql::modify(
+            "INSERT INTO platform.pii_key_version (key_id, version, wrapped, master_key_fingerprint) VALUES ($1, 1, $2, $3)",
+            &[id.into(), wrapped.into(), fp.to_vec().into()],
+        );
+    });
+    1
+}
+
+/// Adds a new version of a key: new writes use it, ciphertexts of older versions still
+/// decrypt. Every session sees the new version from the commit on. Returns the version.
+#[pg_extern]
+fn rotate_key(name: &str) -> i32 {
+    let version = as_owner(|| {
+        // FOR UPDATE: concurrent rotations of one key take turns.
+        let Some(id) = sql::modify_returning::<i32>(
+            "SELECT id FROM platform.pii_key WHERE name = $1 FOR UPDATE",
+            &[name.into()],
+        ) else {
+            raise(PiiError::NoSuchKey(name.to_string()))
+        };
+        let version = sql::read::<i32>(
+            "SELECT max(version) + 1 FROM platform.pii_key_version WHERE key_id = $1",
+            &[id.into()],
+        )
+        .unwrap_or(1);
+        let (wrapped, fp) = keys::new_wrapped(&KeyRef::Version {
+            key_id: id as u32,
+            version: version as u32,
+        });
+        sql::modify(
+            "INSERT INTO platform.pii_key_version (key_id, version, wrapped, master_key_fingerprint) VALUES ($1, $2, $3, $4)",
+            &[id.into(), version.into(), wrapped.into(), fp.to_vec().into()],
+        );
+        version
+    });
+    keys::invalidate_everywhere("platform.pii_key_version");
+    version
+}
+
+/// Encrypts `value` under the current version of key `key_name`. `context` (for example
+/// `'payments.customer.email'`, or with the row's key) is authenticated with the value: a
+/// ciphertext copied to another column or row does not decrypt there.
+#[pg_extern(name = "encrypt")]
+fn encrypt_text(value: &str, key_name: &str, context: &str) -> Vec<u8> {
+    seal(value.as_bytes(), key_name, None, context)
+}
+
+/// `encrypt` for bytea values.
+#[pg_extern(name = "encrypt")]
+fn encrypt_bytes(value: &[u8], key_name: &str, context: &str) -> Vec<u8> {
+    seal(value, key_name, None, context)
+}
+
+/// Encrypts `value` under the data key of one data subject (for example a customer id)
+/// within key `key_name`: `platform.forget_subject` destroys that key, and with it every
+/// copy of the subject's values.
+#[pg_extern(name = "encrypt_for_subject")]
+fn encrypt_for_subject_text(value: &str, key_name: &str, subject: &str, context: &str) -> Vec<u8> {
+    seal(value.as_bytes(), key_name, Some(subject), context)
+}
+
+/// `encrypt_for_subject` for bytea values.
+#[pg_extern(name = "encrypt_for_subject")]
+fn encrypt_for_subject_bytes(
+    value: &[u8],
+    key_name: &str,
+    subject: &str,
+    context: &str,
+) -> Vec<u8> {
+    seal(value, key_name, Some(subject), context)
+}
+
+/// Decrypts a value encrypted as text, checking `context`. A forgotten subject's value is
+/// an ERROR with SQLSTATE P0002, or NULL with `platform.pii_forgotten_read = 'null'`.
+#[pg_extern(stable)]
+fn decrypt(ciphertext: &[u8], context: &str) -> Option<String> {
+    let plain = open(ciphertext, context)?;
+    match String::from_utf8(plain) {
+        Ok(s) => Some(s),
+        Err(_) => raise(PiiError::Malformed(
+            "the decrypted value is not text; use platform.decrypt_bytea",
+        )),
+    }
+}
+
+/// Decrypts a value encrypted as bytea.
+#[pg_extern(stable)]
+fn decrypt_bytea(ciphertext: &[u8], context: &str) -> Option<Vec<u8>> {
+    open(ciphertext, context)
+}
+
+/// A keyed HMAC-SHA256 of `value` for equality search with an ordinary index: equal
+/// values give equal results under the same key, and nothing about the value can be
+/// learned without the key. Stable across key rotations.
+#[pg_extern(stable)]
+fn blind_index(value: &str, key_name: &str) -> Vec<u8> {
+    let (key_id, _) = current_version(key_name);
+    let index_key = match keys::cached_blind(key_id) {
+        Some(k) => k,
+        None => {
+            let Some(first) = data_key(&KeyRef::Version { key_id, version: 1 }) else {
+                raise(PiiError::NoSuchKey(key_name.to_string()))
+            };
+            let k = cipher::derive(&first, b"pg_platform blind index v1");
+            keys::remember_blind(key_id, k.clone());
+            k
+        }
+    };
+    cipher::mac(&index_key, value.as_bytes())
+}
+
+/// Destroys the data key of one subject under key `key_name` (crypto-shredding): every
+/// value encrypted for that subject, in this database, its replicas, dumps, audit images
+/// and lake files, can no longer be decrypted. Recorded in `platform.forgotten_subjects`
+/// (who asked and when, no data). Returns whether a key existed.
+#[pg_extern]
+fn forget_subject(key_name: &str, subject: &str) -> bool {
+    let destroyed = as_owner(|| {
+        let Some(key_id) = sql::read::<i32>(
+            "SELECT id FROM platform.pii_key WHERE name = $1",
+            &[key_name.into()],
+        ) else {
+            raise(PiiError::NoSuchKey(key_name.to_string()))
+        };
+        let id = sql::modify_returning::<i64>(
+            "DELETE FROM platform.pii_subject_key WHERE key_id = $1 AND subject = $2 RETURNING id",
+            &[key_id.into(), subject.into()],
+        );
+        // A subject that never had a key is recorded too (so nothing is encrypted for it
+        // later), under a negative id no ciphertext can name.
+        sql::modify(
+            "INSERT INTO platform.forgotten_subjects (subject_key_id, key_name, subject, forgotten_by)
+             VALUES (coalesce($1, -nextval('platform.pii_subject_key_id_seq')), $2, $3, session_user)",
+            &[id.into(), key_name.into(), subject.into()],
+        );
+        id.is_some()
+    });
+    keys::invalidate_everywhere("platform.pii_subject_key");
+    destroyed
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE SEQUENCE platform.pii_key_id_seq AS integer;
+CREATE SEQUENCE platform.pii_subject_key_id_seq AS bigint;
+CREATE TABLE platform.pii_key (
+    id          integer PRIMARY KEY,
+    name        text NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_by  text NOT NULL DEFAULT session_user
+);
+CREATE TABLE platform.pii_key_version (
+    key_id                 integer NOT NULL REFERENCES platform.pii_key (id),
+    version                integer NOT NULL,
+    wrapped                bytea NOT NULL,
+    master_key_fingerprint bytea NOT NULL,
+    created_at             timestamptz NOT NULL DEFAULT now(),
+    created_by             text NOT NULL DEFAULT session_user,
+    PRIMARY KEY (key_id, version)
+);
+CREATE TABLE platform.pii_subject_key (
+    id                     bigint PRIMARY KEY,
+    key_id                 integer NOT NULL REFERENCES platform.pii_key (id),
+    subject                text NOT NULL,
+    wrapped                bytea NOT NULL,
+    master_key_fingerprint bytea NOT NULL,
+    created_at             timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (key_id, subject)
+);
+CREATE TABLE platform.forgotten_subjects (
+    subject_key_id bigint PRIMARY KEY,
+    key_name       text NOT NULL,
+    subject        text NOT NULL,
+    forgotten_at   timestamptz NOT NULL DEFAULT now(),
+    forgotten_by   text NOT NULL
+);
+COMMENT ON TABLE platform.pii_key IS 'Named data keys of pg_platform''s PII encryption (no key material).';
+COMMENT ON TABLE platform.pii_key_version IS 'Data key versions, wrapped (AES-256-GCM) by the master key. Readable by the extension owner only.';
+COMMENT ON TABLE platform.pii_subject_key IS 'Per-subject data keys, wrapped by the master key; forget_subject deletes them.';
+COMMENT ON TABLE platform.forgotten_subjects IS 'Subjects whose key was destroyed: who asked and when, no data.';
+SELECT pg_catalog.pg_extension_config_dump('platform.pii_key_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.pii_subject_key_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.pii_key', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.pii_key_version', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.pii_subject_key', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.forgotten_subjects', '');
+GRANT SELECT ON platform.forgotten_subjects TO platform_admin, platform_auditor;
+
+CREATE VIEW platform.keys AS
+SELECT k.name,
+       max(v.version) AS current_version,
+       count(*) AS versions,
+       k.created_at,
+       k.created_by,
+       max(v.created_at) AS rotated_at,
+       (SELECT count(*) FROM platform.pii_subject_key s WHERE s.key_id = k.id) AS subject_keys,
+       (SELECT count(*) FROM platform.forgotten_subjects f WHERE f.key_name = k.name) AS forgotten_subjects
+  FROM platform.pii_key k JOIN platform.pii_key_version v ON v.key_id = k.id
+ GROUP BY k.id, k.name, k.created_at, k.created_by;
+COMMENT ON VIEW platform.keys IS 'pg_platform data keys: names, versions, when created and rotated, subject keys; never key material.';
+GRANT SELECT ON platform.keys TO platform_admin, platform_developer, platform_auditor, platform_pii_reader;
+"#,
+    name = "pii_keys",
+);

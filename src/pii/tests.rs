@@ -1,0 +1,281 @@
+//! PII encryption tests. The test server gets its master key from
+//! `platform.master_key_command` (see `lib.rs`); the master key file checks and the log
+//! checks run against their own server in `tests/e2e/pii_master_key.sh`.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn text(sql: &str) -> String {
+        crate::sql::read::<String>(sql, &[]).unwrap_or_default()
+    }
+
+    #[pg_test]
+    fn values_round_trip_and_each_encryption_differs() {
+        crate::sql::run("SELECT platform.create_key('t_roundtrip')");
+        assert_eq!(
+            text("SELECT platform.decrypt(platform.encrypt('alice@example.com', 't_roundtrip', 'customer.email'), 'customer.email')"),
+            "alice@example.com"
+        );
+        assert_eq!(
+            text("SELECT encode(platform.decrypt_bytea(platform.encrypt('\\x00ff10'::bytea, 't_roundtrip', 'c'), 'c'), 'hex')"),
+            "00ff10"
+        );
+        assert_eq!(
+            text("SELECT (platform.encrypt('x', 't_roundtrip', 'c') <> platform.encrypt('x', 't_roundtrip', 'c'))::text"),
+            "true"
+        );
+        // Header (10) + nonce (12) + plaintext + tag (16).
+        assert_eq!(
+            text("SELECT length(platform.encrypt('abcde', 't_roundtrip', 'c'))::text"),
+            "43"
+        );
+        assert_eq!(
+            text("SELECT encode(substr(platform.encrypt('x', 't_roundtrip', 'c'), 1, 2), 'hex')"),
+            "a100"
+        );
+        // NULL in, NULL out.
+        assert_eq!(
+            text("SELECT (platform.encrypt(NULL::text, 't_roundtrip', 'c') IS NULL)::text"),
+            "true"
+        );
+    }
+
+    #[pg_test]
+    fn blind_index_is_keyed_and_survives_rotation() {
+        crate::sql::run(
+            "SELECT platform.create_key('t_blind_a'); SELECT platform.create_key('t_blind_b');",
+        );
+        let a = text("SELECT encode(platform.blind_index('bob@example.com', 't_blind_a'), 'hex')");
+        assert_eq!(a.len(), 64);
+        assert_eq!(
+            a,
+            text("SELECT encode(platform.blind_index('bob@example.com', 't_blind_a'), 'hex')")
+        );
+        assert_ne!(
+            a,
+            text("SELECT encode(platform.blind_index('bob@example.com', 't_blind_b'), 'hex')")
+        );
+        assert_ne!(
+            a,
+            text("SELECT encode(platform.blind_index('Bob@example.com', 't_blind_a'), 'hex')")
+        );
+        crate::sql::run("SELECT platform.rotate_key('t_blind_a')");
+        assert_eq!(
+            a,
+            text("SELECT encode(platform.blind_index('bob@example.com', 't_blind_a'), 'hex')")
+        );
+    }
+}
+
+#[cfg(test)]
+mod integration {
+    use crate::testing::{client, expect_error, one};
+
+    #[test]
+    fn tampered_truncated_or_misplaced_ciphertexts_are_refused() {
+        let mut c = client();
+        c.batch_execute("SELECT platform.create_key('t_tamper') WHERE NOT EXISTS (SELECT 1 FROM platform.keys WHERE name = 't_tamper')")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ct: Vec<u8> = one(
+            &mut c,
+            "SELECT platform.encrypt('4111 1111 1111 1111', 't_tamper', 'card.number:7')",
+        );
+        // Every single-bit flip anywhere is refused; none decrypts to anything.
+        for byte in 0..ct.len() {
+            for bit in [0u8, 3, 7] {
+                let mut t = ct.clone();
+                t[byte] ^= 1 << bit;
+                let hex: String = t.iter().map(|b| format!("{b:02x}")).collect();
+                let (code, message) = expect_error(
+                    &mut c,
+                    &format!("SELECT platform.decrypt('\\x{hex}', 'card.number:7')"),
+                );
+                let allowed: &[&str] = match byte {
+                    0 => &["22P03"],                       // format marker
+                    1..=9 => &["22P03", "42704", "XX001"], // key kind, id, version: named key absent or wrong
+                    _ => &["XX001"],                       // nonce, ciphertext, tag
+                };
+                assert!(
+                    allowed.contains(&code.as_str()),
+                    "byte {byte} bit {bit}: {code} {message}"
+                );
+            }
+        }
+        let hex: String = ct.iter().map(|b| format!("{b:02x}")).collect();
+        let (code, message) = expect_error(
+            &mut c,
+            &format!("SELECT platform.decrypt('\\x{hex}', 'card.number:8')"),
+        );
+        assert_eq!(code, "XX001", "{message}");
+        assert!(
+            message.contains("another context than 'card.number:8'"),
+            "{message}"
+        );
+        let (code, _) = expect_error(
+            &mut c,
+            &format!(
+                "SELECT platform.decrypt('\\x{}', 'card.number:7')",
+                &hex[..hex.len() - 2]
+            ),
+        );
+        assert_eq!(code, "XX001");
+        let (code, message) = expect_error(
+            &mut c,
+            &format!(
+                "SELECT platform.decrypt('\\x{}', 'card.number:7')",
+                &hex[..40]
+            ),
+        );
+        assert_eq!(code, "22P03", "{message}");
+        let unknown = format!(
+            "SELECT platform.decrypt('\\xa1000000ffff00000001{}', 'c')",
+            "00".repeat(28)
+        );
+        let (code, message) = expect_error(&mut c, &unknown);
+        assert_eq!(code, "42704", "{message}");
+        assert!(message.contains("key id 65535 version 1"), "{message}");
+        let (code, _) = expect_error(&mut c, "SELECT platform.decrypt('\\x00', 'c')");
+        assert_eq!(code, "22P03");
+    }
+
+    #[test]
+    fn rotation_keeps_old_versions_readable_under_concurrent_writes() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS public.t_rotation; CREATE TABLE public.t_rotation (id int PRIMARY KEY, secret bytea);
+             SELECT platform.create_key('t_rotate') WHERE NOT EXISTS (SELECT 1 FROM platform.keys WHERE name = 't_rotate');",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::thread::scope(|s| {
+            for w in 0..4 {
+                s.spawn(move || {
+                    let mut c = client();
+                    for i in 0..100 {
+                        let id = w * 100 + i;
+                        c.batch_execute(&format!(
+                            "INSERT INTO public.t_rotation VALUES ({id}, platform.encrypt('value {id}', 't_rotate', 't_rotation.secret:{id}'))"
+                        ))
+                        .unwrap_or_else(|e| panic!("insert {id}: {e}"));
+                    }
+                });
+            }
+            s.spawn(|| {
+                let mut c = client();
+                for _ in 0..5 {
+                    c.batch_execute("SELECT platform.rotate_key('t_rotate')")
+                        .unwrap_or_else(|e| panic!("rotate: {e}"));
+                }
+            });
+        });
+        assert_eq!(
+            one::<i64>(&mut c, "SELECT count(*) FROM public.t_rotation
+                                 WHERE platform.decrypt(secret, 't_rotation.secret:' || id) = 'value ' || id"),
+            400
+        );
+        let versions: i64 = one(
+            &mut c,
+            "SELECT count(DISTINCT get_byte(secret, 9)) FROM public.t_rotation",
+        );
+        assert!(versions >= 2, "writes used {versions} key versions");
+        assert_eq!(
+            one::<i32>(
+                &mut c,
+                "SELECT current_version FROM platform.keys WHERE name = 't_rotate'"
+            ),
+            6
+        );
+        c.batch_execute("DROP TABLE public.t_rotation")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_forgotten_subject_is_unreadable_in_every_session() {
+        let mut a = client();
+        let mut b = client();
+        a.batch_execute("SELECT platform.create_key('t_subjects') WHERE NOT EXISTS (SELECT 1 FROM platform.keys WHERE name = 't_subjects')")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let suffix: i64 = one(&mut a, "SELECT (random() * 1e9)::int8");
+        let (s1, s2) = (format!("cust-{suffix}-1"), format!("cust-{suffix}-2"));
+        let v1: Vec<u8> = one(&mut a, &format!("SELECT platform.encrypt_for_subject('Ada Lovelace', 't_subjects', '{s1}', 'customer.full_name')"));
+        let v2: Vec<u8> = one(&mut a, &format!("SELECT platform.encrypt_for_subject('Alan Turing', 't_subjects', '{s2}', 'customer.full_name')"));
+        let hex = |v: &[u8]| v.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let read = |v: &[u8]| {
+            format!(
+                "SELECT platform.decrypt('\\x{}', 'customer.full_name')",
+                hex(v)
+            )
+        };
+        // Session a has the subject key cached when session b destroys it.
+        assert_eq!(one::<String>(&mut a, &read(&v1)), "Ada Lovelace");
+        assert!(one::<bool>(
+            &mut b,
+            &format!("SELECT platform.forget_subject('t_subjects', '{s1}')")
+        ));
+        let (code, message) = expect_error(&mut a, &read(&v1));
+        assert_eq!(code, "P0002", "{message}");
+        assert!(message.contains("forgotten"), "{message}");
+        a.batch_execute("SET platform.pii_forgotten_read = 'null'")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(one::<Option<String>>(&mut a, &read(&v1)), None);
+        assert_eq!(one::<String>(&mut a, &read(&v2)), "Alan Turing");
+        // Nothing new is encrypted for a forgotten subject.
+        let (code, _) = expect_error(
+            &mut b,
+            &format!("SELECT platform.encrypt_for_subject('x', 't_subjects', '{s1}', 'c')"),
+        );
+        assert_eq!(code, "55000");
+        assert_eq!(
+            one::<String>(
+                &mut b,
+                &format!(
+                    "SELECT forgotten_by FROM platform.forgotten_subjects WHERE subject = '{s1}'"
+                )
+            ),
+            "postgres"
+        );
+    }
+
+    #[test]
+    fn keys_are_guarded() {
+        let mut c = client();
+        c.batch_execute(
+            "SELECT platform.create_key('t_guard') WHERE NOT EXISTS (SELECT 1 FROM platform.keys WHERE name = 't_guard');
+             DROP ROLE IF EXISTS pii_test_dev; CREATE ROLE pii_test_dev; GRANT platform_developer TO pii_test_dev;",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cases = [
+            ("SELECT platform.create_key('t_guard')", "42710", "already exists"),
+            ("SELECT platform.create_key('')", "22023", "invalid key name"),
+            ("SELECT platform.encrypt('x', 'no_such_key', 'c')", "42704", "does not exist"),
+            ("SELECT platform.rotate_key('no_such_key')", "42704", "does not exist"),
+            ("SELECT platform.forget_subject('no_such_key', 's')", "42704", "does not exist"),
+            ("SET ROLE pii_test_dev; SELECT * FROM platform.pii_key_version", "42501", "permission denied"),
+            ("SET ROLE pii_test_dev; SELECT * FROM platform.pii_subject_key", "42501", "permission denied"),
+            ("SET ROLE pii_test_dev; SHOW platform.master_key_command", "42501", "master_key_command"),
+            ("SET ROLE pii_test_dev; SELECT platform.decrypt(platform.encrypt('x', 't_guard', 'c'), 'c')", "42501", "decrypt"),
+            ("SET ROLE pii_test_dev; SELECT platform.create_key('t_guard_dev')", "42501", "create_key"),
+        ];
+        for (sql, state, words) in cases {
+            let (code, message) = expect_error(&mut c, sql);
+            assert_eq!(code, state, "{sql}: {message}");
+            assert!(message.contains(words), "{sql}: {message}");
+        }
+        // A developer encrypts (through the owner's rights on the key tables) and sees the
+        // key list, never key material.
+        c.batch_execute("SET ROLE pii_test_dev")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let n: i64 = one(
+            &mut c,
+            "SELECT length(platform.encrypt('x', 't_guard', 'c'))::int8",
+        );
+        let listed: i64 = one(
+            &mut c,
+            "SELECT count(*) FROM platform.keys WHERE name = 't_guard'",
+        );
+        c.batch_execute("RESET ROLE; DROP OWNED BY pii_test_dev; DROP ROLE pii_test_dev")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n, 39);
+        assert_eq!(listed, 1);
+    }
+}
