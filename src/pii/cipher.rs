@@ -13,10 +13,10 @@
 //! The associated data is the header followed by the caller's context, so changing any
 //! header byte, or decrypting in another context, fails authentication.
 
-use super::keys::{Key, KeyRef};
+use super::keys::{Dek, Key, KeyRef};
 use super::PiiError;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::Nonce;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -99,10 +99,9 @@ fn aad(header: &Header, context: &str) -> Vec<u8> {
     aad
 }
 
-pub fn seal(key: &Key, header: &Header, plain: &[u8], context: &str) -> Vec<u8> {
+pub fn seal(dek: &Dek, header: &Header, plain: &[u8], context: &str) -> Vec<u8> {
     let nonce = super::keys::random_bytes::<NONCE>();
-    let cipher = Aes256Gcm::new(key.as_slice().into());
-    let sealed = match cipher.encrypt(
+    let sealed = match dek.cipher.encrypt(
         Nonce::from_slice(&nonce),
         Payload {
             msg: plain,
@@ -119,10 +118,9 @@ pub fn seal(key: &Key, header: &Header, plain: &[u8], context: &str) -> Vec<u8> 
     out
 }
 
-pub fn open(key: &Key, header: &Header, c: &[u8], context: &str) -> Result<Vec<u8>, PiiError> {
+pub fn open(dek: &Dek, header: &Header, c: &[u8], context: &str) -> Result<Vec<u8>, PiiError> {
     let at = header.bytes.len();
-    let cipher = Aes256Gcm::new(key.as_slice().into());
-    cipher
+    dek.cipher
         .decrypt(
             Nonce::from_slice(&c[at..at + NONCE]),
             Payload {

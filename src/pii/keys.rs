@@ -19,6 +19,13 @@ use zeroize::Zeroizing;
 
 pub type Key = Zeroizing<[u8; 32]>;
 
+/// An unwrapped data key with its AES key schedule, made once per backend (the schedule
+/// is wiped on drop too: aes-gcm's `zeroize` feature).
+pub struct Dek {
+    pub key: Key,
+    pub cipher: Aes256Gcm,
+}
+
 /// First bytes of SHA-256 over the KEK: stored with each wrapped key, so a wrong master
 /// key is reported as such instead of as corrupted data.
 pub type Fingerprint = [u8; 8];
@@ -41,9 +48,9 @@ struct Cache {
     kek: Option<Kek>,
     /// key name -> (key id, current version)
     current: HashMap<String, (u32, u32)>,
-    /// (key id, subject) -> subject key id
-    subjects: HashMap<(u32, String), u64>,
-    deks: HashMap<KeyRef, Key>,
+    /// key id -> subject -> subject key id
+    subjects: HashMap<u32, HashMap<String, u64>>,
+    deks: HashMap<KeyRef, std::rc::Rc<Dek>>,
     blind: HashMap<u32, Key>,
     callback_registered: bool,
     watched: Vec<pg_sys::Oid>,
@@ -239,14 +246,17 @@ pub fn unwrap_key(r: &KeyRef, wrapped: &[u8], fingerprint: &[u8], name: &str) ->
     })
 }
 
-pub fn cached_dek(r: &KeyRef) -> Option<Key> {
+pub fn cached_dek(r: &KeyRef) -> Option<std::rc::Rc<Dek>> {
     CACHE.with_borrow(|c| c.deks.get(r).cloned())
 }
 
-pub fn remember_dek(r: KeyRef, k: Key) {
+pub fn remember_dek(r: KeyRef, key: Key) -> std::rc::Rc<Dek> {
+    let cipher = Aes256Gcm::new(key.as_slice().into());
+    let dek = std::rc::Rc::new(Dek { key, cipher });
     CACHE.with_borrow_mut(|c| {
-        c.deks.insert(r, k);
+        c.deks.insert(r, dek.clone());
     });
+    dek
 }
 
 pub fn cached_current(name: &str) -> Option<(u32, u32)> {
@@ -260,12 +270,20 @@ pub fn remember_current(name: &str, v: (u32, u32)) {
 }
 
 pub fn cached_subject(key_id: u32, subject: &str) -> Option<u64> {
-    CACHE.with_borrow(|c| c.subjects.get(&(key_id, subject.to_string())).copied())
+    CACHE.with_borrow(|c| {
+        c.subjects
+            .get(&key_id)
+            .and_then(|m| m.get(subject))
+            .copied()
+    })
 }
 
 pub fn remember_subject(key_id: u32, subject: &str, id: u64) {
     CACHE.with_borrow_mut(|c| {
-        c.subjects.insert((key_id, subject.to_string()), id);
+        c.subjects
+            .entry(key_id)
+            .or_default()
+            .insert(subject.to_string(), id);
     });
 }
 

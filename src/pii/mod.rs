@@ -13,9 +13,10 @@ mod tests;
 use crate::error::{raise, OrRaise, SqlError};
 use crate::sql;
 use cipher::Header;
-use keys::{Key, KeyRef};
+use keys::{Dek, KeyRef};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
+use std::rc::Rc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PiiError {
@@ -108,11 +109,18 @@ pub enum ForgottenRead {
 /// are readable by no one else. The previous identity comes back afterwards, and on an
 /// error with the (sub)transaction's abort.
 fn as_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = sql::read::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_platform'",
-        &[],
-    )
-    .unwrap_or(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
+    thread_local! {
+        static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+    }
+    let owner = OWNER.get().unwrap_or_else(|| {
+        let owner = sql::read::<pg_sys::Oid>(
+            "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_platform'",
+            &[],
+        )
+        .unwrap_or(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
+        OWNER.set(Some(owner));
+        owner
+    });
     let (mut user, mut context) = (pg_sys::InvalidOid, 0);
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
@@ -155,7 +163,7 @@ fn current_version(name: &str) -> (u32, u32) {
 }
 
 /// The unwrapped data key a ciphertext header names; `None` for a forgotten subject.
-fn data_key(r: &KeyRef) -> Option<Key> {
+fn data_key(r: &KeyRef) -> Option<Rc<Dek>> {
     keys::ensure_invalidation_callback();
     if let Some(k) = keys::cached_dek(r) {
         return Some(k);
@@ -194,8 +202,7 @@ fn data_key(r: &KeyRef) -> Option<Key> {
     match (found, r) {
         (Some((name, wrapped, fp)), _) => {
             let key = keys::unwrap_key(r, &wrapped, &fp, &name);
-            keys::remember_dek(r.clone(), key.clone());
-            Some(key)
+            Some(keys::remember_dek(r.clone(), key))
         }
         (None, KeyRef::Version { key_id, version }) => {
             raise(PiiError::UnknownKeyVersion(*key_id, *version))
@@ -418,7 +425,7 @@ fn blind_index(value: &str, key_name: &str) -> Vec<u8> {
             let Some(first) = data_key(&KeyRef::Version { key_id, version: 1 }) else {
                 raise(PiiError::NoSuchKey(key_name.to_string()))
             };
-            let k = cipher::derive(&first, b"pg_platform blind index v1");
+            let k = cipher::derive(&first.key, b"pg_platform blind index v1");
             keys::remember_blind(key_id, k.clone());
             k
         }
