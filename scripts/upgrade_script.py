@@ -16,11 +16,14 @@ old, new = (open(p).read() for p in sys.argv[1:3])
 strip = lambda b: "\n".join(l for l in b.splitlines() if not l.startswith("-- src/")).strip()
 old_blocks = {strip(b) for b in old.split("/* <begin connected objects> */")}
 out = []
+finalize = ""
 for block in new.split("/* <begin connected objects> */"):
     body = strip(block.replace("/* </end connected objects> */", ""))
-    if body and strip(block) not in old_blocks and "finalize" not in block and "GRANT EXECUTE" not in body:
+    if "pg_platform finalize" in block:
+        finalize = body
+    elif body and strip(block) not in old_blocks:
         out.append(body)
-grants = [g.strip() + ";" for g in new.split(";") if g.strip().startswith("GRANT EXECUTE") and g.strip() + ";" not in old]
+grants = [g.strip() + ";" for g in finalize.split(";") if g.strip().startswith("GRANT EXECUTE") and g.strip() + ";" not in old]
 for g in grants:
     funcs = re.search(r"ON FUNCTION (.*) TO", g, re.S).group(1)
     out.append(f"REVOKE EXECUTE ON FUNCTION {funcs.strip()} FROM PUBLIC;\n{g}")

@@ -29,3 +29,4 @@ GRANT EXECUTE ON FUNCTION platform.encrypt(text, text, text), platform.encrypt(b
                           platform.blind_index(text, text)
     TO platform_admin, platform_developer, platform_pii_reader;
 GRANT EXECUTE ON FUNCTION platform.decrypt(bytea, text), platform.decrypt_bytea(bytea, text) TO platform_pii_reader;
+GRANT EXECUTE ON FUNCTION platform.is_current_version(bytea), platform.reencrypt_value(bytea, text) TO platform_admin;

@@ -3,6 +3,57 @@
 -- tests/e2e/upgrade.sh checks that an upgraded database equals a fresh 0.2.0 install.
 \echo Use "ALTER EXTENSION pg_platform UPDATE TO '0.2.0'" to load this file. \quit
 
+CREATE TABLE platform.partition_config (
+    parent           regclass PRIMARY KEY,
+    control          text NOT NULL,
+    step             interval NOT NULL,
+    premake          integer NOT NULL CHECK (premake BETWEEN 0 AND 1000),
+    time_zone        text NOT NULL,
+    retention        interval,
+    retention_action text NOT NULL DEFAULT 'drop' CHECK (retention_action IN ('drop', 'detach', 'archive')),
+    with_default     boolean NOT NULL DEFAULT true,
+    registered_at    timestamptz NOT NULL DEFAULT now(),
+    registered_by    text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE platform.partition_config IS 'Tables whose time partitions pg_platform manages (platform.partition_by_time). time_zone is the calendar the boundaries follow (UTC for steps below a day).';
+SELECT pg_catalog.pg_extension_config_dump('platform.partition_config', '');
+GRANT SELECT, INSERT, UPDATE, DELETE ON platform.partition_config TO platform_admin, platform_developer;
+GRANT SELECT ON platform.partition_config TO platform_readonly;
+
+CREATE VIEW platform.partitions AS
+SELECT cfg.parent,
+       p.oid::regclass AS partition,
+       CASE WHEN b.lo <> '' THEN btrim(b.lo, '''') END AS lower_bound,
+       CASE WHEN b.hi <> '' THEN btrim(b.hi, '''') END AS upper_bound,
+       x.e = 'DEFAULT' AS is_default,
+       CASE WHEN p.reltuples >= 0 THEN p.reltuples::bigint END AS rows_estimate,
+       pg_catalog.pg_total_relation_size(p.oid) AS size_bytes,
+       CASE WHEN b.lo LIKE '''%' THEN now() - btrim(b.lo, '''')::timestamptz END AS age
+  FROM platform.partition_config cfg
+  JOIN pg_catalog.pg_inherits i ON i.inhparent = cfg.parent
+  JOIN pg_catalog.pg_class p ON p.oid = i.inhrelid
+  CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(p.relpartbound, p.oid) AS e) x
+  CROSS JOIN LATERAL (SELECT split_part(split_part(x.e, ') TO (', 1), 'FROM (', 2) AS lo,
+                             rtrim(split_part(x.e, ') TO (', 2), ')') AS hi) b;
+COMMENT ON VIEW platform.partitions IS 'Partitions of the tables pg_platform manages: bounds, estimated rows, size, whether default, age of the oldest time it may hold.';
+GRANT SELECT ON platform.partitions TO platform_admin, platform_developer, platform_readonly;
+
+-- A dropped table takes its registration with it (SECURITY DEFINER: the dropping role
+-- need not see the platform schema).
+CREATE FUNCTION platform.forget_dropped_partitioned_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    DELETE FROM platform.partition_config c
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+       AND d.objid = c.parent::oid;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION platform.forget_dropped_partitioned_tables() FROM PUBLIC;
+CREATE EVENT TRIGGER platform_partition_dropped ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION platform.forget_dropped_partitioned_tables();
+
 CREATE SEQUENCE platform.pii_key_id_seq AS integer;
 CREATE SEQUENCE platform.pii_subject_key_id_seq AS bigint;
 CREATE TABLE platform.pii_key (
@@ -62,56 +113,44 @@ SELECT k.name,
 COMMENT ON VIEW platform.keys IS 'pg_platform data keys: names, versions, when created and rotated, subject keys; never key material.';
 GRANT SELECT ON platform.keys TO platform_admin, platform_developer, platform_auditor, platform_pii_reader;
 
-CREATE TABLE platform.partition_config (
-    parent           regclass PRIMARY KEY,
-    control          text NOT NULL,
-    step             interval NOT NULL,
-    premake          integer NOT NULL CHECK (premake BETWEEN 0 AND 1000),
-    time_zone        text NOT NULL,
-    retention        interval,
-    retention_action text NOT NULL DEFAULT 'drop' CHECK (retention_action IN ('drop', 'detach', 'archive')),
-    with_default     boolean NOT NULL DEFAULT true,
-    registered_at    timestamptz NOT NULL DEFAULT now(),
-    registered_by    text NOT NULL DEFAULT session_user
-);
-COMMENT ON TABLE platform.partition_config IS 'Tables whose time partitions pg_platform manages (platform.partition_by_time). time_zone is the calendar the boundaries follow (UTC for steps below a day).';
-SELECT pg_catalog.pg_extension_config_dump('platform.partition_config', '');
-GRANT SELECT, INSERT, UPDATE, DELETE ON platform.partition_config TO platform_admin, platform_developer;
-GRANT SELECT ON platform.partition_config TO platform_readonly;
-
-CREATE VIEW platform.partitions AS
-SELECT cfg.parent,
-       p.oid::regclass AS partition,
-       CASE WHEN b.lo <> '' THEN btrim(b.lo, '''') END AS lower_bound,
-       CASE WHEN b.hi <> '' THEN btrim(b.hi, '''') END AS upper_bound,
-       x.e = 'DEFAULT' AS is_default,
-       CASE WHEN p.reltuples >= 0 THEN p.reltuples::bigint END AS rows_estimate,
-       pg_catalog.pg_total_relation_size(p.oid) AS size_bytes,
-       CASE WHEN b.lo LIKE '''%' THEN now() - btrim(b.lo, '''')::timestamptz END AS age
-  FROM platform.partition_config cfg
-  JOIN pg_catalog.pg_inherits i ON i.inhparent = cfg.parent
-  JOIN pg_catalog.pg_class p ON p.oid = i.inhrelid
-  CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(p.relpartbound, p.oid) AS e) x
-  CROSS JOIN LATERAL (SELECT split_part(split_part(x.e, ') TO (', 1), 'FROM (', 2) AS lo,
-                             rtrim(split_part(x.e, ') TO (', 2), ')') AS hi) b;
-COMMENT ON VIEW platform.partitions IS 'Partitions of the tables pg_platform manages: bounds, estimated rows, size, whether default, age of the oldest time it may hold.';
-GRANT SELECT ON platform.partitions TO platform_admin, platform_developer, platform_readonly;
-
--- A dropped table takes its registration with it (SECURITY DEFINER: the dropping role
--- need not see the platform schema).
-CREATE FUNCTION platform.forget_dropped_partitioned_tables() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+-- Moves a column's ciphertexts to the current version of their key, batch_size rows per
+-- transaction (a procedure, so each batch commits: no long locks, and an interrupted run
+-- resumes where it stopped, since the remaining work is read from the data itself).
+-- No SET clause (a procedure with one cannot COMMIT): catalog names are qualified instead.
+CREATE PROCEDURE platform.reencrypt(tbl regclass, col name, context text, batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql AS $proc$
+DECLARE
+    n bigint;
+    total bigint := 0;
 BEGIN
-    DELETE FROM platform.partition_config c
-     USING pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
-       AND d.objid = c.parent::oid;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'invalid batch_size %: must be at least 1', batch_size USING ERRCODE = '22023';
+    END IF;
+    IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = tbl) = 'p' THEN
+        RAISE EXCEPTION 'platform.reencrypt works on one table at a time; % is partitioned', tbl
+            USING ERRCODE = '0A000', HINT = 'Call it for each partition.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = tbl AND attname = col AND attnum > 0
+                      AND NOT attisdropped AND atttypid = 'pg_catalog.bytea'::pg_catalog.regtype) THEN
+        RAISE EXCEPTION 'table % has no bytea column "%"', tbl, col USING ERRCODE = '42703';
+    END IF;
+    LOOP
+        EXECUTE pg_catalog.format('UPDATE %s SET %I = platform.reencrypt_value(%I, $1)
+                         WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s WHERE %I IS NOT NULL
+                                                    AND NOT platform.is_current_version(%I)
+                                                  LIMIT $2 FOR UPDATE SKIP LOCKED))',
+                       tbl, col, col, tbl, col, col)
+            USING context, batch_size;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        COMMIT;
+        EXIT WHEN n = 0;
+    END LOOP;
+    RAISE NOTICE 'platform.reencrypt: % values of %.% moved to the current key version', total, tbl, col;
 END
-$fn$;
-REVOKE EXECUTE ON FUNCTION platform.forget_dropped_partitioned_tables() FROM PUBLIC;
-CREATE EVENT TRIGGER platform_partition_dropped ON sql_drop
-    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
-    EXECUTE FUNCTION platform.forget_dropped_partitioned_tables();
+$proc$;
+REVOKE EXECUTE ON PROCEDURE platform.reencrypt(regclass, name, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE platform.reencrypt(regclass, name, text, integer) TO platform_admin;
 
 -- pg_platform::pii::blind_index
 CREATE  FUNCTION "blind_index"(
@@ -199,6 +238,14 @@ STRICT
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'forget_subject_wrapper';
 
+-- pg_platform::pii::is_current_version
+CREATE  FUNCTION "is_current_version"(
+	"ciphertext" bytea /* & [u8] */
+) RETURNS bool /* bool */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'is_current_version_wrapper';
+
 -- pg_platform::partition::partition_by_time
 CREATE  FUNCTION "partition_by_time"(
 	"parent" regclass, /* RegClass */
@@ -220,6 +267,15 @@ CREATE  FUNCTION "partition_by_time"(
 )
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'partition_by_time_wrapper';
+
+-- pg_platform::pii::reencrypt_value
+CREATE  FUNCTION "reencrypt_value"(
+	"ciphertext" bytea, /* & [u8] */
+	"context" TEXT /* & str */
+) RETURNS bytea /* Vec < u8 > */
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'reencrypt_value_wrapper';
 
 -- pg_platform::pii::rotate_key
 CREATE  FUNCTION "rotate_key"(
@@ -295,3 +351,6 @@ GRANT EXECUTE ON FUNCTION platform.encrypt(text, text, text), platform.encrypt(b
 
 REVOKE EXECUTE ON FUNCTION platform.decrypt(bytea, text), platform.decrypt_bytea(bytea, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.decrypt(bytea, text), platform.decrypt_bytea(bytea, text) TO platform_pii_reader;
+
+REVOKE EXECUTE ON FUNCTION platform.is_current_version(bytea), platform.reencrypt_value(bytea, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.is_current_version(bytea), platform.reencrypt_value(bytea, text) TO platform_admin;

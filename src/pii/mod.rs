@@ -463,6 +463,61 @@ fn forget_subject(key_name: &str, subject: &str) -> bool {
     destroyed
 }
 
+/// Whether a ciphertext is under the current version of its key (subject keys have one
+/// version: always current). Reads the header only; never decrypts.
+#[pg_extern(stable)]
+fn is_current_version(ciphertext: &[u8]) -> bool {
+    let header = cipher::Header::parse(ciphertext).unwrap_or_else(|e| raise(e));
+    match header.key_ref() {
+        KeyRef::Subject { .. } => true,
+        KeyRef::Version { key_id, version } => {
+            let name = as_owner(|| {
+                sql::read::<String>(
+                    "SELECT name FROM platform.pii_key WHERE id = $1",
+                    &[(key_id as i32).into()],
+                )
+            });
+            match name {
+                Some(n) => current_version(&n).1 == version,
+                None => raise(PiiError::UnknownKeyVersion(key_id, version)),
+            }
+        }
+    }
+}
+
+/// Decrypts a ciphertext and encrypts it again under the current version of the same key,
+/// in the same context (used by `platform.reencrypt`; the plaintext never leaves the
+/// function). A forgotten subject's value stays as it is.
+#[pg_extern]
+fn reencrypt_value(ciphertext: &[u8], context: &str) -> Vec<u8> {
+    let header = cipher::Header::parse(ciphertext).unwrap_or_else(|e| raise(e));
+    let KeyRef::Version { key_id, .. } = header.key_ref() else {
+        return ciphertext.to_vec();
+    };
+    let Some(plain) = open(ciphertext, context).map(zeroize::Zeroizing::new) else {
+        return ciphertext.to_vec();
+    };
+    let (_, version) = current_version_by_id(key_id);
+    let r = KeyRef::Version { key_id, version };
+    let Some(dek) = data_key(&r) else {
+        raise(PiiError::UnknownKeyVersion(key_id, version))
+    };
+    cipher::seal(&dek, &Header::from(&r), &plain, context)
+}
+
+fn current_version_by_id(key_id: u32) -> (u32, u32) {
+    let name = as_owner(|| {
+        sql::read::<String>(
+            "SELECT name FROM platform.pii_key WHERE id = $1",
+            &[(key_id as i32).into()],
+        )
+    });
+    match name {
+        Some(n) => current_version(&n),
+        None => raise(PiiError::UnknownKeyVersion(key_id, 0)),
+    }
+}
+
 pgrx::extension_sql!(
     r#"
 CREATE SEQUENCE platform.pii_key_id_seq AS integer;
@@ -523,6 +578,45 @@ SELECT k.name,
  GROUP BY k.id, k.name, k.created_at, k.created_by;
 COMMENT ON VIEW platform.keys IS 'pg_platform data keys: names, versions, when created and rotated, subject keys; never key material.';
 GRANT SELECT ON platform.keys TO platform_admin, platform_developer, platform_auditor, platform_pii_reader;
+
+-- Moves a column's ciphertexts to the current version of their key, batch_size rows per
+-- transaction (a procedure, so each batch commits: no long locks, and an interrupted run
+-- resumes where it stopped, since the remaining work is read from the data itself).
+-- No SET clause (a procedure with one cannot COMMIT): catalog names are qualified instead.
+CREATE PROCEDURE platform.reencrypt(tbl regclass, col name, context text, batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql AS $proc$
+DECLARE
+    n bigint;
+    total bigint := 0;
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'invalid batch_size %: must be at least 1', batch_size USING ERRCODE = '22023';
+    END IF;
+    IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = tbl) = 'p' THEN
+        RAISE EXCEPTION 'platform.reencrypt works on one table at a time; % is partitioned', tbl
+            USING ERRCODE = '0A000', HINT = 'Call it for each partition.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = tbl AND attname = col AND attnum > 0
+                      AND NOT attisdropped AND atttypid = 'pg_catalog.bytea'::pg_catalog.regtype) THEN
+        RAISE EXCEPTION 'table % has no bytea column "%"', tbl, col USING ERRCODE = '42703';
+    END IF;
+    LOOP
+        EXECUTE pg_catalog.format('UPDATE %s SET %I = platform.reencrypt_value(%I, $1)
+                         WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s WHERE %I IS NOT NULL
+                                                    AND NOT platform.is_current_version(%I)
+                                                  LIMIT $2 FOR UPDATE SKIP LOCKED))',
+                       tbl, col, col, tbl, col, col)
+            USING context, batch_size;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        COMMIT;
+        EXIT WHEN n = 0;
+    END LOOP;
+    RAISE NOTICE 'platform.reencrypt: % values of %.% moved to the current key version', total, tbl, col;
+END
+$proc$;
+REVOKE EXECUTE ON PROCEDURE platform.reencrypt(regclass, name, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE platform.reencrypt(regclass, name, text, integer) TO platform_admin;
 "#,
     name = "pii_keys",
 );

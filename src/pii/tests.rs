@@ -278,4 +278,66 @@ mod integration {
         assert_eq!(n, 39);
         assert_eq!(listed, 1);
     }
+
+    #[test]
+    fn reencrypt_moves_a_column_to_the_current_version_in_batches() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP TABLE IF EXISTS public.t_reenc; CREATE TABLE public.t_reenc (id int PRIMARY KEY, v bytea);
+             SELECT platform.create_key('t_reenc') WHERE NOT EXISTS (SELECT 1 FROM platform.keys WHERE name = 't_reenc');
+             INSERT INTO public.t_reenc SELECT g, platform.encrypt('value ' || g, 't_reenc', 't_reenc.v') FROM generate_series(1, 2500) g;
+             SELECT platform.rotate_key('t_reenc');
+             INSERT INTO public.t_reenc SELECT g, platform.encrypt('value ' || g, 't_reenc', 't_reenc.v') FROM generate_series(2501, 2510) g;
+             INSERT INTO public.t_reenc VALUES (0, NULL);",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            one::<i64>(
+                &mut c,
+                "SELECT count(*) FROM public.t_reenc WHERE NOT platform.is_current_version(v)"
+            ),
+            2500
+        );
+        let (code, _) = expect_error(
+            &mut c,
+            "CALL platform.reencrypt('public.t_reenc', 'v', 't_reenc.v', 0)",
+        );
+        assert_eq!(code, "22023");
+        let (code, _) = expect_error(
+            &mut c,
+            "CALL platform.reencrypt('public.t_reenc', 'nope', 't_reenc.v')",
+        );
+        assert_eq!(code, "42703");
+        let (code, _) = expect_error(
+            &mut c,
+            "CALL platform.reencrypt('public.t_reenc', 'v', 'another.context', 1000)",
+        );
+        assert_eq!(code, "XX001");
+        c.batch_execute("CALL platform.reencrypt('public.t_reenc', 'v', 't_reenc.v', 1000)")
+            .unwrap_or_else(|e| panic!("reencrypt: {e}"));
+        assert_eq!(
+            one::<i64>(
+                &mut c,
+                "SELECT count(*) FROM public.t_reenc WHERE NOT platform.is_current_version(v)"
+            ),
+            0
+        );
+        assert_eq!(
+            one::<i64>(&mut c, "SELECT count(*) FROM public.t_reenc WHERE platform.decrypt(v, 't_reenc.v') = 'value ' || id"),
+            2510
+        );
+        let current: i32 = one(
+            &mut c,
+            "SELECT current_version FROM platform.keys WHERE name = 't_reenc'",
+        );
+        assert_eq!(
+            one::<i64>(
+                &mut c,
+                &format!("SELECT count(*) FROM public.t_reenc WHERE get_byte(v, 9) = {current}")
+            ),
+            2510
+        );
+        c.batch_execute("DROP TABLE public.t_reenc")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
