@@ -30,3 +30,5 @@ GRANT EXECUTE ON FUNCTION platform.encrypt(text, text, text), platform.encrypt(b
     TO platform_admin, platform_developer, platform_pii_reader;
 GRANT EXECUTE ON FUNCTION platform.decrypt(bytea, text), platform.decrypt_bytea(bytea, text) TO platform_pii_reader;
 GRANT EXECUTE ON FUNCTION platform.is_current_version(bytea), platform.reencrypt_value(bytea, text) TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.reveal(bytea, text, text)
+    TO platform_admin, platform_developer, platform_readonly, platform_auditor, platform_pii_reader;

@@ -3,57 +3,6 @@
 -- tests/e2e/upgrade.sh checks that an upgraded database equals a fresh 0.2.0 install.
 \echo Use "ALTER EXTENSION pg_platform UPDATE TO '0.2.0'" to load this file. \quit
 
-CREATE TABLE platform.partition_config (
-    parent           regclass PRIMARY KEY,
-    control          text NOT NULL,
-    step             interval NOT NULL,
-    premake          integer NOT NULL CHECK (premake BETWEEN 0 AND 1000),
-    time_zone        text NOT NULL,
-    retention        interval,
-    retention_action text NOT NULL DEFAULT 'drop' CHECK (retention_action IN ('drop', 'detach', 'archive')),
-    with_default     boolean NOT NULL DEFAULT true,
-    registered_at    timestamptz NOT NULL DEFAULT now(),
-    registered_by    text NOT NULL DEFAULT session_user
-);
-COMMENT ON TABLE platform.partition_config IS 'Tables whose time partitions pg_platform manages (platform.partition_by_time). time_zone is the calendar the boundaries follow (UTC for steps below a day).';
-SELECT pg_catalog.pg_extension_config_dump('platform.partition_config', '');
-GRANT SELECT, INSERT, UPDATE, DELETE ON platform.partition_config TO platform_admin, platform_developer;
-GRANT SELECT ON platform.partition_config TO platform_readonly;
-
-CREATE VIEW platform.partitions AS
-SELECT cfg.parent,
-       p.oid::regclass AS partition,
-       CASE WHEN b.lo <> '' THEN btrim(b.lo, '''') END AS lower_bound,
-       CASE WHEN b.hi <> '' THEN btrim(b.hi, '''') END AS upper_bound,
-       x.e = 'DEFAULT' AS is_default,
-       CASE WHEN p.reltuples >= 0 THEN p.reltuples::bigint END AS rows_estimate,
-       pg_catalog.pg_total_relation_size(p.oid) AS size_bytes,
-       CASE WHEN b.lo LIKE '''%' THEN now() - btrim(b.lo, '''')::timestamptz END AS age
-  FROM platform.partition_config cfg
-  JOIN pg_catalog.pg_inherits i ON i.inhparent = cfg.parent
-  JOIN pg_catalog.pg_class p ON p.oid = i.inhrelid
-  CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(p.relpartbound, p.oid) AS e) x
-  CROSS JOIN LATERAL (SELECT split_part(split_part(x.e, ') TO (', 1), 'FROM (', 2) AS lo,
-                             rtrim(split_part(x.e, ') TO (', 2), ')') AS hi) b;
-COMMENT ON VIEW platform.partitions IS 'Partitions of the tables pg_platform manages: bounds, estimated rows, size, whether default, age of the oldest time it may hold.';
-GRANT SELECT ON platform.partitions TO platform_admin, platform_developer, platform_readonly;
-
--- A dropped table takes its registration with it (SECURITY DEFINER: the dropping role
--- need not see the platform schema).
-CREATE FUNCTION platform.forget_dropped_partitioned_tables() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-    DELETE FROM platform.partition_config c
-     USING pg_event_trigger_dropped_objects() d
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
-       AND d.objid = c.parent::oid;
-END
-$fn$;
-REVOKE EXECUTE ON FUNCTION platform.forget_dropped_partitioned_tables() FROM PUBLIC;
-CREATE EVENT TRIGGER platform_partition_dropped ON sql_drop
-    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
-    EXECUTE FUNCTION platform.forget_dropped_partitioned_tables();
-
 CREATE SEQUENCE platform.pii_key_id_seq AS integer;
 CREATE SEQUENCE platform.pii_subject_key_id_seq AS bigint;
 CREATE TABLE platform.pii_key (
@@ -151,6 +100,57 @@ END
 $proc$;
 REVOKE EXECUTE ON PROCEDURE platform.reencrypt(regclass, name, text, integer) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE platform.reencrypt(regclass, name, text, integer) TO platform_admin;
+
+CREATE TABLE platform.partition_config (
+    parent           regclass PRIMARY KEY,
+    control          text NOT NULL,
+    step             interval NOT NULL,
+    premake          integer NOT NULL CHECK (premake BETWEEN 0 AND 1000),
+    time_zone        text NOT NULL,
+    retention        interval,
+    retention_action text NOT NULL DEFAULT 'drop' CHECK (retention_action IN ('drop', 'detach', 'archive')),
+    with_default     boolean NOT NULL DEFAULT true,
+    registered_at    timestamptz NOT NULL DEFAULT now(),
+    registered_by    text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE platform.partition_config IS 'Tables whose time partitions pg_platform manages (platform.partition_by_time). time_zone is the calendar the boundaries follow (UTC for steps below a day).';
+SELECT pg_catalog.pg_extension_config_dump('platform.partition_config', '');
+GRANT SELECT, INSERT, UPDATE, DELETE ON platform.partition_config TO platform_admin, platform_developer;
+GRANT SELECT ON platform.partition_config TO platform_readonly;
+
+CREATE VIEW platform.partitions AS
+SELECT cfg.parent,
+       p.oid::regclass AS partition,
+       CASE WHEN b.lo <> '' THEN btrim(b.lo, '''') END AS lower_bound,
+       CASE WHEN b.hi <> '' THEN btrim(b.hi, '''') END AS upper_bound,
+       x.e = 'DEFAULT' AS is_default,
+       CASE WHEN p.reltuples >= 0 THEN p.reltuples::bigint END AS rows_estimate,
+       pg_catalog.pg_total_relation_size(p.oid) AS size_bytes,
+       CASE WHEN b.lo LIKE '''%' THEN now() - btrim(b.lo, '''')::timestamptz END AS age
+  FROM platform.partition_config cfg
+  JOIN pg_catalog.pg_inherits i ON i.inhparent = cfg.parent
+  JOIN pg_catalog.pg_class p ON p.oid = i.inhrelid
+  CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(p.relpartbound, p.oid) AS e) x
+  CROSS JOIN LATERAL (SELECT split_part(split_part(x.e, ') TO (', 1), 'FROM (', 2) AS lo,
+                             rtrim(split_part(x.e, ') TO (', 2), ')') AS hi) b;
+COMMENT ON VIEW platform.partitions IS 'Partitions of the tables pg_platform manages: bounds, estimated rows, size, whether default, age of the oldest time it may hold.';
+GRANT SELECT ON platform.partitions TO platform_admin, platform_developer, platform_readonly;
+
+-- A dropped table takes its registration with it (SECURITY DEFINER: the dropping role
+-- need not see the platform schema).
+CREATE FUNCTION platform.forget_dropped_partitioned_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    DELETE FROM platform.partition_config c
+     USING pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0
+       AND d.objid = c.parent::oid;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION platform.forget_dropped_partitioned_tables() FROM PUBLIC;
+CREATE EVENT TRIGGER platform_partition_dropped ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION platform.forget_dropped_partitioned_tables();
 
 -- pg_platform::pii::blind_index
 CREATE  FUNCTION "blind_index"(
@@ -277,6 +277,16 @@ STRICT
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'reencrypt_value_wrapper';
 
+-- pg_platform::pii::reveal
+CREATE  FUNCTION "reveal"(
+	"ciphertext" bytea, /* & [u8] */
+	"context" TEXT, /* & str */
+	"mask" TEXT DEFAULT 'redact' /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'reveal_wrapper';
+
 -- pg_platform::pii::rotate_key
 CREATE  FUNCTION "rotate_key"(
 	"name" TEXT /* & str */
@@ -354,3 +364,7 @@ GRANT EXECUTE ON FUNCTION platform.decrypt(bytea, text), platform.decrypt_bytea(
 
 REVOKE EXECUTE ON FUNCTION platform.is_current_version(bytea), platform.reencrypt_value(bytea, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.is_current_version(bytea), platform.reencrypt_value(bytea, text) TO platform_admin;
+
+REVOKE EXECUTE ON FUNCTION platform.reveal(bytea, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.reveal(bytea, text, text)
+    TO platform_admin, platform_developer, platform_readonly, platform_auditor, platform_pii_reader;

@@ -7,6 +7,7 @@
 
 mod cipher;
 mod keys;
+mod mask;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 
@@ -54,6 +55,8 @@ pub enum PiiError {
     Forgotten(String, u64),
     #[error("subject \"{1}\" of key \"{0}\" was forgotten; nothing can be encrypted for it again")]
     SubjectForgotten(String, String),
+    #[error("unknown mask \"{0}\": use email, name, phone, card, redact, or a function taking and returning text")]
+    UnknownMask(String),
 }
 
 impl SqlError for PiiError {
@@ -76,6 +79,7 @@ impl SqlError for PiiError {
             Self::Malformed(_) => ERRCODE_INVALID_BINARY_REPRESENTATION,
             Self::Forgotten(..) => ERRCODE_NO_DATA_FOUND,
             Self::SubjectForgotten(..) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::UnknownMask(_) => ERRCODE_INVALID_PARAMETER_VALUE,
         }
     }
 
@@ -461,6 +465,51 @@ fn forget_subject(key_name: &str, subject: &str) -> bool {
     });
     keys::invalidate_everywhere("platform.pii_subject_key");
     destroyed
+}
+
+/// Whether the current role may see plaintext: it has the privileges of
+/// `platform_pii_reader` (directly or through membership with INHERIT).
+fn is_pii_reader() -> bool {
+    thread_local! {
+        static READER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+    }
+    let role = READER.get().unwrap_or_else(|| {
+        let oid = unsafe { pg_sys::get_role_oid(c"platform_pii_reader".as_ptr(), true) };
+        READER.set(Some(oid));
+        oid
+    });
+    role != pg_sys::InvalidOid && unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) }
+}
+
+/// What the current role may see of a protected value: the plaintext for members of
+/// `platform_pii_reader`, otherwise the value under `mask`: `email` (`a****@example.com`),
+/// `name` (`A** L*******`), `phone` (all digits but the last two starred), `card` (all
+/// but the last four), `redact` (`[redacted]`, the default), or the name of a function
+/// taking and returning text. For views over encrypted columns; every role that may read
+/// the table may call it. A forgotten subject reads as `decrypt` does.
+#[pg_extern(stable)]
+fn reveal(ciphertext: &[u8], context: &str, mask: default!(&str, "'redact'")) -> Option<String> {
+    let custom = (!mask::BUILT_IN.contains(&mask)).then(|| {
+        match sql::read::<pg_sys::Oid>(
+            "SELECT to_regprocedure($1 || '(text)')::oid",
+            &[mask.into()],
+        ) {
+            Some(f) if f != pg_sys::InvalidOid => f,
+            _ => raise(PiiError::UnknownMask(mask.to_string())),
+        }
+    });
+    let plain = open(ciphertext, context).map(zeroize::Zeroizing::new)?;
+    let text = String::from_utf8_lossy(&plain).into_owned();
+    if is_pii_reader() {
+        return Some(text);
+    }
+    let text = zeroize::Zeroizing::new(text);
+    match custom {
+        None => mask::apply(mask, &text),
+        Some(f) => sql::read::<String>("SELECT $1::regproc::text", &[f.into()]).and_then(|name| {
+            sql::read::<String>(&format!("SELECT {name}($1)"), &[text.as_str().into()])
+        }),
+    }
 }
 
 /// Whether a ciphertext is under the current version of its key (subject keys have one

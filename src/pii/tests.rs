@@ -340,4 +340,53 @@ mod integration {
         c.batch_execute("DROP TABLE public.t_reenc")
             .unwrap_or_else(|e| panic!("{e}"));
     }
+
+    #[test]
+    fn readers_see_plaintext_and_everyone_else_the_mask() {
+        let mut c = client();
+        c.batch_execute(
+            "SELECT platform.create_key('t_reveal') WHERE NOT EXISTS (SELECT 1 FROM platform.keys WHERE name = 't_reveal');
+             DROP TABLE IF EXISTS public.t_reveal; CREATE TABLE public.t_reveal (id int, email bytea, card bytea);
+             INSERT INTO public.t_reveal VALUES (1, platform.encrypt('alice@example.com', 't_reveal', 'email'),
+                                                    platform.encrypt('4111 1111 1111 1234', 't_reveal', 'card'));
+             CREATE OR REPLACE FUNCTION public.t_reveal_domain(v text) RETURNS text LANGUAGE sql AS $$ SELECT split_part(v, '@', 2) $$;
+             DROP ROLE IF EXISTS t_reveal_analyst; CREATE ROLE t_reveal_analyst IN ROLE platform_readonly;
+             DROP ROLE IF EXISTS t_reveal_reader; CREATE ROLE t_reveal_reader IN ROLE platform_readonly, platform_pii_reader;
+             GRANT SELECT ON public.t_reveal TO t_reveal_analyst, t_reveal_reader;
+             GRANT EXECUTE ON FUNCTION public.t_reveal_domain(text) TO t_reveal_analyst;",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let as_role = |c: &mut postgres::Client, role: &str, sql: &str| -> String {
+            c.batch_execute(&format!("SET ROLE {role}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let v: String = one(c, sql);
+            c.batch_execute("RESET ROLE")
+                .unwrap_or_else(|e| panic!("{e}"));
+            v
+        };
+        let q = "SELECT platform.reveal(email, 'email', 'email') || ' ' || platform.reveal(card, 'card', 'card')
+                      || ' ' || platform.reveal(email, 'email') || ' ' || platform.reveal(email, 'email', 'public.t_reveal_domain')
+                   FROM public.t_reveal";
+        assert_eq!(
+            as_role(&mut c, "t_reveal_analyst", q),
+            "a****@example.com **** **** **** 1234 [redacted] example.com"
+        );
+        assert_eq!(
+            as_role(&mut c, "t_reveal_reader", q),
+            "alice@example.com 4111 1111 1111 1234 alice@example.com alice@example.com"
+        );
+        // The analyst cannot bypass the mask with decrypt.
+        let (code, _) = expect_error(&mut c, "SET ROLE t_reveal_analyst; SELECT platform.decrypt(email, 'email') FROM public.t_reveal");
+        assert_eq!(code, "42501");
+        let (code, message) = expect_error(
+            &mut c,
+            "SELECT platform.reveal(email, 'email', 'no_such_mask') FROM public.t_reveal",
+        );
+        assert_eq!(code, "22023", "{message}");
+        c.batch_execute(
+            "RESET ROLE; DROP TABLE public.t_reveal; DROP FUNCTION public.t_reveal_domain(text);
+             DROP ROLE t_reveal_analyst; DROP ROLE t_reveal_reader;",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
