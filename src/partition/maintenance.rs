@@ -455,7 +455,7 @@ pub fn maintain(
     }
     let work = plan(&p, &shape, start).or_raise();
     for (lower, upper) in &work.create {
-        created.push(create_partition(&p, &shape, *lower, *upper));
+        created.push(create_partition(&p, &shape, *lower, *upper, |_| {}));
     }
     for name in &work.retire {
         retire(&p, shape.action, name);
@@ -487,19 +487,26 @@ pub fn maintain(
     outcome
 }
 
+/// Whether a pass over `p` would do anything (a registration that no longer fits its
+/// table counts: the pass reports why).
+fn needs_work(p: &Parent) -> bool {
+    match p.shape() {
+        Ok(shape) => !plan(p, &shape, None).is_ok_and(|plan| plan.is_empty()),
+        Err(_) => true,
+    }
+}
+
 /// Maintenance of every registered table, each in a subtransaction; tables with nothing
 /// to do are recognised from one catalog query and cost no lock.
 pub fn maintain_all() -> Vec<Outcome> {
     let mut out = Vec::new();
     for p in survey(None) {
-        if let Ok(shape) = p.shape() {
-            if plan(&p, &shape, None).is_ok_and(|plan| plan.is_empty()) {
-                out.push(Outcome {
-                    parent: p.oid,
-                    ..Outcome::default()
-                });
-                continue;
-            }
+        if !needs_work(&p) {
+            out.push(Outcome {
+                parent: p.oid,
+                ..Outcome::default()
+            });
+            continue;
         }
         let oid = p.oid;
         match sql::in_subtransaction(move || maintain(oid, None, false)) {
@@ -569,29 +576,24 @@ fn rescue(p: &Parent, shape: &Shape, created: &mut Vec<String>) -> i64 {
     .unwrap_or_default();
     let mut moved = 0;
     for (lower, upper) in cells {
-        let (name, qualified) = p.partition_name(&shape.step.suffix(lower));
-        create_table(p, &qualified);
-        let rows = sql::modify(
-            &format!(
-                "WITH moved AS (DELETE FROM ONLY {default} WHERE {key} >= {lo} AND {key} < {hi} RETURNING {columns})
-                 INSERT INTO {qualified} ({columns}) SELECT {columns} FROM moved",
-                default = default.name,
-                lo = p.literal(shape.kind, lower),
-                hi = p.literal(shape.kind, upper),
-            ),
-            &[],
-        );
-        attach(
-            p,
-            &qualified,
-            &p.literal(shape.kind, lower),
-            &p.literal(shape.kind, upper),
-        );
+        let mut rows = 0;
+        let qualified = create_partition(p, shape, lower, upper, |table| {
+            // Filled before it is attached: the attach then finds no row of its range left
+            // in the default partition.
+            rows = sql::modify(
+                &format!(
+                    "WITH moved AS (DELETE FROM ONLY {default} WHERE {key} >= {lo} AND {key} < {hi} RETURNING {columns})
+                     INSERT INTO {table} ({columns}) SELECT {columns} FROM moved",
+                    default = default.name,
+                    lo = p.literal(shape.kind, lower),
+                    hi = p.literal(shape.kind, upper),
+                ),
+                &[],
+            );
+        });
         log!(
-            "pg_platform: {}: moved {rows} rows from the default partition into new partition {name} [{}, {})",
-            p.qualified,
-            calendar::format_local(lower),
-            calendar::format_local(upper)
+            "pg_platform: {}: moved {rows} rows from the default partition into {qualified}",
+            p.qualified
         );
         moved += rows;
         created.push(qualified);
@@ -617,27 +619,24 @@ fn create_table(p: &Parent, qualified: &str) {
     ));
 }
 
-fn attach(p: &Parent, qualified: &str, lower: &str, upper: &str) {
-    sql::run(&format!(
-        "ALTER TABLE {} ATTACH PARTITION {qualified} FOR VALUES FROM ({lower}) TO ({upper})",
-        p.qualified
-    ));
-}
-
+/// Creates the partition `[lower, upper)`: a table shaped like the parent, `fill`ed (rows
+/// moved from the default partition, or nothing), then attached. Returns its name.
 fn create_partition(
     p: &Parent,
     shape: &Shape,
     lower: NaiveDateTime,
     upper: NaiveDateTime,
+    fill: impl FnOnce(&str),
 ) -> String {
     let (name, qualified) = p.partition_name(&shape.step.suffix(lower));
     create_table(p, &qualified);
-    attach(
-        p,
-        &qualified,
-        &p.literal(shape.kind, lower),
-        &p.literal(shape.kind, upper),
-    );
+    fill(&qualified);
+    sql::run(&format!(
+        "ALTER TABLE {} ATTACH PARTITION {qualified} FOR VALUES FROM ({}) TO ({})",
+        p.qualified,
+        p.literal(shape.kind, lower),
+        p.literal(shape.kind, upper)
+    ));
     log!(
         "pg_platform: {}: created partition {name} [{}, {})",
         p.qualified,
@@ -728,10 +727,7 @@ pub fn worker_task() {
     let due: Vec<(pg_sys::Oid, String)> = BackgroundWorker::transaction(|| {
         survey(None)
             .into_iter()
-            .filter(|p| match p.shape() {
-                Ok(shape) => !plan(p, &shape, None).is_ok_and(|plan| plan.is_empty()),
-                Err(_) => true,
-            })
+            .filter(needs_work)
             .map(|p| (p.oid, p.display_name()))
             .collect()
     });

@@ -465,4 +465,49 @@ mod integration {
         c.batch_execute("DROP SCHEMA presc CASCADE")
             .unwrap_or_else(|e| panic!("cleanup: {e}"));
     }
+
+    #[test]
+    fn maintenance_gives_up_on_a_busy_table_instead_of_queueing_traffic() {
+        let mut c = client();
+        c.batch_execute(
+            "DROP SCHEMA IF EXISTS plock CASCADE; CREATE SCHEMA plock;
+             CREATE TABLE plock.t (at timestamptz) PARTITION BY RANGE (at);
+             SELECT platform.partition_by_time('plock.t', 'at', '1 day', premake => 1);
+             SELECT platform.set_premake('plock.t', 5);",
+        )
+        .unwrap_or_else(|e| panic!("setup: {e}"));
+        let (code, message) = expect_error(&mut c, "SELECT platform.set_premake('plock.t', -2)");
+        assert_eq!(code, "22023", "{message}");
+        let (code, _) = expect_error(
+            &mut c,
+            "SELECT platform.set_retention('plock.t', '1 year', 'archive')",
+        );
+        assert_eq!(code, "0A000");
+        // An application transaction that wrote to the table and is still open.
+        let mut app = client();
+        app.batch_execute("BEGIN; INSERT INTO plock.t VALUES (now())")
+            .unwrap_or_else(|e| panic!("app: {e}"));
+        c.batch_execute("SET platform.maintenance_lock_timeout = '200ms'")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (code, message) = expect_error(&mut c, "SELECT platform.run_maintenance('plock.t')");
+        assert_eq!(code, "55P03", "{message}");
+        let reported: String = one(
+            &mut c,
+            "SELECT error FROM platform.run_maintenance() WHERE parent = 'plock.t'::regclass",
+        );
+        assert!(reported.contains("(55P03)"), "{reported}");
+        // The session's own lock_timeout is untouched by maintenance's.
+        assert_eq!(one::<String>(&mut c, "SHOW lock_timeout"), "0");
+        app.batch_execute("COMMIT")
+            .unwrap_or_else(|e| panic!("commit: {e}"));
+        assert_eq!(
+            one::<i32>(
+                &mut c,
+                "SELECT partitions_created FROM platform.run_maintenance('plock.t')"
+            ),
+            4
+        );
+        c.batch_execute("DROP SCHEMA plock CASCADE")
+            .unwrap_or_else(|e| panic!("cleanup: {e}"));
+    }
 }

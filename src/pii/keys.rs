@@ -48,6 +48,8 @@ struct Cache {
     kek: Option<Kek>,
     /// key name -> (key id, current version)
     current: HashMap<String, (u32, u32)>,
+    /// key id -> current version (the same facts, for ciphertext headers)
+    current_by_id: HashMap<u32, u32>,
     /// key id -> subject -> subject key id
     subjects: HashMap<u32, HashMap<String, u64>>,
     deks: HashMap<KeyRef, std::rc::Rc<Dek>>,
@@ -266,7 +268,12 @@ pub fn cached_current(name: &str) -> Option<(u32, u32)> {
 pub fn remember_current(name: &str, v: (u32, u32)) {
     CACHE.with_borrow_mut(|c| {
         c.current.insert(name.to_string(), v);
+        c.current_by_id.insert(v.0, v.1);
     });
+}
+
+pub fn cached_current_by_id(key_id: u32) -> Option<u32> {
+    CACHE.with_borrow(|c| c.current_by_id.get(&key_id).copied())
 }
 
 pub fn cached_subject(key_id: u32, subject: &str) -> Option<u64> {
@@ -301,6 +308,7 @@ pub fn remember_blind(key_id: u32, k: Key) {
 pub fn clear() {
     CACHE.with_borrow_mut(|c| {
         c.current.clear();
+        c.current_by_id.clear();
         c.subjects.clear();
         c.deks.clear();
         c.blind.clear();
@@ -314,6 +322,8 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
         if let Ok(mut c) = c.try_borrow_mut() {
             if relid == pg_sys::InvalidOid || c.watched.contains(&relid) {
                 c.current.clear();
+                c.current_by_id.clear();
+                c.current_by_id.clear();
                 c.subjects.clear();
                 c.deks.clear();
                 c.blind.clear();

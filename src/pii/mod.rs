@@ -144,26 +144,72 @@ fn check_name(name: &str) {
     }
 }
 
-/// (key id, current version) of a key, cached per backend.
-fn current_version(name: &str) -> (u32, u32) {
+/// (key id, current version) of a key named `name`, or of key id `id`, cached per
+/// backend (both ways) until a rotation anywhere invalidates it.
+fn load_current(name: Option<&str>, id: Option<u32>) -> Option<(String, u32, u32)> {
     keys::ensure_invalidation_callback();
+    as_owner(|| {
+        Spi::connect(|c| {
+            let t = c.select(
+                "SELECT k.name, k.id, max(v.version) FROM platform.pii_key k
+                   JOIN platform.pii_key_version v ON v.key_id = k.id
+                  WHERE k.name = $1 OR k.id = $2 GROUP BY k.id, k.name",
+                Some(1),
+                &[name.into(), id.map(|i| i as i32).into()],
+            )?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            let row = t.first();
+            Ok::<_, pgrx::spi::SpiError>(Some((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<i32>(2)?.unwrap_or(0) as u32,
+                row.get::<i32>(3)?.unwrap_or(0) as u32,
+            )))
+        })
+        .map_err(crate::error::SpiFailure::from)
+        .or_raise()
+    })
+    .inspect(|(name, id, version)| keys::remember_current(name, (*id, *version)))
+}
+
+fn current_version(name: &str) -> (u32, u32) {
     if let Some(v) = keys::cached_current(name) {
         return v;
     }
-    let row = as_owner(|| {
-        sql::read::<String>(
-            "SELECT k.id || ' ' || max(v.version) FROM platform.pii_key k
-               JOIN platform.pii_key_version v ON v.key_id = k.id WHERE k.name = $1 GROUP BY k.id",
+    match load_current(Some(name), None) {
+        Some((_, id, version)) => (id, version),
+        None => raise(PiiError::NoSuchKey(name.to_string())),
+    }
+}
+
+fn current_version_by_id(key_id: u32) -> u32 {
+    if let Some(v) = keys::cached_current_by_id(key_id) {
+        return v;
+    }
+    match load_current(None, Some(key_id)) {
+        Some((_, _, version)) => version,
+        None => raise(PiiError::UnknownKeyVersion(key_id, 0)),
+    }
+}
+
+/// The id of key `name` (locked against concurrent rotation when `lock`).
+fn key_id(name: &str, lock: bool) -> i32 {
+    let found = if lock {
+        sql::modify_returning::<i32>(
+            "SELECT id FROM platform.pii_key WHERE name = $1 FOR UPDATE",
             &[name.into()],
         )
-    });
-    let Some(row) = row else {
-        raise(PiiError::NoSuchKey(name.to_string()))
+    } else {
+        sql::read::<i32>(
+            "SELECT id FROM platform.pii_key WHERE name = $1",
+            &[name.into()],
+        )
     };
-    let mut parts = row.split(' ').map(|p| p.parse::<u32>().unwrap_or(0));
-    let v = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    keys::remember_current(name, v);
-    v
+    match found {
+        Some(id) => id,
+        None => raise(PiiError::NoSuchKey(name.to_string())),
+    }
 }
 
 /// The unwrapped data key a ciphertext header names; `None` for a forgotten subject.
@@ -339,13 +385,8 @@ fn create_key(name: &str) -> i32 {
 #[pg_extern]
 fn rotate_key(name: &str) -> i32 {
     let version = as_owner(|| {
-        // FOR UPDATE: concurrent rotations of one key take turns.
-        let Some(id) = sql::modify_returning::<i32>(
-            "SELECT id FROM platform.pii_key WHERE name = $1 FOR UPDATE",
-            &[name.into()],
-        ) else {
-            raise(PiiError::NoSuchKey(name.to_string()))
-        };
+        // Locked: concurrent rotations of one key take turns.
+        let id = key_id(name, true);
         let version = sql::read::<i32>(
             "SELECT max(version) + 1 FROM platform.pii_key_version WHERE key_id = $1",
             &[id.into()],
@@ -444,12 +485,7 @@ fn blind_index(value: &str, key_name: &str) -> Vec<u8> {
 #[pg_extern]
 fn forget_subject(key_name: &str, subject: &str) -> bool {
     let destroyed = as_owner(|| {
-        let Some(key_id) = sql::read::<i32>(
-            "SELECT id FROM platform.pii_key WHERE name = $1",
-            &[key_name.into()],
-        ) else {
-            raise(PiiError::NoSuchKey(key_name.to_string()))
-        };
+        let key_id = key_id(key_name, false);
         let id = sql::modify_returning::<i64>(
             "DELETE FROM platform.pii_subject_key WHERE key_id = $1 AND subject = $2 RETURNING id",
             &[key_id.into(), subject.into()],
@@ -489,15 +525,7 @@ fn is_pii_reader() -> bool {
 /// the table may call it. A forgotten subject reads as `decrypt` does.
 #[pg_extern(stable)]
 fn reveal(ciphertext: &[u8], context: &str, mask: default!(&str, "'redact'")) -> Option<String> {
-    let custom = (!mask::BUILT_IN.contains(&mask)).then(|| {
-        match sql::read::<pg_sys::Oid>(
-            "SELECT to_regprocedure($1 || '(text)')::oid",
-            &[mask.into()],
-        ) {
-            Some(f) if f != pg_sys::InvalidOid => f,
-            _ => raise(PiiError::UnknownMask(mask.to_string())),
-        }
-    });
+    let custom = (!mask::BUILT_IN.contains(&mask)).then(|| mask_function(mask));
     let plain = open(ciphertext, context).map(zeroize::Zeroizing::new)?;
     let text = String::from_utf8_lossy(&plain).into_owned();
     if is_pii_reader() {
@@ -506,10 +534,27 @@ fn reveal(ciphertext: &[u8], context: &str, mask: default!(&str, "'redact'")) ->
     let text = zeroize::Zeroizing::new(text);
     match custom {
         None => mask::apply(mask, &text),
-        Some(f) => sql::read::<String>("SELECT $1::regproc::text", &[f.into()]).and_then(|name| {
-            sql::read::<String>(&format!("SELECT {name}($1)"), &[text.as_str().into()])
-        }),
+        Some(f) => sql::read::<String>(&format!("SELECT {f}($1)"), &[text.as_str().into()]),
     }
+}
+
+/// The qualified name of user mask function `mask(text)`, looked up once per backend (a
+/// view calls `reveal` for every row).
+fn mask_function(mask: &str) -> String {
+    thread_local! {
+        static FUNCTIONS: std::cell::RefCell<std::collections::HashMap<String, String>> = Default::default();
+    }
+    if let Some(f) = FUNCTIONS.with_borrow(|m| m.get(mask).cloned()) {
+        return f;
+    }
+    let Some(f) = sql::read::<String>(
+        "SELECT to_regprocedure($1 || '(text)')::regproc::text",
+        &[mask.into()],
+    ) else {
+        raise(PiiError::UnknownMask(mask.to_string()))
+    };
+    FUNCTIONS.with_borrow_mut(|m| m.insert(mask.to_string(), f.clone()));
+    f
 }
 
 /// Whether a ciphertext is under the current version of its key (subject keys have one
@@ -519,18 +564,7 @@ fn is_current_version(ciphertext: &[u8]) -> bool {
     let header = cipher::Header::parse(ciphertext).unwrap_or_else(|e| raise(e));
     match header.key_ref() {
         KeyRef::Subject { .. } => true,
-        KeyRef::Version { key_id, version } => {
-            let name = as_owner(|| {
-                sql::read::<String>(
-                    "SELECT name FROM platform.pii_key WHERE id = $1",
-                    &[(key_id as i32).into()],
-                )
-            });
-            match name {
-                Some(n) => current_version(&n).1 == version,
-                None => raise(PiiError::UnknownKeyVersion(key_id, version)),
-            }
-        }
+        KeyRef::Version { key_id, version } => current_version_by_id(key_id) == version,
     }
 }
 
@@ -546,25 +580,12 @@ fn reencrypt_value(ciphertext: &[u8], context: &str) -> Vec<u8> {
     let Some(plain) = open(ciphertext, context).map(zeroize::Zeroizing::new) else {
         return ciphertext.to_vec();
     };
-    let (_, version) = current_version_by_id(key_id);
+    let version = current_version_by_id(key_id);
     let r = KeyRef::Version { key_id, version };
     let Some(dek) = data_key(&r) else {
         raise(PiiError::UnknownKeyVersion(key_id, version))
     };
     cipher::seal(&dek, &Header::from(&r), &plain, context)
-}
-
-fn current_version_by_id(key_id: u32) -> (u32, u32) {
-    let name = as_owner(|| {
-        sql::read::<String>(
-            "SELECT name FROM platform.pii_key WHERE id = $1",
-            &[(key_id as i32).into()],
-        )
-    });
-    match name {
-        Some(n) => current_version(&n),
-        None => raise(PiiError::UnknownKeyVersion(key_id, 0)),
-    }
 }
 
 pgrx::extension_sql!(

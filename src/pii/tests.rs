@@ -137,6 +137,13 @@ mod integration {
         assert!(message.contains("key id 65535 version 1"), "{message}");
         let (code, _) = expect_error(&mut c, "SELECT platform.decrypt('\\x00', 'c')");
         assert_eq!(code, "22P03");
+        // A bytea value that is not UTF-8 is refused as text, and read with decrypt_bytea.
+        let (code, message) = expect_error(
+            &mut c,
+            "SELECT platform.decrypt(platform.encrypt('\\xff00'::bytea, 't_tamper', 'b'), 'b')",
+        );
+        assert_eq!(code, "22P03", "{message}");
+        assert!(message.contains("decrypt_bytea"), "{message}");
     }
 
     #[test]

@@ -22,6 +22,13 @@ keyfile="$dir/master.key"
 q -c "ALTER SYSTEM SET log_statement = 'all'" -c "SELECT pg_reload_conf()" >/dev/null
 q -c "CREATE EXTENSION pg_platform"
 fails_with 55000 "SELECT platform.create_key('k')"                     # no master key configured
+q -c "ALTER SYSTEM SET platform.master_key_command = 'exit 3'" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+fails_with F0000 "SELECT platform.create_key('k')"                     # the command fails
+q -c "ALTER SYSTEM SET platform.master_key_command = 'echo 1234'" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+fails_with F0000 "SELECT platform.create_key('k')"                     # the command prints no key
+set_key_file "$dir/elsewhere.key"
+fails_with F0000 "SELECT platform.create_key('k')"                     # both settings at once
+q -c "ALTER SYSTEM RESET platform.master_key_command" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
 printf '%s\n' "$key" | as_server_user tee "$keyfile" >/dev/null
 as_server_user chmod 644 "$keyfile"
 set_key_file "$keyfile"
