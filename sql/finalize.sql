@@ -32,3 +32,13 @@ GRANT EXECUTE ON FUNCTION platform.decrypt(bytea, text), platform.decrypt_bytea(
 GRANT EXECUTE ON FUNCTION platform.is_current_version(bytea), platform.reencrypt_value(bytea, text) TO platform_admin;
 GRANT EXECUTE ON FUNCTION platform.reveal(bytea, text, text)
     TO platform_admin, platform_developer, platform_readonly, platform_auditor, platform_pii_reader;
+GRANT EXECUTE ON FUNCTION platform.protect_column_prepare(regclass, text, text, text, text, boolean, text),
+                          platform.protect_column_batch(integer, bigint),
+                          platform.protect_column_finish(integer),
+                          platform.reset_pii_access()
+    TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.reveal_column(bytea, integer, text), platform.protected_blind_index(text, integer)
+    TO platform_admin, platform_developer, platform_readonly, platform_auditor, platform_pii_reader;
+GRANT EXECUTE ON FUNCTION platform.protected_rebind(bytea, integer, text, text, text)
+    TO platform_admin, platform_developer, platform_pii_reader;
+GRANT EXECUTE ON FUNCTION platform.pii_access_counts() TO platform_admin, platform_auditor;

@@ -27,6 +27,9 @@ pub static MASTER_KEY_COMMAND: GucSetting<Option<CString>> =
 pub static PII_FORGOTTEN_READ: GucSetting<crate::pii::ForgottenRead> =
     GucSetting::<crate::pii::ForgottenRead>::new(crate::pii::ForgottenRead::Error);
 
+/// Whether each statement that read protected columns writes one line to the server log.
+pub static PII_ACCESS_LOG: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 pub fn register() {
     // A postmaster-context setting can only be defined while the postmaster preloads the
     // library; defining it later (CREATE EXTENSION without preloading) is FATAL. Without
@@ -88,6 +91,14 @@ pub fn register() {
         c"",
         &PII_FORGOTTEN_READ,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"platform.pii_access_log",
+        c"Log one line per statement that read protected columns: role, column, rows (never values).",
+        c"Counts are always kept in platform.pii_access; this adds a durable per-statement record in the server log.",
+        &PII_ACCESS_LOG,
+        GucContext::Suset,
         GucFlags::default(),
     );
 }

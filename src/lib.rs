@@ -31,6 +31,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     gucs::register();
     worker::register();
+    pii::init();
 }
 
 /// Required by `cargo pgrx test`: the settings every test server runs with, so that later

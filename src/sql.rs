@@ -165,3 +165,32 @@ pub fn modify_returning<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOi
     .map_err(SpiFailure::from)
     .or_raise()
 }
+
+/// Gives relation `to` (a name) the owner and the grants of relation `from`, replacing
+/// its own grants (partitions follow their parent; a protected view follows its table).
+pub fn copy_owner_and_grants(from: pg_sys::Oid, to: &str) {
+    let owner = read::<String>(
+        "SELECT quote_ident(pg_catalog.pg_get_userbyid(relowner)) FROM pg_catalog.pg_class WHERE oid = $1",
+        &[from.into()],
+    )
+    .unwrap_or_default();
+    run(&format!("ALTER TABLE {to} OWNER TO {owner}"));
+    let grantee = "CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(e.grantee)) END";
+    let statements = read::<String>(
+        &format!(
+            "SELECT string_agg(s, '; ') FROM (
+                SELECT DISTINCT format('REVOKE ALL ON %s FROM %s', $2, {grantee}) AS s
+                  FROM pg_catalog.pg_class r, pg_catalog.aclexplode(r.relacl) e
+                 WHERE r.oid = $2::regclass AND e.grantee <> r.relowner
+                UNION ALL
+                SELECT format('GRANT %s ON %s TO %s%s', e.privilege_type, $2, {grantee},
+                              CASE WHEN e.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+                  FROM pg_catalog.pg_class r, pg_catalog.aclexplode(r.relacl) e
+                 WHERE r.oid = $1 AND e.grantee <> r.relowner) x"
+        ),
+        &[from.into(), to.into()],
+    );
+    if let Some(s) = statements {
+        run(&s);
+    }
+}

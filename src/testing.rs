@@ -47,6 +47,9 @@ pub fn expect_error(client: &mut postgres::Client, sql: &str) -> (String, String
 pub fn one<T: for<'a> postgres::types::FromSql<'a>>(client: &mut postgres::Client, sql: &str) -> T {
     match client.query_one(sql, &[]) {
         Ok(row) => row.get(0),
-        Err(e) => panic!("{sql}: {e}"),
+        Err(e) => match e.as_db_error() {
+            Some(d) => panic!("{sql}: {} {}", d.code().code(), d.message()),
+            None => panic!("{sql}: {e}"),
+        },
     }
 }

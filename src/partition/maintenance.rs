@@ -679,30 +679,7 @@ fn retire(p: &Parent, action: RetentionAction, partition: &str) {
 
 /// Gives a partition the parent's owner and exactly the parent's privileges.
 fn sync_privileges(p: &Parent, partition: &str) {
-    let owner = sql::read::<String>(
-        "SELECT quote_ident(pg_catalog.pg_get_userbyid(relowner)) FROM pg_catalog.pg_class WHERE oid = $1",
-        &[p.oid.into()],
-    )
-    .unwrap_or_default();
-    sql::run(&format!("ALTER TABLE {partition} OWNER TO {owner}"));
-    let grantee = "CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(e.grantee)) END";
-    let statements = sql::read::<String>(
-        &format!(
-            "SELECT string_agg(s, '; ') FROM (
-                SELECT DISTINCT format('REVOKE ALL ON %s FROM %s', $2, {grantee}) AS s
-                  FROM pg_catalog.pg_class r, pg_catalog.aclexplode(r.relacl) e
-                 WHERE r.oid = $2::regclass AND e.grantee <> r.relowner
-                UNION ALL
-                SELECT format('GRANT %s ON %s TO %s%s', e.privilege_type, $2, {grantee},
-                              CASE WHEN e.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
-                  FROM pg_catalog.pg_class r, pg_catalog.aclexplode(r.relacl) e
-                 WHERE r.oid = $1 AND e.grantee <> r.relowner) x"
-        ),
-        &[p.oid.into(), partition.into()],
-    );
-    if let Some(s) = statements {
-        sql::run(&s);
-    }
+    sql::copy_owner_and_grants(p.oid, partition);
 }
 
 /// Epoch seconds of the worker's last maintenance pass (per worker process).

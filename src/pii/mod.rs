@@ -5,9 +5,14 @@
 //! No function takes a key or a passphrase: the master key comes from a file or a command
 //! named by superuser settings, data keys are made in the server and stored wrapped.
 
+mod access;
 mod cipher;
 mod keys;
+mod lookup;
 mod mask;
+mod protect;
+#[cfg(test)]
+mod protect_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 
@@ -107,6 +112,12 @@ pub enum ForgottenRead {
     Error,
     #[name = c"null"]
     Null,
+}
+
+/// Called from `_PG_init`: read counting and the blind-index planner hook.
+pub fn init() {
+    access::init();
+    lookup::init();
 }
 
 /// Runs `f` as the extension's owner, as a SECURITY DEFINER function would: the key tables
@@ -527,11 +538,16 @@ fn is_pii_reader() -> bool {
 fn reveal(ciphertext: &[u8], context: &str, mask: default!(&str, "'redact'")) -> Option<String> {
     let custom = (!mask::BUILT_IN.contains(&mask)).then(|| mask_function(mask));
     let plain = open(ciphertext, context).map(zeroize::Zeroizing::new)?;
-    let text = String::from_utf8_lossy(&plain).into_owned();
-    if is_pii_reader() {
-        return Some(text);
+    present(&plain, mask, custom.as_deref(), is_pii_reader())
+}
+
+/// A decrypted value as the current role may see it: the text itself for a reader, else
+/// the built-in mask, or user function `custom` (resolved by [`mask_function`]).
+fn present(plain: &[u8], mask: &str, custom: Option<&str>, reader: bool) -> Option<String> {
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(plain).into_owned());
+    if reader {
+        return Some(text.to_string());
     }
-    let text = zeroize::Zeroizing::new(text);
     match custom {
         None => mask::apply(mask, &text),
         Some(f) => sql::read::<String>(&format!("SELECT {f}($1)"), &[text.as_str().into()]),
