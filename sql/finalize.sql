@@ -35,6 +35,7 @@ GRANT EXECUTE ON FUNCTION platform.reveal(bytea, text, text)
 GRANT EXECUTE ON FUNCTION platform.protect_column_prepare(regclass, text, text, text, text, boolean, text),
                           platform.protect_column_batch(integer, bigint),
                           platform.protect_column_finish(integer),
+                          platform.protected_row_context(regclass, text),
                           platform.reset_pii_access()
     TO platform_admin;
 GRANT EXECUTE ON FUNCTION platform.reveal_column(bytea, integer, text), platform.protected_blind_index(text, integer)

@@ -674,6 +674,7 @@ LANGUAGE plpgsql AS $proc$
 DECLARE
     n bigint;
     total bigint := 0;
+    row_context text := '$1';
 BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'invalid batch_size %: must be at least 1', batch_size USING ERRCODE = '22023';
@@ -686,12 +687,20 @@ BEGIN
                       AND NOT attisdropped AND atttypid = 'pg_catalog.bytea'::pg_catalog.regtype) THEN
         RAISE EXCEPTION 'table % has no bytea column "%"', tbl, col USING ERRCODE = '42703';
     END IF;
+    IF context IS NULL THEN
+        -- A column protected by platform.protect_column: each row has its own context.
+        row_context := platform.protected_row_context(tbl, col);
+        IF row_context IS NULL THEN
+            RAISE EXCEPTION 'context is needed: %.% is not a column protected by platform.protect_column', tbl, col
+                USING ERRCODE = '22004';
+        END IF;
+    END IF;
     LOOP
-        EXECUTE pg_catalog.format('UPDATE %s SET %I = platform.reencrypt_value(%I, $1)
-                         WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s WHERE %I IS NOT NULL
-                                                    AND NOT platform.is_current_version(%I)
-                                                  LIMIT $2 FOR UPDATE SKIP LOCKED))',
-                       tbl, col, col, tbl, col, col)
+        EXECUTE pg_catalog.format('UPDATE %s AS t SET %I = platform.reencrypt_value(t.%I, %s)
+                         WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM %s WHERE %I IS NOT NULL
+                                                      AND NOT platform.is_current_version(%I)
+                                                    LIMIT $2 FOR UPDATE SKIP LOCKED))',
+                       tbl, col, col, row_context, tbl, col, col)
             USING context, batch_size;
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;

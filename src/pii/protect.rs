@@ -293,6 +293,25 @@ fn protected_rebind(
     }
 }
 
+/// The SQL expression (over table alias `t`) of each row's context for column `col` of
+/// `tbl` when it is the `<column>_encrypted` of a protected column, else NULL; used by
+/// `CALL platform.reencrypt(tbl, col, NULL)`.
+#[pg_extern]
+fn protected_row_context(tbl: RegClass, col: &str) -> Option<String> {
+    let p = load(
+        "WHERE p.tbl = $1 AND p.column_name || '_encrypted' = $2 AND p.state = 'protected'",
+        &[tbl.into(), col.into()],
+    )
+    .pop()?;
+    let t = table(tbl.0);
+    let pk = primary_key(tbl.0, &t);
+    Some(format!(
+        "{} || {}",
+        literal(&context(p.id, "")),
+        row_key(&pk, "t.")
+    ))
+}
+
 struct Table {
     name: String,
     schema: String,
@@ -1093,6 +1112,7 @@ BEGIN
      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objsubid = 0 AND p.tbl::oid = d.objid;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION platform.forget_dropped_protected_tables() FROM PUBLIC;
 CREATE EVENT TRIGGER platform_forget_dropped_protected_tables ON sql_drop
     EXECUTE FUNCTION platform.forget_dropped_protected_tables();
 "#,

@@ -185,6 +185,27 @@ fn a_protected_column_is_ciphertext_in_the_table_and_plaintext_or_mask_in_the_vi
         ),
         0
     );
+    // Rotation: reencrypt knows each row's context of a protected column.
+    run(&mut c, "SELECT platform.rotate_key('t_pc')");
+    run(
+        &mut c,
+        "CALL platform.reencrypt('public.t_pc_customer', 'email_encrypted', NULL, 5)",
+    );
+    let current: i64 = one(&mut c, "SELECT count(*) FROM public.t_pc_customer WHERE platform.is_current_version(email_encrypted) ");
+    assert_eq!(current, 25);
+    assert_eq!(
+        as_role::<String>(
+            &mut c,
+            "t_pc_reader",
+            "SELECT email FROM public.t_pc_customer_view WHERE id = 100"
+        ),
+        "zoe@example.com"
+    );
+    let (code, _) = expect_error(
+        &mut c,
+        "CALL platform.reencrypt('public.t_pc_customer', 'email_blind_index', NULL)",
+    );
+    assert_eq!(code, "22004");
     // A ciphertext copied to another row does not decrypt there.
     run(&mut c, "UPDATE public.t_pc_customer SET email_encrypted = (SELECT email_encrypted FROM public.t_pc_customer WHERE id = 1) WHERE id = 2");
     let (code, _) = error_as(

@@ -9,7 +9,7 @@ fail=0
 expect() {
     if ! grep -qE -- "$1" "$out"; then echo "missing from the quickstart report: $1"; fail=1; fi
 }
-expect '^ pg_platform \| 0\.2\.0 +\| platform'
+expect '^ pg_platform \| 0\.3\.0 +\| platform'
 expect 'platform_pii_reader +\| f'
 expect '^ postgres +\| +[0-9]+ \| t'                       # a worker serves the database
 expect '^ transaction +\| +5000 \|'
