@@ -23,6 +23,13 @@ if [ "${KEEP:-0}" != 1 ]; then
     trap 'stop_server "$dir"' EXIT
 fi
 
+# A throwaway master key for PII encryption, in a file only the server's user can read
+# (a real installation keeps it on a secrets volume or fetches it with master_key_command).
+od -An -tx1 -N32 /dev/urandom | tr -d ' \n' | as_server_user tee "$dir/master.key" >/dev/null
+as_server_user chmod 600 "$dir/master.key"
+psql -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+     -c "ALTER SYSTEM SET platform.master_key_file = '$dir/master.key'" -c "SELECT pg_reload_conf()" >/dev/null
+
 echo
 echo "=============================== pg_platform quickstart ==============================="
 psql -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \

@@ -53,8 +53,8 @@ CREATE  FUNCTION "pii_access_counts"() RETURNS TABLE (
 	"role" oid,  /* pg_sys :: Oid */
 	"column_id" INT,  /* i32 */
 	"statements" bigint,  /* i64 */
-	"plaintext_rows" bigint,  /* i64 */
-	"masked_rows" bigint,  /* i64 */
+	"plaintext_values" bigint,  /* i64 */
+	"masked_values" bigint,  /* i64 */
 	"last_read_us" bigint  /* i64 */
 )
 STRICT
@@ -179,14 +179,14 @@ SELECT r.rolname AS role,
        p.tbl AS table_name,
        p.column_name,
        c.statements,
-       c.plaintext_rows,
-       c.masked_rows,
+       c.plaintext_values,
+       c.masked_values,
        timestamptz '2000-01-01 00:00:00+00' + c.last_read_us * interval '1 microsecond' AS last_read
   FROM platform.pii_access_counts() c
   LEFT JOIN pg_catalog.pg_roles r ON r.oid = c.role
   LEFT JOIN platform.protected_columns p ON p.id = c.column_id
  WHERE c.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database());
-COMMENT ON VIEW platform.pii_access IS 'Reads of protected columns through their views: statements and rows per role and column, plaintext or masked (since server start or platform.reset_pii_access).';
+COMMENT ON VIEW platform.pii_access IS 'Reads of protected columns through their views: statements and values revealed per role and column, plaintext or masked (since server start or platform.reset_pii_access).';
 GRANT SELECT ON platform.pii_access TO platform_admin, platform_auditor;
 
 -- pg_platform::pii::protect::protected_blind_index

@@ -1,5 +1,6 @@
 //! Counting reads of protected columns without a write per row: the generated view's
-//! `reveal_column` counts in backend memory; at the end of each statement the counts go
+//! `reveal_column` counts each value it shows in backend memory (a value compared in WHERE
+//! and shown in the select list counts twice); at the end of each statement the counts go
 //! to shared memory (one entry per database, role and column) and, with
 //! `platform.pii_access_log`, to one server log line. `platform.pii_access` shows them.
 
@@ -21,8 +22,8 @@ struct Entry {
     role: u32,
     column: i32,
     statements: u64,
-    plaintext_rows: u64,
-    masked_rows: u64,
+    plaintext_values: u64,
+    masked_values: u64,
     last_read: i64,
 }
 
@@ -57,7 +58,7 @@ struct Pending {
 }
 
 thread_local! {
-    /// (column, role) -> rows revealed since the last statement end.
+    /// (column, role) -> values revealed since the last statement end.
     static PENDING: RefCell<HashMap<(i32, pg_sys::Oid), Pending>> = RefCell::new(HashMap::new());
     static LABELS: RefCell<HashMap<i32, Rc<str>>> = RefCell::new(HashMap::new());
 }
@@ -132,7 +133,7 @@ fn flush() {
                 unsafe { std::ffi::CStr::from_ptr(role) }.to_string_lossy()
             };
             pgrx::log!(
-                "pg_platform: role {role} read {} row(s) of protected column {} ({} plaintext, {} masked)",
+                "pg_platform: role {role} was shown {} value(s) of protected column {} ({} plaintext, {} masked)",
                 p.plaintext + p.masked,
                 label.as_deref().unwrap_or("?"),
                 p.plaintext,
@@ -171,8 +172,8 @@ fn flush() {
         };
         let e = &mut c.entries[at];
         e.statements += p.statements;
-        e.plaintext_rows += p.plaintext;
-        e.masked_rows += p.masked;
+        e.plaintext_values += p.plaintext;
+        e.masked_values += p.masked;
         e.last_read = now;
     }
 }
@@ -187,8 +188,8 @@ fn pii_access_counts() -> TableIterator<
         name!(role, pg_sys::Oid),
         name!(column_id, i32),
         name!(statements, i64),
-        name!(plaintext_rows, i64),
-        name!(masked_rows, i64),
+        name!(plaintext_values, i64),
+        name!(masked_values, i64),
         name!(last_read_us, i64),
     ),
 > {
@@ -205,8 +206,8 @@ fn pii_access_counts() -> TableIterator<
                 pg_sys::Oid::from(e.role),
                 e.column,
                 e.statements as i64,
-                e.plaintext_rows as i64,
-                e.masked_rows as i64,
+                e.plaintext_values as i64,
+                e.masked_values as i64,
                 e.last_read,
             )
         })
@@ -243,14 +244,14 @@ SELECT r.rolname AS role,
        p.tbl AS table_name,
        p.column_name,
        c.statements,
-       c.plaintext_rows,
-       c.masked_rows,
+       c.plaintext_values,
+       c.masked_values,
        timestamptz '2000-01-01 00:00:00+00' + c.last_read_us * interval '1 microsecond' AS last_read
   FROM platform.pii_access_counts() c
   LEFT JOIN pg_catalog.pg_roles r ON r.oid = c.role
   LEFT JOIN platform.protected_columns p ON p.id = c.column_id
  WHERE c.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database());
-COMMENT ON VIEW platform.pii_access IS 'Reads of protected columns through their views: statements and rows per role and column, plaintext or masked (since server start or platform.reset_pii_access).';
+COMMENT ON VIEW platform.pii_access IS 'Reads of protected columns through their views: statements and values revealed per role and column, plaintext or masked (since server start or platform.reset_pii_access).';
 GRANT SELECT ON platform.pii_access TO platform_admin, platform_auditor;
 "#,
     name = "pii_access",

@@ -227,7 +227,7 @@ fn a_protected_column_is_ciphertext_in_the_table_and_plaintext_or_mask_in_the_vi
         "t_pc_reader",
         "SELECT count(email) FROM public.t_pc_customer_view WHERE id BETWEEN 4 AND 6",
     );
-    let counted: String = one(&mut c, "SELECT string_agg(role || ' ' || column_name || ' ' || statements || ' ' || plaintext_rows || ' ' || masked_rows, '; ' ORDER BY role)
+    let counted: String = one(&mut c, "SELECT string_agg(role || ' ' || column_name || ' ' || statements || ' ' || plaintext_values || ' ' || masked_values, '; ' ORDER BY role)
                                         FROM platform.pii_access WHERE table_name = 'public.t_pc_customer'::regclass");
     assert_eq!(counted, "t_pc_app email 1 0 6; t_pc_reader email 1 3 0");
     let (code, _) = error_as(&mut c, "t_pc_app", "SELECT * FROM platform.pii_access");

@@ -47,6 +47,33 @@ set_key_file "$keyfile"
     || { echo "round trip failed"; exit 1; }
 q -c "SELECT platform.rotate_key('k')" -c "SELECT platform.encrypt_for_subject('x', 'k', 'cust-1', 'c')" \
   -c "SELECT platform.forget_subject('k', 'cust-1')" >/dev/null
+# The protect / write / search / rotate / forget flow, logged with log_statement = 'all'
+# and the per-statement read log on. An application sends values as bind parameters (keep
+# them out of the log with log_parameter_max_length = 0); here they are built in the
+# server from base64, so that the statement text holds no plaintext and any plaintext in
+# the log could only come from pg_platform: its triggers, errors or read log.
+secret='dave.secret@example.com'
+value="convert_from(decode('$(printf %s "$secret" | base64)', 'base64'), 'UTF8')"
+q -c "ALTER SYSTEM SET platform.pii_access_log = on" -c "SELECT pg_reload_conf()" >/dev/null
+q -c "CREATE TABLE public.person (id int PRIMARY KEY, customer text NOT NULL, email text NOT NULL)" \
+  -c "INSERT INTO public.person SELECT i, 'c' || (i % 3), 'seed' || i || '@example.org' FROM generate_series(1, 40) i" >/dev/null
+q -c "CALL platform.protect_column('public.person', 'email', 'k', subject_column => 'customer', mask => 'email',
+                                   blind_index => true, batch_size => 7)"
+q -c "INSERT INTO public.person_view VALUES (100, 'c1', $value)" >/dev/null
+fails_with 23505 "INSERT INTO public.person_view VALUES (100, 'c1', $value)"   # duplicate key
+fails_with 23502 "INSERT INTO public.person_view VALUES (101, NULL, $value)"   # no subject
+q -c "UPDATE public.person_view SET email = $value WHERE id = 1" >/dev/null
+[ "$(q -c "SELECT count(*) FROM public.person_view WHERE email = $value")" = 2 ] \
+    || { echo "the protected view does not find the written values"; exit 1; }
+q -c "SELECT platform.rotate_key('k')" -c "CALL platform.reencrypt('public.person', 'email_encrypted', NULL, 10)" >/dev/null
+q -c "SELECT platform.forget_subject('k', 'c2')" >/dev/null
+[ "$(q -c "SET platform.pii_forgotten_read = 'null'" -c "SELECT count(*) FROM public.person_view WHERE email IS NULL")" = 13 ] \
+    || { echo "forgetting subject c2 did not make exactly its 13 values unreadable"; exit 1; }
+fails_with P0002 "SELECT email FROM public.person_view WHERE customer = 'c2'"
+if grep -qF "$secret" "$dir/server.log"; then echo "plaintext written through the view is in the server log"; exit 1; fi
+if grep -qE 'seed[0-9]+@example\.org' "$dir/server.log"; then echo "protected plaintext is in the server log"; exit 1; fi
+grep -q 'role postgres was shown [0-9]* value(s) of protected column public.person."email"' "$dir/server.log" \
+    || { echo "the per-statement read log line is missing"; exit 1; }
 q -c "CREATE ROLE e2e_dev LOGIN IN ROLE platform_developer" >/dev/null
 out=$(psql -X -At -h "$dir" -p "$port" -U e2e_dev -d postgres -c "SHOW platform.master_key_file" 2>&1 || true)
 echo "$out" | grep -q "permission denied\|must be superuser" || { echo "a non-superuser can read the key file setting: $out"; exit 1; }
@@ -60,4 +87,8 @@ if grep -qi "$key" "$dir/server.log"; then echo "the master key is in the server
 as_server_user pg_dump -h "$dir" -p "$port" -U postgres -f "$dir/dump.sql" postgres
 if grep -qi "$key" "$dir/dump.sql"; then echo "the master key is in the dump"; exit 1; fi
 grep -q "pii_key_version" "$dir/dump.sql" || { echo "the dump lacks the wrapped keys"; exit 1; }
-echo "master key: refused when missing, exposed, foreign or malformed; never in the log or the dump"
+if grep -qF "$secret" "$dir/dump.sql" || grep -qE 'seed[0-9]+@example\.org' "$dir/dump.sql"; then
+    echo "protected plaintext is in the dump"; exit 1
+fi
+grep -q "protected_columns" "$dir/dump.sql" || { echo "the dump lacks the protected column registry"; exit 1; }
+echo "master key: refused when missing, exposed, foreign or malformed; it, and plaintext written through a protected view, never in the log or the dump"

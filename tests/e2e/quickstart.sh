@@ -22,6 +22,11 @@ expect '^ update +\| transaction_p20260101 +\| [0-9]+ +\| 5 '          # CDC: th
 expect '^ insert +\| transaction_state_change +\| [0-9]+ +\| 5 +\| cardholder opened a dispute'
 expect '^ payments.transaction +\| +[0-9]+ +\| +0 +\| +0$'             # registered, partitions made
 expect '^ payments.transaction +\| +0$'                                  # second pass: nothing to do
+expect '^ +1 \| a1[0-9a-f]+\.\.\. +\| a1[0-9a-f]+\.\.\.$'                # the table holds ciphertext
+expect '^ +1 \| [A-Z]\*+ [A-Z]\*+ +\| [a-z]\*+@example\.[a-z]+$'          # the analyst sees masks
+expect 'Index Cond: \(email_blind_index = platform.protected_blind_index'   # lookup by e-mail uses the index
+expect '^ +1 \| +\| *$'                                                  # customer 1 forgotten
+expect '^ quickstart_analyst +\| payments.customer +\| email +\| +1 \| +0 \| +2$'
 expect 'scenario complete'
 expect 'removed'
 [ ! -d /tmp/pg_platform-e2e-quickstart ] || { echo "the throwaway server was not cleaned up"; fail=1; }
