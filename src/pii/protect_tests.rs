@@ -163,6 +163,21 @@ fn a_protected_column_is_ciphertext_in_the_table_and_plaintext_or_mask_in_the_vi
         &mut c,
         "DEALLOCATE t_pc_lookup; RESET enable_seqscan; RESET ROLE",
     );
+    // The trigger runs as the table's owner: operators of a schema the writer puts first
+    // in its search_path are never called by it.
+    run(&mut c, "DROP SCHEMA IF EXISTS t_pc_evil CASCADE; CREATE SCHEMA t_pc_evil; CREATE TABLE t_pc_evil.loot (who text);
+                 GRANT USAGE ON SCHEMA t_pc_evil TO PUBLIC; GRANT INSERT ON t_pc_evil.loot TO PUBLIC;
+                 CREATE FUNCTION t_pc_evil.spy(a text, b text) RETURNS boolean LANGUAGE plpgsql AS
+                     $$ BEGIN INSERT INTO t_pc_evil.loot VALUES (current_user); RETURN a OPERATOR(pg_catalog.=) b; END $$;
+                 CREATE OPERATOR t_pc_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = t_pc_evil.spy);
+                 CREATE OPERATOR t_pc_evil.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = t_pc_evil.spy);");
+    run(&mut c, "SET ROLE t_pc_app; SET search_path = t_pc_evil, pg_catalog, public;
+                 UPDATE public.t_pc_customer_view SET phone = '111' WHERE id = 4;
+                 INSERT INTO public.t_pc_customer_view (id, full_name, email) VALUES (101, 'Eve', 'eve@example.com');
+                 DELETE FROM public.t_pc_customer_view WHERE id = 101;
+                 RESET search_path; RESET ROLE");
+    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM t_pc_evil.loot"), 0, "a caller's operator ran inside the trigger");
+    run(&mut c, "DROP SCHEMA t_pc_evil CASCADE");
     // A changed primary key re-binds the value to the new row.
     run(
         &mut c,

@@ -73,7 +73,7 @@ fails_with P0002 "SELECT email FROM public.person_view WHERE customer = 'c2'"
 if grep -qF "$secret" "$dir/server.log"; then echo "plaintext written through the view is in the server log"; exit 1; fi
 if grep -qE 'seed[0-9]+@example\.org' "$dir/server.log"; then echo "protected plaintext is in the server log"; exit 1; fi
 grep -q 'role postgres was shown [0-9]* value(s) of protected column public.person."email"' "$dir/server.log" \
-    || { echo "the per-statement read log line is missing"; exit 1; }
+    || { echo "the per-statement read log line is missing:"; grep -i "shown\|pg_platform" "$dir/server.log" | tail -n 5; exit 1; }
 q -c "CREATE ROLE e2e_dev LOGIN IN ROLE platform_developer" >/dev/null
 out=$(psql -X -At -h "$dir" -p "$port" -U e2e_dev -d postgres -c "SHOW platform.master_key_file" 2>&1 || true)
 echo "$out" | grep -q "permission denied\|must be superuser" || { echo "a non-superuser can read the key file setting: $out"; exit 1; }
