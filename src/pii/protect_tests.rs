@@ -176,7 +176,11 @@ fn a_protected_column_is_ciphertext_in_the_table_and_plaintext_or_mask_in_the_vi
                  INSERT INTO public.t_pc_customer_view (id, full_name, email) VALUES (101, 'Eve', 'eve@example.com');
                  DELETE FROM public.t_pc_customer_view WHERE id = 101;
                  RESET search_path; RESET ROLE");
-    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM t_pc_evil.loot"), 0, "a caller's operator ran inside the trigger");
+    assert_eq!(
+        one::<i64>(&mut c, "SELECT count(*) FROM t_pc_evil.loot"),
+        0,
+        "a caller's operator ran inside the trigger"
+    );
     run(&mut c, "DROP SCHEMA t_pc_evil CASCADE");
     // A changed primary key re-binds the value to the new row.
     run(
