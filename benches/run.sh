@@ -30,6 +30,8 @@ fi
 BENCH_DIR=${BENCH_DIR:-/tmp/pg_platform-bench}
 stop_server "$BENCH_DIR"
 BENCH_PORT=$(free_port)
+# pgaudit (a tool the audit benchmark compares with) must be preloaded to work at all.
+[ -f "$(pg_config --pkglibdir)/pgaudit.so" ] && export EXTRA_PRELOAD=pgaudit
 phase "start server" start_server "$BENCH_DIR" "$BENCH_PORT" yes
 trap 'stop_server "$BENCH_DIR"' EXIT
 export BENCH_DIR BENCH_PORT

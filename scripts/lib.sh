@@ -57,7 +57,8 @@ server_conf() {
     echo "shared_buffers = 1GB"
     echo "max_wal_size = 8GB"
     if [ "$preload" = yes ]; then
-        echo "shared_preload_libraries = 'pg_platform'"
+        # EXTRA_PRELOAD: libraries the benchmarks compare with (pgaudit).
+        echo "shared_preload_libraries = 'pg_platform${EXTRA_PRELOAD:+, $EXTRA_PRELOAD}'"
         echo "platform.databases = 'postgres'"
     fi
     if has_output_plugin_libraries; then

@@ -99,4 +99,23 @@ SELECT id, full_name, email FROM payments.customer_view WHERE id IN (1, 2) ORDER
 RESET platform.pii_forgotten_read;
 \echo 'who read protected columns, and how many rows (counted per statement, no write per row)'
 SELECT role, table_name, column_name, statements, plaintext_values, masked_values FROM platform.pii_access ORDER BY 1, 3;
+\echo '8. Audit: who changed which payment, recorded in the same transaction, hash-chained'
+SELECT platform.audit_table('payments.transaction') AS audited, platform.audit_table('payments.transaction_state_change') AS audited_too;
+SELECT min(id) AS tx2 FROM payments.transaction WHERE status_id = 2 \gset
+BEGIN;
+SELECT transaction_id, to_status_id FROM payments.change_transaction_status(:tx2, 'refunded', 'customer asked for a refund');
+ROLLBACK;
+\echo 'rolled back: the change and its audit rows are gone together'
+SELECT count(*) AS audit_rows_after_rollback FROM platform.audit_log WHERE operation IN ('INSERT', 'UPDATE', 'DELETE');
+SELECT transaction_id, to_status_id FROM payments.change_transaction_status(:tx2, 'refunded', 'customer asked for a refund');
+SELECT operation, table_name, statement_seq AS stmt, primary_key, old_values, new_values ->> 'to_status_id' AS new_to_status,
+       current_user_name, role_class
+  FROM platform.audit_log WHERE operation IN ('INSERT', 'UPDATE', 'DELETE') ORDER BY id;
+SELECT platform.seal_audit() > 0 AS sealed;
+SELECT intact, blocks_checked > 0 AS chained, problem FROM platform.verify_audit();
+\echo 'an UPDATE of the audit log is refused, for the superuser too; expected: append-only'
+\set ON_ERROR_STOP 0
+UPDATE platform.audit_log SET role_class = 'other';
+\set ON_ERROR_STOP 1
+SELECT setting, current_value, ok FROM platform.audit_settings() ORDER BY setting;
 \echo 'scenario complete'

@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 apt_packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config make gcc iproute2 procps bsdextrautils
-              postgresql-$PG_MAJOR-wal2json postgresql-$PG_MAJOR-decoderbufs postgresql-$PG_MAJOR-partman)
+              postgresql-$PG_MAJOR-wal2json postgresql-$PG_MAJOR-decoderbufs postgresql-$PG_MAJOR-partman
+              postgresql-$PG_MAJOR-pgaudit)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

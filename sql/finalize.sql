@@ -43,3 +43,10 @@ GRANT EXECUTE ON FUNCTION platform.reveal_column(bytea, integer, text), platform
 GRANT EXECUTE ON FUNCTION platform.protected_rebind(bytea, integer, text, text, text)
     TO platform_admin, platform_developer, platform_pii_reader;
 GRANT EXECUTE ON FUNCTION platform.pii_access_counts() TO platform_admin, platform_auditor;
+GRANT EXECUTE ON FUNCTION platform.audit_table(regclass, text[], boolean), platform.unaudit_table(regclass),
+                          platform.audit_trigger(), platform.seal_audit()
+    TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.verify_audit(timestamptz), platform.audit_settings() TO platform_admin, platform_auditor;
+-- Both read the event trigger's own command list: called anywhere else they fail, so they
+-- cannot forge audit rows.
+GRANT EXECUTE ON FUNCTION platform.record_audit_ddl(), platform.record_audit_drop() TO PUBLIC;

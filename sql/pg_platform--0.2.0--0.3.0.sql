@@ -1,5 +1,5 @@
 -- pg_platform 0.2.0 -> 0.3.0: transparent column protection (protect_column, its views and
--- triggers, blind-index lookups) and read counting (platform.pii_access).
+-- triggers, blind-index lookups), read counting (platform.pii_access) and the audit log.
 -- Drafted by scripts/upgrade_script.py from the generated install scripts and reviewed;
 -- tests/e2e/upgrade.sh checks that an upgraded database equals a fresh 0.3.0 install.
 \echo Use "ALTER EXTENSION pg_platform UPDATE TO '0.3.0'" to load this file. \quit
@@ -46,6 +46,16 @@ BEGIN
     RAISE NOTICE 'platform.reencrypt: % values of %.% moved to the current key version', total, tbl, col;
 END
 $proc$;
+
+-- pg_platform::audit::audit_table
+CREATE  FUNCTION "audit_table"(
+	"tbl" regclass, /* RegClass */
+	"exclude_columns" TEXT[] DEFAULT ARRAY[]::text[], /* Vec < String > */
+	"include_statement" bool DEFAULT false /* bool */
+) RETURNS regclass /* RegClass */
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'audit_table_wrapper';
 
 -- pg_platform::pii::access::pii_access_counts
 CREATE  FUNCTION "pii_access_counts"() RETURNS TABLE (
@@ -218,6 +228,141 @@ STRICT
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'protected_row_context_wrapper';
 
+-- pg_platform::audit::record_audit_ddl
+CREATE  FUNCTION "record_audit_ddl"() RETURNS void
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'record_audit_ddl_wrapper';
+
+-- pg_platform::audit::record_audit_drop
+CREATE  FUNCTION "record_audit_drop"() RETURNS void
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'record_audit_drop_wrapper';
+
+-- requires:
+--   record_audit_ddl
+--   record_audit_drop
+
+
+CREATE SEQUENCE platform.audit_log_id_seq AS bigint;
+CREATE TABLE platform.audit_log (
+    id                bigint NOT NULL DEFAULT nextval('platform.audit_log_id_seq'),
+    cluster_id        bigint NOT NULL,
+    event_time        timestamptz NOT NULL,
+    xid               xid8 NOT NULL,
+    statement_seq     integer NOT NULL,
+    row_seq           integer NOT NULL,
+    operation         text NOT NULL,
+    table_oid         oid,
+    table_name        text NOT NULL,
+    primary_key       json,
+    old_values        json,
+    new_values        json,
+    session_user_name text NOT NULL,
+    current_user_name text NOT NULL,
+    role_class        text NOT NULL,
+    client_addr       inet,
+    client_port       integer,
+    application_name  text,
+    backend_pid       integer NOT NULL,
+    statement         text,
+    row_hash          bytea NOT NULL,
+    PRIMARY KEY (cluster_id, xid, statement_seq, row_seq)
+);
+CREATE INDEX audit_log_id ON platform.audit_log (id);
+COMMENT ON TABLE platform.audit_log IS 'pg_platform audit log: one row per audited row change, DDL command or TRUNCATE; append-only, hash-chained by platform.audit_block.';
+CREATE TABLE platform.audit_block (
+    block_no   bigint PRIMARY KEY,
+    cluster_id bigint NOT NULL,
+    xid_lo     xid8 NOT NULL,
+    xid_hi     xid8 NOT NULL,
+    row_count  bigint NOT NULL,
+    rows_hash  bytea NOT NULL,
+    prev_hash  bytea NOT NULL,
+    block_hash bytea NOT NULL,
+    sealed_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE platform.audit_block IS 'Hash chain over platform.audit_log: each block seals the rows of transactions with ids in [xid_lo, xid_hi).';
+SELECT pg_catalog.pg_extension_config_dump('platform.audit_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.audit_block', '');
+GRANT SELECT ON platform.audit_log, platform.audit_block TO platform_admin, platform_auditor;
+
+CREATE FUNCTION platform.refuse_audit_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'platform.% is append-only: % is refused for every role', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = '42501';
+END
+$fn$;
+CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON platform.audit_log
+    FOR EACH ROW EXECUTE FUNCTION platform.refuse_audit_change();
+CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON platform.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION platform.refuse_audit_change();
+CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON platform.audit_block
+    FOR EACH ROW EXECUTE FUNCTION platform.refuse_audit_change();
+CREATE TRIGGER refuse_truncate BEFORE TRUNCATE ON platform.audit_block
+    FOR EACH STATEMENT EXECUTE FUNCTION platform.refuse_audit_change();
+ALTER TABLE platform.audit_log ENABLE ALWAYS TRIGGER refuse_change, ENABLE ALWAYS TRIGGER refuse_truncate;
+ALTER TABLE platform.audit_block ENABLE ALWAYS TRIGGER refuse_change, ENABLE ALWAYS TRIGGER refuse_truncate;
+
+CREATE VIEW platform.audited_tables AS
+SELECT t.tgrelid::regclass AS table_name,
+       a[1] = 'true' AS include_statement,
+       a[2:] AS exclude_columns,
+       (SELECT count(*) = 4 AND bool_and(x.tgenabled = 'A') FROM pg_catalog.pg_trigger x
+         WHERE x.tgrelid = t.tgrelid AND x.tgname LIKE 'platform\_audit\_%') AS fully_enabled
+  FROM pg_catalog.pg_trigger t,
+       LATERAL (SELECT array_remove(string_to_array(encode(t.tgargs, 'escape'), '\000'), '') AS a) args
+ WHERE t.tgname = 'platform_audit_insert';
+COMMENT ON VIEW platform.audited_tables IS 'Tables audited by platform.audit_table, with their settings.';
+GRANT SELECT ON platform.audited_tables TO platform_admin, platform_developer, platform_auditor;
+
+CREATE FUNCTION platform.audit_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM platform.record_audit_ddl();
+END
+$fn$;
+CREATE FUNCTION platform.audit_drop() RETURNS event_trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM platform.record_audit_drop();
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION platform.refuse_audit_change(), platform.audit_ddl(), platform.audit_drop() FROM PUBLIC;
+CREATE EVENT TRIGGER platform_audit_ddl ON ddl_command_end EXECUTE FUNCTION platform.audit_ddl();
+CREATE EVENT TRIGGER platform_audit_drop ON sql_drop EXECUTE FUNCTION platform.audit_drop();
+
+CREATE FUNCTION platform.audit_settings()
+RETURNS TABLE (setting text, current_value text, recommended text, ok boolean)
+LANGUAGE sql STABLE AS $fn$
+SELECT 'log_connections', current_setting('log_connections'), 'on', current_setting('log_connections') = 'on'
+UNION ALL
+SELECT 'log_disconnections', current_setting('log_disconnections'), 'on', current_setting('log_disconnections') = 'on'
+UNION ALL
+SELECT 'platform.audit_ddl', current_setting('platform.audit_ddl', true), 'on (DDL recorded in platform.audit_log)',
+       coalesce(current_setting('platform.audit_ddl', true), 'off') = 'on'
+UNION ALL
+SELECT 'event triggers platform_audit_ddl, platform_audit_drop',
+       coalesce((SELECT string_agg(evtname || '=' || CASE evtenabled WHEN 'D' THEN 'disabled' ELSE 'enabled' END, ', ' ORDER BY evtname)
+                   FROM pg_catalog.pg_event_trigger WHERE evtname IN ('platform_audit_ddl', 'platform_audit_drop')), 'missing'),
+       'both enabled',
+       (SELECT count(*) = 2 AND bool_and(evtenabled <> 'D') FROM pg_catalog.pg_event_trigger
+         WHERE evtname IN ('platform_audit_ddl', 'platform_audit_drop'))
+UNION ALL
+SELECT 'shared_preload_libraries', current_setting('shared_preload_libraries'),
+       'includes pg_platform (its worker seals the log)',
+       current_setting('shared_preload_libraries') ~ '(^|[ ,])pg_platform($|[ ,])'
+UNION ALL
+SELECT 'platform.databases', coalesce(current_setting('platform.databases', true), ''),
+       'includes ' || current_database(),
+       current_database() = ANY (string_to_array(replace(coalesce(current_setting('platform.databases', true), ''), ' ', ''), ','))
+UNION ALL
+SELECT 'unsealed audit rows', (SELECT count(*)::text FROM platform.audit_log l
+                                WHERE l.xid >= coalesce((SELECT max(b.xid_hi) FROM platform.audit_block b
+                                                          WHERE b.cluster_id = l.cluster_id), '0'::xid8)),
+       'few (the worker seals every platform.worker_naptime)', true
+$fn$;
+
 -- pg_platform::pii::access::reset_pii_access
 CREATE  FUNCTION "reset_pii_access"() RETURNS bigint /* i64 */
 STRICT
@@ -233,6 +378,40 @@ CREATE  FUNCTION "reveal_column"(
 STRICT STABLE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'reveal_column_wrapper';
+
+-- pg_platform::audit::seal_audit
+CREATE  FUNCTION "seal_audit"() RETURNS bigint /* i64 */
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'seal_audit_wrapper';
+
+-- pg_platform::audit::unaudit_table
+CREATE  FUNCTION "unaudit_table"(
+	"tbl" regclass /* RegClass */
+) RETURNS bool /* bool */
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unaudit_table_wrapper';
+
+-- pg_platform::audit::verify_audit
+CREATE  FUNCTION "verify_audit"(
+	"since" timestamp with time zone DEFAULT NULL /* Option < pgrx :: datum :: TimestampWithTimeZone > */
+) RETURNS TABLE (
+	"intact" bool,  /* bool */
+	"blocks_checked" bigint,  /* i64 */
+	"rows_checked" bigint,  /* i64 */
+	"first_bad_block" bigint,  /* Option < i64 > */
+	"first_bad_row" bigint,  /* Option < i64 > */
+	"problem" TEXT  /* Option < String > */
+)
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'verify_audit_wrapper';
+
+-- pg_platform::audit::trigger::audit_trigger
+CREATE FUNCTION "audit_trigger"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'audit_trigger_wrapper';
 
 REVOKE EXECUTE ON FUNCTION platform.protect_column_prepare(regclass, text, text, text, text, boolean, text),
                           platform.protect_column_batch(integer, bigint),
@@ -256,3 +435,12 @@ GRANT EXECUTE ON FUNCTION platform.protected_rebind(bytea, integer, text, text, 
 
 REVOKE EXECUTE ON FUNCTION platform.pii_access_counts() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.pii_access_counts() TO platform_admin, platform_auditor;
+
+REVOKE EXECUTE ON FUNCTION platform.audit_table(regclass, text[], boolean), platform.unaudit_table(regclass),
+                          platform.audit_trigger(), platform.seal_audit() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.audit_table(regclass, text[], boolean), platform.unaudit_table(regclass),
+                          platform.audit_trigger(), platform.seal_audit()
+    TO platform_admin;
+
+REVOKE EXECUTE ON FUNCTION platform.verify_audit(timestamptz), platform.audit_settings() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.verify_audit(timestamptz), platform.audit_settings() TO platform_admin, platform_auditor;

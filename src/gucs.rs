@@ -30,6 +30,9 @@ pub static PII_FORGOTTEN_READ: GucSetting<crate::pii::ForgottenRead> =
 /// Whether each statement that read protected columns writes one line to the server log.
 pub static PII_ACCESS_LOG: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// Whether DDL commands are recorded in the audit log (by the extension's event triggers).
+pub static AUDIT_DDL: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 pub fn register() {
     // A postmaster-context setting can only be defined while the postmaster preloads the
     // library; defining it later (CREATE EXTENSION without preloading) is FATAL. Without
@@ -91,6 +94,14 @@ pub fn register() {
         c"",
         &PII_FORGOTTEN_READ,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"platform.audit_ddl",
+        c"Record DDL commands (CREATE, ALTER, DROP, GRANT...) in platform.audit_log.",
+        c"The event triggers platform_audit_ddl and platform_audit_drop write one row per command, with the same actor fields as row changes.",
+        &AUDIT_DDL,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(

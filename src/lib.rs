@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+pub mod audit;
 pub mod cdc;
 pub mod error;
 pub mod gucs;

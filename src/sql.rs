@@ -194,3 +194,42 @@ pub fn copy_owner_and_grants(from: pg_sys::Oid, to: &str) {
         run(&s);
     }
 }
+
+/// Runs `f` as the extension's owner, as a SECURITY DEFINER function would: the key tables
+/// are readable, and the audit log writable, by no one else. The previous identity comes back afterwards, and on an
+/// error with the (sub)transaction's abort.
+pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    thread_local! {
+        static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+    }
+    let owner = OWNER.get().unwrap_or_else(|| {
+        let owner = read::<pg_sys::Oid>(
+            "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_platform'",
+            &[],
+        )
+        .unwrap_or(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
+        OWNER.set(Some(owner));
+        owner
+    });
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let out = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    out
+}
+
+/// `name` quoted as an SQL identifier when it needs to be (PostgreSQL's quote_ident).
+pub fn quote_ident(name: &str) -> String {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return format!("\"{}\"", name.replace('"', "\"\""));
+    };
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
+}

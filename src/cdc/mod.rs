@@ -11,6 +11,12 @@ mod binary;
 mod json;
 mod options;
 mod relation;
+
+/// The typed JSON encoding of CDC messages, for other capabilities (audit row images).
+pub mod encoding {
+    pub use super::json::{string, value};
+    pub use super::relation::{Column, Kind, RelCache, RelInfo};
+}
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 

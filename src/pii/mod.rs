@@ -120,33 +120,9 @@ pub fn init() {
     lookup::init();
 }
 
-/// Runs `f` as the extension's owner, as a SECURITY DEFINER function would: the key tables
-/// are readable by no one else. The previous identity comes back afterwards, and on an
-/// error with the (sub)transaction's abort.
+/// Runs `f` as the extension's owner (see [`sql::as_extension_owner`]).
 fn as_owner<R>(f: impl FnOnce() -> R) -> R {
-    thread_local! {
-        static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
-    }
-    let owner = OWNER.get().unwrap_or_else(|| {
-        let owner = sql::read::<pg_sys::Oid>(
-            "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_platform'",
-            &[],
-        )
-        .unwrap_or(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
-        OWNER.set(Some(owner));
-        owner
-    });
-    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let out = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
-    out
+    sql::as_extension_owner(f)
 }
 
 fn check_name(name: &str) {

@@ -28,7 +28,10 @@ static PRELOADED: AtomicBool = AtomicBool::new(false);
 pub type Task = (&'static str, fn());
 
 /// Tasks the capabilities run every round, in this order.
-const TASKS: &[Task] = &[("partition maintenance", crate::partition::worker_task)];
+const TASKS: &[Task] = &[
+    ("partition maintenance", crate::partition::worker_task),
+    ("audit sealing", crate::audit::worker_task),
+];
 
 pub fn register() {
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {

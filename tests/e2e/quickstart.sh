@@ -27,6 +27,11 @@ expect '^ +1 \| [A-Z]\*+ [A-Z]\*+ +\| [a-z]\*+@example\.[a-z]+$'          # the 
 expect 'Index Cond: \(email_blind_index = platform.protected_blind_index'   # lookup by e-mail uses the index
 expect '^ +1 \| +\| *$'                                                  # customer 1 forgotten
 expect '^ quickstart_analyst +\| payments.customer +\| email +\| +1 \| +0 \| +2$'
+expect '^ +0$'                                                          # rolled back: no audit row
+expect '^ UPDATE +\| payments.transaction +\| +1 \|'                   # the status change...
+expect '^ INSERT +\| payments.transaction_state_change +\| +2 \|'      # ...and its state-change row
+expect '^ t +\| t +\| *$'                                               # the chain verifies
+expect 'ERROR:  platform.audit_log is append-only'
 expect 'scenario complete'
 expect 'removed'
 [ ! -d /tmp/pg_platform-e2e-quickstart ] || { echo "the throwaway server was not cleaned up"; fail=1; }

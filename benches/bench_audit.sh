@@ -1,0 +1,58 @@
+# Row-change audit against pgaudit (statements only, pgaudit.log = 'write') and a PL/pgSQL
+# trigger writing to_jsonb(OLD/NEW) into an audit table, the usual hand-made audit:
+# pgbench -N (tps, 4 and 8 clients, pgbench_accounts and pgbench_history audited) and a
+# 100k-row INSERT ... SELECT (rows/s), on one server in one run.
+# shellcheck shell=bash
+if [ "$SMOKE" = 1 ]; then secs=2; rows=5000; scale=1; else secs=30; rows=100000; scale=10; fi
+db=bench_audit
+sql postgres "DROP DATABASE IF EXISTS $db" "CREATE DATABASE $db" >/dev/null
+sql $db "CREATE EXTENSION pg_platform" "ALTER DATABASE $db SET platform.audit_ddl = off" >/dev/null
+pgbench -i -q -s "$scale" -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres "$db" >/dev/null 2>&1 \
+    || { echo "bench audit: pgbench -i failed" >&2; exit 1; }
+# tps CLIENTS: pgbench -N for $secs seconds (a checkpoint first, so runs start alike).
+tps() {
+    sql $db "CHECKPOINT" >/dev/null
+    pgbench -N -n -c "$1" -j 2 -T "$secs" -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres "$db" 2>/dev/null \
+        | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
+}
+# rate SQL: rows per second of one INSERT ... SELECT, timed inside the server.
+rate() {
+    sql $db "TRUNCATE ins" "DO \$\$ DECLARE t timestamptz; n bigint; BEGIN
+               t := clock_timestamp();
+               EXECUTE \$q\$$1\$q\$; GET DIAGNOSTICS n = ROW_COUNT;
+               PERFORM set_config('bench.rate', round(n / extract(epoch FROM clock_timestamp() - t))::text, false);
+             END \$\$" "SELECT current_setting('bench.rate')" | tail -1
+}
+insert="INSERT INTO ins SELECT g, g % 100, 'customer ' || g, g * 1.5 FROM generate_series(1, $rows) g"
+audited="pgbench_accounts pgbench_history ins"
+sql $db "CREATE TABLE ins (id int PRIMARY KEY, a int, b text, c numeric(12,2))" \
+        "CREATE TABLE plpgsql_audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), tbl text, op text,
+                                     who text, old jsonb, new jsonb)" \
+        "CREATE FUNCTION plpgsql_audit() RETURNS trigger LANGUAGE plpgsql AS \$\$ BEGIN
+           INSERT INTO plpgsql_audit (tbl, op, who, old, new)
+           VALUES (TG_TABLE_NAME, TG_OP, current_user, CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
+                   CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END);
+           RETURN NULL; END \$\$" >/dev/null
+plain=$(tps 4); plain8=$(tps 8); plain_ins=$(rate "$insert")
+for t in $audited; do sql $db "CREATE TRIGGER plpgsql_audit AFTER INSERT OR UPDATE OR DELETE ON $t FOR EACH ROW EXECUTE FUNCTION plpgsql_audit()" >/dev/null; done
+plpgsql=$(tps 4); plpgsql_ins=$(rate "$insert")
+for t in $audited; do sql $db "DROP TRIGGER plpgsql_audit ON $t" >/dev/null; done
+pgaudit=0
+if [ "$(sql postgres "SELECT current_setting('shared_preload_libraries') LIKE '%pgaudit%'")" = t ]; then
+    sql $db "CREATE EXTENSION pgaudit" "ALTER DATABASE $db SET pgaudit.log = 'write'" >/dev/null
+    pgaudit=$(tps 4)
+    sql $db "ALTER DATABASE $db RESET pgaudit.log" "DROP EXTENSION pgaudit" >/dev/null
+fi
+for t in $audited; do sql $db "SELECT platform.audit_table('$t')" >/dev/null; done
+ours=$(tps 4); ours8=$(tps 8); ours_ins=$(rate "$insert")
+[ "$(sql $db "SELECT count(*) FROM platform.audit_log WHERE table_name = 'public.ins' AND operation = 'INSERT'")" = "$rows" ] \
+    || { echo "bench audit: the audit log does not hold one row per inserted row" >&2; exit 1; }
+sql $db "SELECT platform.seal_audit()" >/dev/null
+[ "$(sql $db "SELECT intact FROM platform.verify_audit()")" = t ] || { echo "bench audit: the chain does not verify" >&2; exit 1; }
+sql postgres "DROP DATABASE $db" >/dev/null
+result "Audit" "pgbench -N, 4 clients, full row images (tps)" "$ours" "no audit" "$plain" higher
+result "Audit" "pgbench -N, 4 clients, full row images (tps)" "$ours" "pgaudit, statements only" "$pgaudit" higher
+result "Audit" "pgbench -N, 4 clients, full row images (tps)" "$ours" "PL/pgSQL to_jsonb trigger" "$plpgsql" higher
+result "Audit" "pgbench -N, 8 clients (tps)" "$ours8" "no audit, 8 clients" "$plain8" higher
+result "Audit" "$rows-row INSERT ... SELECT (rows/s)" "$ours_ins" "PL/pgSQL to_jsonb trigger" "$plpgsql_ins" higher
+result "Audit" "$rows-row INSERT ... SELECT (rows/s)" "$ours_ins" "no audit" "$plain_ins" higher
