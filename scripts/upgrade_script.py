@@ -23,7 +23,8 @@ for block in new.split("/* <begin connected objects> */"):
         finalize = body
     elif body and strip(block) not in old_blocks:
         out.append(body)
-grants = [g.strip() + ";" for g in finalize.split(";") if g.strip().startswith("GRANT EXECUTE") and g.strip() + ";" not in old]
+uncomment = lambda g: "\n".join(l for l in g.splitlines() if not l.strip().startswith("--")).strip()
+grants = [uncomment(g) + ";" for g in finalize.split(";") if uncomment(g).startswith("GRANT EXECUTE") and uncomment(g) + ";" not in old]
 for g in grants:
     funcs = re.search(r"ON FUNCTION (.*) TO", g, re.S).group(1)
     out.append(f"REVOKE EXECUTE ON FUNCTION {funcs.strip()} FROM PUBLIC;\n{g}")

@@ -444,3 +444,6 @@ GRANT EXECUTE ON FUNCTION platform.audit_table(regclass, text[], boolean), platf
 
 REVOKE EXECUTE ON FUNCTION platform.verify_audit(timestamptz), platform.audit_settings() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.verify_audit(timestamptz), platform.audit_settings() TO platform_admin, platform_auditor;
+
+REVOKE EXECUTE ON FUNCTION platform.record_audit_ddl(), platform.record_audit_drop() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.record_audit_ddl(), platform.record_audit_drop() TO PUBLIC;

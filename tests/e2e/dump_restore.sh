@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pg_dump and pg_restore keep the set-up: the managed-schema registry (an extension
-# configuration table), the grants of the access model and the generated data.
+# configuration table), the grants of the access model, the generated data and the audit
+# log with its hash chain.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
@@ -12,6 +13,10 @@ q src -c "CREATE EXTENSION pg_platform" \
       -c "SELECT count(*) FROM platform.generate_payments('pay', 50, 5, 500)" \
       -c "SELECT platform.apply_rbac('pay')" \
       -c "SELECT count(*) FROM platform.partition_by_time('pay.transaction', 'occurred_at', '1 month', premake => 2, retention => '7 years')" >/dev/null
+q src -c "SELECT platform.audit_table('pay.transaction')" \
+      -c "SELECT pay.change_transaction_status((SELECT min(id) FROM pay.transaction WHERE status_id = 2), 'refunded', 'before dump')" \
+      -c "SELECT platform.seal_audit()" >/dev/null
+audit_before=$(q src -c "SELECT count(*) FROM platform.audit_log WHERE operation = 'UPDATE'")
 before=$(q src -c "SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM pay.transaction t")
 as_server_user pg_dump -h "$dir" -p "$port" -U postgres -Fc -f "$dir/src.dump" src
 as_server_user pg_restore -h "$dir" -p "$port" -U postgres -d dst --exit-on-error "$dir/src.dump"
@@ -26,9 +31,17 @@ after=$(q dst -c "SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM pay.tran
     || { echo "partition_config not restored"; exit 1; }
 [ "$(q dst -c "SELECT partitions_created + partitions_retired + privileges_synced FROM platform.run_maintenance('pay.transaction')")" = 0 ] \
     || { echo "restored partitions are not what maintenance expects"; exit 1; }
+# The audit log and its chain come along, and still verify; the audit triggers still fire.
+[ "$(q dst -c "SELECT count(*) FROM platform.audit_log WHERE operation = 'UPDATE'")" = "$audit_before" ] \
+    || { echo "audit rows not restored"; exit 1; }
+[ "$(q dst -c "SELECT intact FROM platform.verify_audit()")" = t ] || { echo "the restored audit chain does not verify"; exit 1; }
 # The restored database keeps working: the ACID status change and the event trigger.
 q dst -c "SELECT pay.change_transaction_status((SELECT min(id) FROM pay.transaction WHERE status_id = 2), 'refunded', 'after restore')" >/dev/null
 q dst -c "CREATE TABLE pay.after_restore (i int)"
 [ "$(q dst -c "SELECT has_table_privilege('platform_readonly', 'pay.after_restore', 'SELECT')")" = t ] \
     || { echo "event trigger not active after restore"; exit 1; }
-echo "dump and restore keep data, grants, the rbac registry and partition management"
+[ "$(q dst -c "SELECT platform.seal_audit() > 0, (SELECT intact FROM platform.verify_audit())")" = "t|t" ] \
+    || { echo "the audit chain does not go on after restore"; exit 1; }
+[ "$(q dst -c "SELECT count(*) FROM platform.audit_log WHERE operation = 'UPDATE'")" -gt "$audit_before" ] \
+    || { echo "audit triggers do not fire after restore"; exit 1; }
+echo "dump and restore keep data, grants, the rbac registry, partition management and the audit log"
