@@ -33,6 +33,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     worker::register();
     pii::init();
+    audit::init();
 }
 
 /// Required by `cargo pgrx test`: the settings every test server runs with, so that later

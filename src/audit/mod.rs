@@ -9,6 +9,7 @@
 //!   transaction ids (see `chain`); `verify_audit` re-derives every hash.
 
 mod chain;
+mod guard;
 #[cfg(test)]
 mod tests;
 mod trigger;
@@ -63,6 +64,11 @@ const TRIGGERS: [(&str, &str); 4] = [
 
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Called from `_PG_init`: the DDL guard of the log.
+pub fn init() {
+    guard::init();
 }
 
 /// Starts auditing a table: every INSERT, UPDATE (changed columns, old and new), DELETE and

@@ -264,11 +264,29 @@ fn the_log_is_append_only_and_tampering_is_found() {
         &mut c,
         "SELECT min(id) FROM platform.audit_log WHERE table_name = 'public.t_aud_chain' AND operation <> 'DDL'",
     );
+    // DDL that would disable the guard is refused too, for the superuser.
+    for sql in [
+        "ALTER TABLE platform.audit_log DISABLE TRIGGER refuse_change",
+        "ALTER TABLE platform.audit_log DROP COLUMN role_class",
+        "DROP TRIGGER refuse_change ON platform.audit_log",
+        "DROP TABLE platform.audit_block",
+        "ALTER TABLE platform.audit_log RENAME TO old_log",
+        "TRUNCATE platform.audit_block",
+    ] {
+        let (code, message) = expect_error(&mut c, sql);
+        assert_eq!(code, "42501", "{sql}: {message}");
+    }
+    // What remains is a catalog trick, which the chain is for: disable the guard in
+    // pg_trigger directly (ANALYZE makes every session reload the table's triggers).
     let tamper = |c: &mut postgres::Client, sql: &str| {
         run(c, &format!(
-            "ALTER TABLE platform.audit_log DISABLE TRIGGER refuse_change; ALTER TABLE platform.audit_block DISABLE TRIGGER refuse_change;
+            "UPDATE pg_catalog.pg_trigger SET tgenabled = 'D' WHERE tgname = 'refuse_change'
+                AND tgrelid IN ('platform.audit_log'::regclass, 'platform.audit_block'::regclass);
+             ANALYZE platform.audit_log; ANALYZE platform.audit_block;
              {sql};
-             ALTER TABLE platform.audit_log ENABLE ALWAYS TRIGGER refuse_change; ALTER TABLE platform.audit_block ENABLE ALWAYS TRIGGER refuse_change"
+             UPDATE pg_catalog.pg_trigger SET tgenabled = 'A' WHERE tgname = 'refuse_change'
+                AND tgrelid IN ('platform.audit_log'::regclass, 'platform.audit_block'::regclass);
+             ANALYZE platform.audit_log; ANALYZE platform.audit_block"
         ));
     };
     let full = "SELECT intact::text || ' ' || coalesce(first_bad_block::text, '-') || ' ' || coalesce(first_bad_row::text, '-') || ' ' || coalesce(problem, '') FROM platform.verify_audit()";
@@ -287,12 +305,6 @@ fn the_log_is_append_only_and_tampering_is_found() {
             " {victim} audit row {victim} does not match its hash"
         )),
         "{found}"
-    );
-    let recorded: i64 = one(&mut c, "SELECT count(*) FROM platform.audit_log WHERE operation = 'DDL'
-                                       AND table_name = 'platform.audit_log' AND new_values::text LIKE '%ALTER TABLE%'");
-    assert!(
-        recorded >= 2,
-        "disabling the log's guard is itself recorded"
     );
     tamper(&mut c, &format!("UPDATE platform.audit_log l SET new_values = s.new_values FROM saved s WHERE l.id = {victim}"));
     assert_eq!(one::<String>(&mut c, verdict), "true ");
