@@ -34,7 +34,16 @@ unsafe extern "C-unwind" fn process_utility(
             check((*pstmt).utilityStmt);
         }
         match PREV {
-            Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            Some(prev) => prev(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
             None => pg_sys::standard_ProcessUtility(
                 pstmt,
                 query_string,
@@ -148,7 +157,14 @@ unsafe fn check(node: *mut pg_sys::Node) {
                     }
                     let rv = pg_sys::makeRangeVarFromNameList(name);
                     if let Some(t) = names(rv, &tables) {
-                        refuse(if is_trigger { "DROP TRIGGER" } else { "DROP TABLE" }, t);
+                        refuse(
+                            if is_trigger {
+                                "DROP TRIGGER"
+                            } else {
+                                "DROP TABLE"
+                            },
+                            t,
+                        );
                     }
                 }
             }

@@ -589,7 +589,6 @@ CREATE TABLE platform.audit_log (
     row_hash          bytea NOT NULL,
     PRIMARY KEY (cluster_id, xid, statement_seq, row_seq)
 );
-CREATE INDEX audit_log_id ON platform.audit_log (id);
 COMMENT ON TABLE platform.audit_log IS 'pg_platform audit log: one row per audited row change, DDL command or TRUNCATE; append-only, hash-chained by platform.audit_block.';
 CREATE TABLE platform.audit_block (
     block_no   bigint PRIMARY KEY,

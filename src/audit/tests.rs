@@ -277,17 +277,22 @@ fn the_log_is_append_only_and_tampering_is_found() {
         assert_eq!(code, "42501", "{sql}: {message}");
     }
     // What remains is a catalog trick, which the chain is for: disable the guard in
-    // pg_trigger directly (ANALYZE makes every session reload the table's triggers).
+    // pg_trigger directly (a GRANT and REVOKE make every session reload the table).
     let tamper = |c: &mut postgres::Client, sql: &str| {
-        run(c, &format!(
-            "UPDATE pg_catalog.pg_trigger SET tgenabled = 'D' WHERE tgname = 'refuse_change'
+        run(
+            c,
+            &format!(
+                "UPDATE pg_catalog.pg_trigger SET tgenabled = 'D' WHERE tgname = 'refuse_change'
                 AND tgrelid IN ('platform.audit_log'::regclass, 'platform.audit_block'::regclass);
-             ANALYZE platform.audit_log; ANALYZE platform.audit_block;
+             GRANT SELECT ON platform.audit_log, platform.audit_block TO PUBLIC;
+             REVOKE SELECT ON platform.audit_log, platform.audit_block FROM PUBLIC;
              {sql};
              UPDATE pg_catalog.pg_trigger SET tgenabled = 'A' WHERE tgname = 'refuse_change'
                 AND tgrelid IN ('platform.audit_log'::regclass, 'platform.audit_block'::regclass);
-             ANALYZE platform.audit_log; ANALYZE platform.audit_block"
-        ));
+             GRANT SELECT ON platform.audit_log, platform.audit_block TO PUBLIC;
+             REVOKE SELECT ON platform.audit_log, platform.audit_block FROM PUBLIC"
+            ),
+        );
     };
     let full = "SELECT intact::text || ' ' || coalesce(first_bad_block::text, '-') || ' ' || coalesce(first_bad_row::text, '-') || ' ' || coalesce(problem, '') FROM platform.verify_audit()";
     run(

@@ -8,8 +8,6 @@ use super::chain::Record;
 use crate::cdc::encoding::{value, RelInfo};
 use crate::sql;
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
-use pgrx::PgOid;
 use std::cell::RefCell;
 use std::ffi::CStr;
 
@@ -29,7 +27,6 @@ struct Session {
 struct State {
     session: Option<Session>,
     relations: Option<crate::cdc::encoding::RelCache>,
-    insert: Option<OwnedPreparedStatement>,
     /// (top transaction id, audited statements so far in it)
     statement: (u64, i32),
 }
@@ -349,91 +346,152 @@ pub fn record(
             base.new_values = r.new.clone();
             hashes.push(base.hash().to_vec());
         }
-        write(&base, relid, offset, chunk, hashes);
+        // As the extension's owner: nextval checks privileges on the log's sequence.
+        sql::as_extension_owner(|| write(&base, relid, offset, chunk, hashes));
     }
 }
 
-const INSERT: &str = "INSERT INTO platform.audit_log
-    (cluster_id, event_time, xid, statement_seq, row_seq, operation, table_oid, table_name, primary_key,
-     old_values, new_values, session_user_name, current_user_name, role_class, client_addr,
-     client_port, application_name, backend_pid, statement, row_hash)
-SELECT $20, timestamptz '1970-01-01 00:00:00+00' + $1 * interval '1 microsecond', $2::pg_catalog.xid8, $3,
-       u.ord::int4 + $4, $5, $6, $7, u.pk::json, u.o::json, u.n::json, $8, $9, $10, $11::inet,
-       $12, $13, $14, $15, u.h
-  FROM unnest($16::text[], $17::text[], $18::text[], $19::bytea[]) WITH ORDINALITY AS u(pk, o, n, h, ord)";
-
+/// Writes one statement's audit rows straight into `platform.audit_log`, the way COPY
+/// does (heap insert, then its indexes): no SQL statement to plan or start per audited
+/// statement. The log has no INSERT triggers or CHECK constraints to honour; its NOT NULL
+/// columns are always filled here, and its unique index is checked by the index insert.
 fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hashes: Vec<Vec<u8>>) {
-    let keys: Vec<Option<String>> = rows.iter().map(|r| r.primary_key.clone()).collect();
-    let olds: Vec<Option<String>> = rows.iter().map(|r| r.old.clone()).collect();
-    let news: Vec<Option<String>> = rows.iter().map(|r| r.new.clone()).collect();
-    sql::as_extension_owner(|| {
-        let prepared = STATE.with_borrow(|s| s.insert.is_some());
-        if !prepared {
-            use pg_sys::BuiltinOid::*;
-            let types: Vec<PgOid> = [
-                INT8OID,
-                TEXTOID,
-                INT4OID,
-                INT4OID,
-                TEXTOID,
-                OIDOID,
-                TEXTOID,
-                TEXTOID,
-                TEXTOID,
-                TEXTOID,
-                TEXTOID,
-                INT4OID,
-                TEXTOID,
-                INT4OID,
-                TEXTOID,
-                TEXTARRAYOID,
-                TEXTARRAYOID,
-                TEXTARRAYOID,
-                BYTEAARRAYOID,
-                INT8OID,
-            ]
-            .into_iter()
-            .map(PgOid::BuiltIn)
-            .collect();
-            let stmt = Spi::connect(|c| c.prepare_mut(INSERT, &types).map(|p| p.keep()))
-                .map_err(crate::error::SpiFailure::from);
-            let stmt = crate::error::OrRaise::or_raise(stmt);
-            STATE.with_borrow_mut(|s| s.insert = Some(stmt));
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"platform".as_ptr(), false);
+        let log = pg_sys::get_relname_relid(c"audit_log".as_ptr(), ns);
+        let seq = pg_sys::get_relname_relid(c"audit_log_id_seq".as_ptr(), ns);
+        if log == pg_sys::InvalidOid || seq == pg_sys::InvalidOid {
+            pgrx::error!("pg_platform's audit log is missing: reinstall the extension");
         }
-        let done = STATE.with_borrow(|s| {
-            let Some(stmt) = s.insert.as_ref() else {
-                return Ok(());
-            };
-            Spi::connect_mut(|c| {
-                c.update(
-                    stmt,
-                    None,
-                    &[
-                        r.event_time_us.into(),
-                        r.xid.to_string().into(),
-                        r.statement_seq.into(),
-                        offset.into(),
-                        r.operation.as_str().into(),
-                        relid.into(),
-                        r.table_name.as_str().into(),
-                        r.session_user.as_str().into(),
-                        r.current_user.as_str().into(),
-                        r.role_class.as_str().into(),
-                        r.client_addr.clone().into(),
-                        r.client_port.into(),
-                        r.application_name.clone().into(),
-                        r.backend_pid.into(),
-                        r.statement.clone().into(),
-                        keys.into(),
-                        olds.into(),
-                        news.into(),
-                        hashes.into(),
-                        r.cluster_id.into(),
-                    ],
-                )
-                .map(|_| ())
+        let rel = pg_sys::table_open(log, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let desc = (*rel).rd_att;
+        let natts = (*desc).natts as usize;
+        let attrs = (*desc).attrs.as_slice(natts);
+        let column = |name: &str| {
+            attrs.iter().position(|a| {
+                !a.attisdropped
+                    && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == name.as_bytes()
             })
-        });
-        crate::error::OrRaise::or_raise(done.map_err(crate::error::SpiFailure::from));
-    });
+        };
+        let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+            as *mut pg_sys::ResultRelInfo;
+        (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+        pg_sys::InitResultRelInfo(rri, rel, 1, std::ptr::null_mut(), 0);
+        pg_sys::ExecOpenIndices(rri, false);
+        let estate = pg_sys::CreateExecutorState();
+        let cid = pg_sys::GetCurrentCommandId(true);
+        (*estate).es_output_cid = cid;
+        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+        let text = |v: &str| {
+            pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+                v.as_ptr() as *const std::ffi::c_char,
+                v.len() as i32,
+            ))
+        };
+        let inet = r
+            .client_addr
+            .as_ref()
+            .and_then(|a| std::ffi::CString::new(a.as_str()).ok())
+            .map(|a| {
+                pg_sys::OidInputFunctionCall(
+                    pg_sys::Oid::from(pg_sys::F_INET_IN),
+                    a.as_ptr() as *mut std::ffi::c_char,
+                    pg_sys::INETOID,
+                    -1,
+                )
+            });
+        // The same for every row of the statement.
+        let mut fixed: Vec<(Option<usize>, Option<pg_sys::Datum>)> = vec![
+            (
+                column("cluster_id"),
+                Some(pg_sys::Datum::from(r.cluster_id)),
+            ),
+            (
+                column("event_time"),
+                Some(pg_sys::Datum::from(r.event_time_us - PG_EPOCH_US)),
+            ),
+            (column("xid"), Some(pg_sys::Datum::from(r.xid))),
+            (
+                column("statement_seq"),
+                Some(pg_sys::Datum::from(r.statement_seq)),
+            ),
+            (column("operation"), Some(text(&r.operation))),
+            (column("table_oid"), relid.map(pg_sys::Datum::from)),
+            (column("table_name"), Some(text(&r.table_name))),
+            (column("session_user_name"), Some(text(&r.session_user))),
+            (column("current_user_name"), Some(text(&r.current_user))),
+            (column("role_class"), Some(text(&r.role_class))),
+            (column("client_addr"), inet),
+            (
+                column("client_port"),
+                r.client_port.map(pg_sys::Datum::from),
+            ),
+            (
+                column("application_name"),
+                r.application_name.as_deref().map(text),
+            ),
+            (
+                column("backend_pid"),
+                Some(pg_sys::Datum::from(r.backend_pid)),
+            ),
+            (column("statement"), r.statement.as_deref().map(text)),
+        ];
+        let (id, row_seq, key, old, new, hash) = (
+            column("id"),
+            column("row_seq"),
+            column("primary_key"),
+            column("old_values"),
+            column("new_values"),
+            column("row_hash"),
+        );
+        for (i, (row, h)) in rows.iter().zip(hashes.iter()).enumerate() {
+            pg_sys::ExecClearTuple(slot);
+            let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+            nulls.fill(true);
+            let next_id = pg_sys::OidFunctionCall1Coll(
+                pg_sys::Oid::from(pg_sys::F_NEXTVAL),
+                pg_sys::InvalidOid,
+                pg_sys::Datum::from(seq),
+            );
+            fixed.truncate(15);
+            fixed.push((id, Some(next_id)));
+            fixed.push((row_seq, Some(pg_sys::Datum::from(offset + i as i32 + 1))));
+            fixed.push((key, row.primary_key.as_deref().map(text)));
+            fixed.push((old, row.old.as_deref().map(text)));
+            fixed.push((new, row.new.as_deref().map(text)));
+            fixed.push((
+                hash,
+                Some(pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+                    h.as_ptr() as *const std::ffi::c_char,
+                    h.len() as i32,
+                ))),
+            ));
+            for (at, value) in &fixed {
+                if let (Some(at), Some(v)) = (at, value) {
+                    values[*at] = *v;
+                    nulls[*at] = false;
+                }
+            }
+            pg_sys::ExecStoreVirtualTuple(slot);
+            pg_sys::table_tuple_insert(rel, slot, cid, 0, std::ptr::null_mut());
+            pg_sys::ExecInsertIndexTuples(
+                rri,
+                slot,
+                estate,
+                false,
+                false,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            let econtext = (*estate).es_per_tuple_exprcontext;
+            if !econtext.is_null() {
+                pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+            }
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        pg_sys::ExecCloseIndices(rri);
+        pg_sys::FreeExecutorState(estate);
+        pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
 }
