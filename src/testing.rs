@@ -30,6 +30,31 @@ pub fn client() -> postgres::Client {
     }
 }
 
+/// A new session on the test server logged in as `user` (a LOGIN role; the test server
+/// trusts local connections).
+#[cfg(test)]
+pub fn client_as(user: &str) -> postgres::Client {
+    let mut c = client();
+    let row = match c.query_one(
+        "SELECT coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')::int4, current_database()::text",
+        &[],
+    ) {
+        Ok(row) => row,
+        Err(e) => panic!("cannot read the test server's address: {e}"),
+    };
+    let (host, port, db): (String, i32, String) = (row.get(0), row.get(1), row.get(2));
+    match postgres::Config::new()
+        .host(&host)
+        .port(port as u16)
+        .user(user)
+        .dbname(&db)
+        .connect(postgres::NoTls)
+    {
+        Ok(c) => c,
+        Err(e) => panic!("cannot log in as {user}: {e}"),
+    }
+}
+
 /// The SQLSTATE and message of a statement that must fail.
 #[cfg(test)]
 pub fn expect_error(client: &mut postgres::Client, sql: &str) -> (String, String) {

@@ -2,7 +2,7 @@
 //! sessions, so the tests run through autocommit clients. The log is shared by every test
 //! of the server: each test reads the rows of its own tables.
 
-use crate::testing::{client, expect_error, one};
+use crate::testing::{client, client_as, expect_error, one};
 
 fn run(c: &mut postgres::Client, sql: &str) {
     if let Err(e) = c.batch_execute(sql) {
@@ -29,11 +29,11 @@ fn each_operation_is_recorded_with_its_images_and_actor() {
         "DROP TABLE IF EXISTS public.t_aud_account;
          CREATE TABLE public.t_aud_account (id int PRIMARY KEY, owner text, balance numeric(12,2), pin text);
          SELECT platform.audit_table('public.t_aud_account', exclude_columns => '{pin}', include_statement => true);
-         DROP ROLE IF EXISTS t_aud_admin; CREATE ROLE t_aud_admin IN ROLE platform_admin;
-         DROP ROLE IF EXISTS t_aud_dev; CREATE ROLE t_aud_dev IN ROLE platform_developer;
-         DROP ROLE IF EXISTS t_aud_ro; CREATE ROLE t_aud_ro IN ROLE platform_readonly;
-         DROP ROLE IF EXISTS t_aud_auditor; CREATE ROLE t_aud_auditor IN ROLE platform_auditor;
-         DROP ROLE IF EXISTS t_aud_other; CREATE ROLE t_aud_other;
+         DROP ROLE IF EXISTS t_aud_admin; CREATE ROLE t_aud_admin LOGIN IN ROLE platform_admin;
+         DROP ROLE IF EXISTS t_aud_dev; CREATE ROLE t_aud_dev LOGIN IN ROLE platform_developer;
+         DROP ROLE IF EXISTS t_aud_ro; CREATE ROLE t_aud_ro LOGIN IN ROLE platform_readonly;
+         DROP ROLE IF EXISTS t_aud_auditor; CREATE ROLE t_aud_auditor LOGIN IN ROLE platform_auditor;
+         DROP ROLE IF EXISTS t_aud_other; CREATE ROLE t_aud_other LOGIN;
          GRANT SELECT, INSERT, UPDATE, DELETE ON public.t_aud_account
             TO t_aud_admin, t_aud_dev, t_aud_ro, t_aud_auditor, t_aud_other;",
     );
@@ -43,22 +43,34 @@ fn each_operation_is_recorded_with_its_images_and_actor() {
            FROM platform.audited_tables WHERE table_name = 'public.t_aud_account'::regclass",
     );
     assert_eq!(settings, "true {pin} true");
-    run(&mut c, "SET ROLE t_aud_dev; SET application_name = 'teller-app';
-                 INSERT INTO public.t_aud_account VALUES (1, 'ann', 10.00, '1234'), (2, 'bob', 5.00, '9999');
-                 RESET ROLE; RESET application_name");
-    run(&mut c, "SET ROLE t_aud_other; UPDATE public.t_aud_account SET balance = 12.50 WHERE id = 1; RESET ROLE");
-    run(&mut c, "SET ROLE t_aud_ro; INSERT INTO public.t_aud_account VALUES (3, 'cy', 1.00, NULL); RESET ROLE");
-    run(&mut c, "SET ROLE t_aud_auditor; UPDATE public.t_aud_account SET pin = '0000' WHERE id = 3; RESET ROLE");
+    // Each class logs in as itself: session_user and current_user are the login role.
     run(
-        &mut c,
-        "SET ROLE t_aud_admin; DELETE FROM public.t_aud_account WHERE id = 2; RESET ROLE",
+        &mut client_as("t_aud_dev"),
+        "SET application_name = 'teller-app';
+         INSERT INTO public.t_aud_account VALUES (1, 'ann', 10.00, '1234'), (2, 'bob', 5.00, '9999')",
+    );
+    run(
+        &mut client_as("t_aud_other"),
+        "UPDATE public.t_aud_account SET balance = 12.50 WHERE id = 1",
+    );
+    run(
+        &mut client_as("t_aud_ro"),
+        "INSERT INTO public.t_aud_account VALUES (3, 'cy', 1.00, NULL)",
+    );
+    run(
+        &mut client_as("t_aud_auditor"),
+        "UPDATE public.t_aud_account SET pin = '0000' WHERE id = 3",
+    );
+    run(
+        &mut client_as("t_aud_admin"),
+        "DELETE FROM public.t_aud_account WHERE id = 2",
     );
     run(&mut c, "TRUNCATE public.t_aud_account");
     let log = rows(
         &mut c,
         "SELECT concat_ws(' | ', operation, statement_seq, row_seq, primary_key::text, old_values::text, new_values::text,
                           current_user_name, role_class, application_name,
-                          session_user_name = session_user, backend_pid > 0, statement IS NOT NULL)
+                          session_user_name = current_user_name, backend_pid > 0, statement IS NOT NULL)
            FROM platform.audit_log WHERE table_name = 'public.t_aud_account' AND operation NOT IN ('DDL', 'DROP') ORDER BY id",
     );
     let expected = [
@@ -336,6 +348,13 @@ fn the_log_is_append_only_and_tampering_is_found() {
                         UPDATE platform.audit_block SET block_no = CASE block_no WHEN -1 THEN 2 ELSE 1 END WHERE block_no < 0");
         assert_eq!(one::<String>(&mut c, verdict), "true ");
     }
+    // verify_audit(since) checks the blocks sealed since then, and what is not sealed yet.
+    let recent: String = one(
+        &mut c,
+        "SELECT intact || ' ' || (blocks_checked <= (SELECT count(*) FROM platform.audit_block))
+           FROM platform.verify_audit(now() - interval '1 minute')",
+    );
+    assert_eq!(recent, "true true");
     run(&mut c, "DROP TABLE public.t_aud_chain");
 }
 
@@ -354,4 +373,26 @@ fn audit_settings_report_what_is_missing() {
         report.contains("event triggers platform_audit_ddl, platform_audit_drop=true"),
         "{report}"
     );
+}
+
+#[test]
+fn the_worker_seals_without_being_asked() {
+    let mut c = client();
+    run(&mut c, "DROP TABLE IF EXISTS public.t_aud_worker; CREATE TABLE public.t_aud_worker (id int PRIMARY KEY);
+                 SELECT platform.audit_table('public.t_aud_worker');
+                 INSERT INTO public.t_aud_worker SELECT generate_series(1, 10)");
+    // The test server's worker runs every second (platform.worker_naptime = 1).
+    let sealed = "SELECT count(*) FROM platform.audit_log l WHERE table_name = 'public.t_aud_worker' AND operation = 'INSERT'
+                    AND EXISTS (SELECT 1 FROM platform.audit_block b WHERE b.cluster_id = l.cluster_id
+                                   AND l.xid >= b.xid_lo AND l.xid < b.xid_hi)";
+    let mut count = 0;
+    for _ in 0..60 {
+        count = one::<i64>(&mut c, sealed);
+        if count == 10 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(count, 10, "the worker sealed the rows within 15 seconds");
+    run(&mut c, "DROP TABLE public.t_aud_worker");
 }
