@@ -20,7 +20,8 @@ BEGIN
             USING ERRCODE = '0A000', HINT = 'Call it for each partition.';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = tbl AND attname = col AND attnum > 0
-                      AND NOT attisdropped AND atttypid = 'pg_catalog.bytea'::pg_catalog.regtype) THEN
+                      AND NOT attisdropped AND atttypid IN ('pg_catalog.bytea'::pg_catalog.regtype,
+                                                           pg_catalog.to_regtype('platform.ciphertext'))) THEN
         RAISE EXCEPTION 'table % has no bytea column "%"', tbl, col USING ERRCODE = '42703';
     END IF;
     IF context IS NULL THEN
@@ -108,6 +109,14 @@ AS 'MODULE_PATHNAME', 'protect_column_prepare_wrapper';
 --   protect_column_finish
 
 
+-- What a protected column stores: only pg_platform ciphertexts (format 1 header, nonce and
+-- tag), so a forgotten legacy writer cannot put plaintext there. A domain rather than a
+-- CHECK constraint: its expression is compiled once per session, not per INSERT.
+CREATE DOMAIN platform.ciphertext AS bytea
+    CHECK (VALUE IS NULL OR CASE WHEN length(VALUE) >= 38
+                                 THEN get_byte(VALUE, 0) = 161 AND get_byte(VALUE, 1) IN (0, 1)
+                                 ELSE false END);
+COMMENT ON DOMAIN platform.ciphertext IS 'A pg_platform ciphertext (format 1): what protected columns store.';
 CREATE SEQUENCE platform.protected_columns_id_seq AS integer;
 CREATE TABLE platform.protected_columns (
     id             integer PRIMARY KEY,

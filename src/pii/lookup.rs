@@ -156,6 +156,8 @@ unsafe fn add_for(
         let (Some(ct), Some(id)) = (fargs.get_ptr(0), fargs.get_ptr(1)) else {
             return false;
         };
+        // The ciphertext column is of domain platform.ciphertext: a RelabelType to bytea.
+        let ct = strip(ct);
         if !is_a(ct, pg_sys::NodeTag::T_Var) || !is_a(id, pg_sys::NodeTag::T_Const) {
             return false;
         }

@@ -660,7 +660,8 @@ BEGIN
             USING ERRCODE = '0A000', HINT = 'Call it for each partition.';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = tbl AND attname = col AND attnum > 0
-                      AND NOT attisdropped AND atttypid = 'pg_catalog.bytea'::pg_catalog.regtype) THEN
+                      AND NOT attisdropped AND atttypid IN ('pg_catalog.bytea'::pg_catalog.regtype,
+                                                           pg_catalog.to_regtype('platform.ciphertext'))) THEN
         RAISE EXCEPTION 'table % has no bytea column "%"', tbl, col USING ERRCODE = '42703';
     END IF;
     IF context IS NULL THEN
