@@ -24,6 +24,7 @@ GRANT EXECUTE ON FUNCTION platform.partition_by_time(regclass, text, interval, i
     TO platform_admin, platform_developer;
 GRANT EXECUTE ON FUNCTION platform.create_key(text), platform.rotate_key(text), platform.forget_subject(text, text)
     TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.rewrap_keys() TO platform_admin;
 GRANT EXECUTE ON FUNCTION platform.encrypt(text, text, text), platform.encrypt(bytea, text, text),
                           platform.encrypt_for_subject(text, text, text, text), platform.encrypt_for_subject(bytea, text, text, text),
                           platform.blind_index(text, text)

@@ -1,5 +1,5 @@
 -- pg_platform 0.2.0 -> 0.3.0: transparent column protection (protect_column, its views and
--- triggers, blind-index lookups), read counting (platform.pii_access) and the audit log.
+-- triggers, blind-index lookups), read counting (platform.pii_access), master key rotation (rewrap_keys) and the audit log.
 -- Drafted by scripts/upgrade_script.py from the generated install scripts and reviewed;
 -- tests/e2e/upgrade.sh checks that an upgraded database equals a fresh 0.3.0 install.
 \echo Use "ALTER EXTENSION pg_platform UPDATE TO '0.3.0'" to load this file. \quit
@@ -387,6 +387,12 @@ STRICT STABLE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'reveal_column_wrapper';
 
+-- pg_platform::pii::rewrap_keys
+CREATE  FUNCTION "rewrap_keys"() RETURNS bigint /* i64 */
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rewrap_keys_wrapper';
+
 -- pg_platform::audit::seal_audit
 CREATE  FUNCTION "seal_audit"() RETURNS bigint /* i64 */
 STRICT
@@ -420,6 +426,9 @@ CREATE FUNCTION "audit_trigger"()
 	RETURNS TRIGGER
 	LANGUAGE c
 	AS 'MODULE_PATHNAME', 'audit_trigger_wrapper';
+
+REVOKE EXECUTE ON FUNCTION platform.rewrap_keys() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.rewrap_keys() TO platform_admin;
 
 REVOKE EXECUTE ON FUNCTION platform.protect_column_prepare(regclass, text, text, text, text, boolean, text),
                           platform.protect_column_batch(integer, bigint),

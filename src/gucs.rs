@@ -23,6 +23,12 @@ pub static MASTER_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CS
 pub static MASTER_KEY_COMMAND: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 
+/// The master key being replaced, for `platform.rewrap_keys` (same forms as the above).
+pub static PREVIOUS_MASTER_KEY_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static PREVIOUS_MASTER_KEY_COMMAND: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
 /// What reading a forgotten subject's value gives: an ERROR (P0002) or NULL.
 pub static PII_FORGOTTEN_READ: GucSetting<crate::pii::ForgottenRead> =
     GucSetting::<crate::pii::ForgottenRead>::new(crate::pii::ForgottenRead::Error);
@@ -85,6 +91,22 @@ pub fn register() {
         c"Command printing the master key of pg_platform's PII encryption (64 hex digits).",
         c"Run by the backend that first needs the key, with sh -c; its standard error is discarded.",
         &MASTER_KEY_COMMAND,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"platform.previous_master_key_file",
+        c"File holding the master key being replaced (read by platform.rewrap_keys only).",
+        c"Same rules as platform.master_key_file; unset it once the keys are rewrapped.",
+        &PREVIOUS_MASTER_KEY_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"platform.previous_master_key_command",
+        c"Command printing the master key being replaced (run by platform.rewrap_keys only).",
+        c"Same rules as platform.master_key_command; unset it once the keys are rewrapped.",
+        &PREVIOUS_MASTER_KEY_COMMAND,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );

@@ -88,19 +88,37 @@ fn parse_key_material(raw: &[u8], source: &str) -> Key {
     raise(PiiError::BadMasterKey(source.to_string()))
 }
 
+fn setting(g: &pgrx::guc::GucSetting<Option<std::ffi::CString>>) -> Option<String> {
+    g.get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+}
+
 fn load_kek() -> Kek {
-    let file = crate::gucs::MASTER_KEY_FILE
-        .get()
-        .map(|c| c.to_string_lossy().into_owned());
-    let command = crate::gucs::MASTER_KEY_COMMAND
-        .get()
-        .map(|c| c.to_string_lossy().into_owned());
-    let (source, raw) = match (
-        file.filter(|f| !f.is_empty()),
-        command.filter(|c| !c.is_empty()),
-    ) {
+    let file = setting(&crate::gucs::MASTER_KEY_FILE);
+    let command = setting(&crate::gucs::MASTER_KEY_COMMAND);
+    match (file, command) {
         (Some(_), Some(_)) => raise(PiiError::TwoMasterKeySources),
         (None, None) => raise(PiiError::NoMasterKey),
+        (file, command) => load_kek_from(file, command),
+    }
+}
+
+/// The master key being replaced, from `platform.previous_master_key_file` or
+/// `platform.previous_master_key_command`; `None` when neither is set.
+fn previous_kek() -> Option<Kek> {
+    let file = setting(&crate::gucs::PREVIOUS_MASTER_KEY_FILE);
+    let command = setting(&crate::gucs::PREVIOUS_MASTER_KEY_COMMAND);
+    match (file, command) {
+        (None, None) => None,
+        (Some(_), Some(_)) => raise(PiiError::TwoMasterKeySources),
+        (file, command) => Some(load_kek_from(file, command)),
+    }
+}
+
+fn load_kek_from(file: Option<String>, command: Option<String>) -> Kek {
+    let (source, raw) = match (file, command) {
+        (None, None) | (Some(_), Some(_)) => raise(PiiError::NoMasterKey),
         (Some(path), None) => {
             let meta = match std::fs::metadata(&path) {
                 Ok(m) => m,
@@ -202,25 +220,47 @@ fn wrap_aad(r: &KeyRef) -> Vec<u8> {
     aad
 }
 
+fn wrap_with(kek: &Key, r: &KeyRef, dek: &Key) -> Vec<u8> {
+    let nonce = random_bytes::<12>();
+    let cipher = Aes256Gcm::new(kek.as_slice().into());
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: dek.as_slice(),
+                aad: &wrap_aad(r),
+            },
+        )
+        .unwrap_or_else(|_| raise(PiiError::NoRandomness));
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    out
+}
+
+fn unwrap_with(kek: &Key, r: &KeyRef, wrapped: &[u8], name: &str) -> Key {
+    if wrapped.len() != 12 + 32 + 16 {
+        raise(PiiError::CorruptKey(name.to_string()));
+    }
+    let cipher = Aes256Gcm::new(kek.as_slice().into());
+    let plain = cipher
+        .decrypt(
+            Nonce::from_slice(&wrapped[..12]),
+            Payload {
+                msg: &wrapped[12..],
+                aad: &wrap_aad(r),
+            },
+        )
+        .unwrap_or_else(|_| raise(PiiError::CorruptKey(name.to_string())));
+    let plain = Zeroizing::new(plain);
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&plain);
+    key
+}
+
 /// A fresh data key wrapped by the master key: (wrapped bytes, fingerprint of the KEK).
 pub fn new_wrapped(r: &KeyRef) -> (Vec<u8>, Fingerprint) {
     let dek: Key = Zeroizing::new(random_bytes::<32>());
-    with_kek(|kek, fp| {
-        let nonce = random_bytes::<12>();
-        let cipher = Aes256Gcm::new(kek.as_slice().into());
-        let sealed = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: dek.as_slice(),
-                    aad: &wrap_aad(r),
-                },
-            )
-            .unwrap_or_else(|_| raise(PiiError::NoRandomness));
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        (out, *fp)
-    })
+    with_kek(|kek, fp| (wrap_with(kek, r, &dek), *fp))
 }
 
 pub fn unwrap_key(r: &KeyRef, wrapped: &[u8], fingerprint: &[u8], name: &str) -> Key {
@@ -228,24 +268,29 @@ pub fn unwrap_key(r: &KeyRef, wrapped: &[u8], fingerprint: &[u8], name: &str) ->
         if fingerprint != fp.as_slice() {
             raise(PiiError::OtherMasterKey(name.to_string()));
         }
-        if wrapped.len() != 12 + 32 + 16 {
-            raise(PiiError::CorruptKey(name.to_string()));
-        }
-        let cipher = Aes256Gcm::new(kek.as_slice().into());
-        let plain = cipher
-            .decrypt(
-                Nonce::from_slice(&wrapped[..12]),
-                Payload {
-                    msg: &wrapped[12..],
-                    aad: &wrap_aad(r),
-                },
-            )
-            .unwrap_or_else(|_| raise(PiiError::CorruptKey(name.to_string())));
-        let plain = Zeroizing::new(plain);
-        let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(&plain);
-        key
+        unwrap_with(kek, r, wrapped, name)
     })
+}
+
+/// A data key wrapped by the previous master key (fingerprint `fingerprint`), wrapped again
+/// by the current one; `None` when it already is. The data key itself does not change, so
+/// no ciphertext needs re-encrypting.
+pub fn rewrap(
+    r: &KeyRef,
+    wrapped: &[u8],
+    fingerprint: &[u8],
+    name: &str,
+) -> Option<(Vec<u8>, Fingerprint)> {
+    let current = with_kek(|_, fp| *fp);
+    if fingerprint == current.as_slice() {
+        return None;
+    }
+    let previous = previous_kek();
+    let Some(previous) = previous.filter(|p| p.fingerprint.as_slice() == fingerprint) else {
+        raise(PiiError::OtherMasterKey(name.to_string()))
+    };
+    let dek = unwrap_with(&previous.key, r, wrapped, name);
+    Some(with_kek(|kek, fp| (wrap_with(kek, r, &dek), *fp)))
 }
 
 pub fn cached_dek(r: &KeyRef) -> Option<std::rc::Rc<Dek>> {

@@ -95,7 +95,7 @@ impl SqlError for PiiError {
             Self::MasterKeyFile(..) => "chown the file to the server's OS user and chmod 600 it.".into(),
             Self::MasterKeyCommand(_) => "The command must print the key as 64 hexadecimal digits and exit 0.".into(),
             Self::BadMasterKey(_) => "Make one with: openssl rand -hex 32".into(),
-            Self::OtherMasterKey(_) => "Configure the master key this database's keys were made with.".into(),
+            Self::OtherMasterKey(_) => "Configure the master key this database's keys were wrapped with; to move them to a new one, set platform.previous_master_key_file (or _command) to the old key and run SELECT platform.rewrap_keys().".into(),
             Self::KeyExists(k) => format!("Use it, or rotate it with SELECT platform.rotate_key('{k}');"),
             Self::NoSuchKey(k) => format!("Create it with SELECT platform.create_key('{k}');"),
             Self::Forgotten(..) => "SET platform.pii_forgotten_read = 'null' to read forgotten values as NULL.".into(),
@@ -463,6 +463,80 @@ fn blind_index(value: &str, key_name: &str) -> Vec<u8> {
         }
     };
     cipher::mac(&index_key, value.as_bytes())
+}
+
+/// Rotates the master key: every data key wrapped by the previous master key (named by
+/// `platform.previous_master_key_file` or `platform.previous_master_key_command`) is
+/// unwrapped with it and wrapped again by the configured one, all in this transaction.
+/// The data keys themselves do not change, so no ciphertext is re-encrypted. Returns how
+/// many keys were rewrapped (0 when all already are).
+#[pg_extern]
+fn rewrap_keys() -> i64 {
+    type Wrapped = (String, KeyRef, Vec<u8>, Vec<u8>);
+    let count = as_owner(|| {
+        let rows: Vec<Wrapped> = Spi::connect_mut(|c| {
+            let mut out = Vec::new();
+            let versions = c.update(
+                "SELECT k.name, v.key_id, v.version, v.wrapped, v.master_key_fingerprint
+                   FROM platform.pii_key_version v JOIN platform.pii_key k ON k.id = v.key_id FOR UPDATE OF v",
+                None,
+                &[],
+            )?;
+            for r in versions {
+                out.push((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    KeyRef::Version {
+                        key_id: r.get::<i32>(2)?.unwrap_or(0) as u32,
+                        version: r.get::<i32>(3)?.unwrap_or(0) as u32,
+                    },
+                    r.get::<Vec<u8>>(4)?.unwrap_or_default(),
+                    r.get::<Vec<u8>>(5)?.unwrap_or_default(),
+                ));
+            }
+            let subjects = c.update(
+                "SELECT k.name, s.key_id, s.id, s.wrapped, s.master_key_fingerprint
+                   FROM platform.pii_subject_key s JOIN platform.pii_key k ON k.id = s.key_id FOR UPDATE OF s",
+                None,
+                &[],
+            )?;
+            for r in subjects {
+                out.push((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    KeyRef::Subject {
+                        key_id: r.get::<i32>(2)?.unwrap_or(0) as u32,
+                        subject_key_id: r.get::<i64>(3)?.unwrap_or(0) as u64,
+                    },
+                    r.get::<Vec<u8>>(4)?.unwrap_or_default(),
+                    r.get::<Vec<u8>>(5)?.unwrap_or_default(),
+                ));
+            }
+            Ok::<_, pgrx::spi::SpiError>(out)
+        })
+        .map_err(crate::error::SpiFailure::from)
+        .or_raise();
+        let mut count = 0i64;
+        for (name, r, wrapped, fingerprint) in rows {
+            let Some((new, fp)) = keys::rewrap(&r, &wrapped, &fingerprint, &name) else {
+                continue;
+            };
+            match r {
+                KeyRef::Version { key_id, version } => sql::modify(
+                    "UPDATE platform.pii_key_version SET wrapped = $1, master_key_fingerprint = $2
+                      WHERE key_id = $3 AND version = $4",
+                    &[new.into(), fp.to_vec().into(), (key_id as i32).into(), (version as i32).into()],
+                ),
+                KeyRef::Subject { subject_key_id, .. } => sql::modify(
+                    "UPDATE platform.pii_subject_key SET wrapped = $1, master_key_fingerprint = $2 WHERE id = $3",
+                    &[new.into(), fp.to_vec().into(), (subject_key_id as i64).into()],
+                ),
+            };
+            count += 1;
+        }
+        count
+    });
+    keys::invalidate_everywhere("platform.pii_key_version");
+    keys::invalidate_everywhere("platform.pii_subject_key");
+    count
 }
 
 /// Destroys the data key of one subject under key `key_name` (crypto-shredding): every

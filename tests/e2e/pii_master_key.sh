@@ -82,6 +82,23 @@ other=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
 printf '%s\n' "$other" | as_server_user tee "$keyfile" >/dev/null
 fails_with F0000 "SELECT platform.encrypt('x', 'k', 'e')"
 printf '%s\n' "$key" | as_server_user tee "$keyfile" >/dev/null
+# Master key rotation: a new key file, the old key named as the previous one, every data
+# key rewrapped in one call; afterwards only the new key is needed, and nothing was re-encrypted.
+newkey=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+newfile="$dir/master-2.key"
+printf '%s\n' "$newkey" | as_server_user tee "$newfile" >/dev/null
+as_server_user chmod 600 "$newfile"
+set_key_file "$newfile"
+fails_with F0000 "SELECT email FROM public.person_view WHERE id = 1"     # keys still wrapped by the old key
+fails_with F0000 "SELECT platform.rewrap_keys()"                          # the old key is not named yet
+q -c "ALTER SYSTEM SET platform.previous_master_key_file = '$keyfile'" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+rewrapped=$(q -c "SELECT platform.rewrap_keys()")
+[ "$rewrapped" -ge 4 ] || { echo "rewrap_keys rewrapped $rewrapped keys"; exit 1; }
+[ "$(q -c "SELECT platform.rewrap_keys()")" = 0 ] || { echo "a second rewrap_keys found keys to rewrap"; exit 1; }
+q -c "ALTER SYSTEM RESET platform.previous_master_key_file" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.3
+[ "$(q -c "SELECT count(*) FROM public.person_view WHERE email = $value")" = 2 ] \
+    || { echo "values are not readable with the new master key alone"; exit 1; }
+if grep -qi "$newkey" "$dir/server.log"; then echo "the new master key is in the server log"; exit 1; fi
 # Secrets in the log or the dump: the master key never; wrapped keys only in the dump.
 if grep -qi "$key" "$dir/server.log"; then echo "the master key is in the server log"; exit 1; fi
 as_server_user pg_dump -h "$dir" -p "$port" -U postgres -f "$dir/dump.sql" postgres
