@@ -27,6 +27,8 @@ pub enum AuditError {
     OwnTable(String),
     #[error("column \"{1}\" of {0} does not exist")]
     NoColumn(String, String),
+    #[error("pg_platform's audit log (platform.audit_log and its sequence) is missing")]
+    LogMissing,
 }
 
 impl SqlError for AuditError {
@@ -36,11 +38,13 @@ impl SqlError for AuditError {
             Self::NotTable(_) => ERRCODE_WRONG_OBJECT_TYPE,
             Self::OwnTable(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             Self::NoColumn(..) => ERRCODE_UNDEFINED_COLUMN,
+            Self::LogMissing => ERRCODE_UNDEFINED_TABLE,
         }
     }
     fn hint(&self) -> Option<String> {
         match self {
             Self::NotTable(_) => Some("Audit the table the view reads from.".into()),
+            Self::LogMissing => Some("Check that pg_platform is installed completely in this database (\\dx+ pg_platform).".into()),
             _ => None,
         }
     }

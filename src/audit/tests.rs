@@ -126,6 +126,15 @@ fn each_operation_is_recorded_with_its_images_and_actor() {
         ddl,
         r#"{"command_tag":"ALTER TABLE","object_type":"table"} t_aud_admin"#
     );
+    // platform.audit_ddl = off stops recording DDL (for this session here).
+    let ddl_rows = "SELECT count(*) FROM platform.audit_log WHERE operation = 'DDL' AND table_name = 'public.t_aud_account'";
+    let before: i64 = one(&mut c, ddl_rows);
+    run(&mut c, "SET platform.audit_ddl = off; ALTER TABLE public.t_aud_account ADD COLUMN quiet text; RESET platform.audit_ddl");
+    assert_eq!(
+        one::<i64>(&mut c, ddl_rows),
+        before,
+        "DDL recorded with platform.audit_ddl = off"
+    );
     // Unaudited: nothing more is recorded.
     assert!(one::<bool>(
         &mut c,
@@ -381,7 +390,22 @@ fn the_worker_seals_without_being_asked() {
     run(&mut c, "DROP TABLE IF EXISTS public.t_aud_worker; CREATE TABLE public.t_aud_worker (id int PRIMARY KEY);
                  SELECT platform.audit_table('public.t_aud_worker');
                  INSERT INTO public.t_aud_worker SELECT generate_series(1, 10)");
-    // The test server's worker runs every second (platform.worker_naptime = 1).
+    // A block only takes rows of transactions older than every running one: other tests'
+    // long transactions hold the rows back first. Then the worker, running every second
+    // here (platform.worker_naptime = 1), seals them within a few rounds.
+    let mut behind = true;
+    for _ in 0..1200 {
+        behind = one::<bool>(
+            &mut c,
+            "SELECT pg_snapshot_xmin(pg_current_snapshot()) <= (SELECT max(xid) FROM platform.audit_log
+                                                                  WHERE table_name = 'public.t_aud_worker')",
+        );
+        if !behind {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(!behind, "an older transaction stayed open for 5 minutes");
     let sealed = "SELECT count(*) FROM platform.audit_log l WHERE table_name = 'public.t_aud_worker' AND operation = 'INSERT'
                     AND EXISTS (SELECT 1 FROM platform.audit_block b WHERE b.cluster_id = l.cluster_id
                                    AND l.xid >= b.xid_lo AND l.xid < b.xid_hi)";
@@ -393,6 +417,9 @@ fn the_worker_seals_without_being_asked() {
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    assert_eq!(count, 10, "the worker sealed the rows within 15 seconds");
+    assert_eq!(
+        count, 10,
+        "the worker sealed the rows within 15 seconds of their transaction becoming the oldest"
+    );
     run(&mut c, "DROP TABLE public.t_aud_worker");
 }

@@ -361,7 +361,7 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
         let log = pg_sys::get_relname_relid(c"audit_log".as_ptr(), ns);
         let seq = pg_sys::get_relname_relid(c"audit_log_id_seq".as_ptr(), ns);
         if log == pg_sys::InvalidOid || seq == pg_sys::InvalidOid {
-            pgrx::error!("pg_platform's audit log is missing: reinstall the extension");
+            crate::error::raise(super::AuditError::LogMissing);
         }
         let rel = pg_sys::table_open(log, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let desc = (*rel).rd_att;
@@ -401,7 +401,7 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
                 )
             });
         // The same for every row of the statement.
-        let mut fixed: Vec<(Option<usize>, Option<pg_sys::Datum>)> = vec![
+        let fixed: Vec<(Option<usize>, Option<pg_sys::Datum>)> = vec![
             (
                 column("cluster_id"),
                 Some(pg_sys::Datum::from(r.cluster_id)),
@@ -454,20 +454,20 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
                 pg_sys::InvalidOid,
                 pg_sys::Datum::from(seq),
             );
-            fixed.truncate(15);
-            fixed.push((id, Some(next_id)));
-            fixed.push((row_seq, Some(pg_sys::Datum::from(offset + i as i32 + 1))));
-            fixed.push((key, row.primary_key.as_deref().map(text)));
-            fixed.push((old, row.old.as_deref().map(text)));
-            fixed.push((new, row.new.as_deref().map(text)));
-            fixed.push((
-                hash,
-                Some(pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-                    h.as_ptr() as *const std::ffi::c_char,
-                    h.len() as i32,
-                ))),
+            // The bytea hash as a varlena (text and bytea share the layout).
+            let hash_datum = pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+                h.as_ptr() as *const std::ffi::c_char,
+                h.len() as i32,
             ));
-            for (at, value) in &fixed {
+            let per_row = [
+                (id, Some(next_id)),
+                (row_seq, Some(pg_sys::Datum::from(offset + i as i32 + 1))),
+                (key, row.primary_key.as_deref().map(text)),
+                (old, row.old.as_deref().map(text)),
+                (new, row.new.as_deref().map(text)),
+                (hash, Some(hash_datum)),
+            ];
+            for (at, value) in fixed.iter().chain(per_row.iter()) {
                 if let (Some(at), Some(v)) = (at, value) {
                     values[*at] = *v;
                     nulls[*at] = false;

@@ -48,6 +48,8 @@ pub enum ProtectError {
     UnknownColumn(i32),
     #[error("invalid batch_size {0}: must be at least 1")]
     BatchSize(i64),
+    #[error("permission denied for view {0}")]
+    NoViewPrivilege(String),
 }
 
 impl SqlError for ProtectError {
@@ -69,6 +71,7 @@ impl SqlError for ProtectError {
             Self::OwnerCannotEncrypt(..) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::UnknownColumn(_) => ERRCODE_UNDEFINED_OBJECT,
             Self::BatchSize(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::NoViewPrivilege(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
     }
 
@@ -255,7 +258,7 @@ fn protected_blind_index(value: &str, column_id: i32) -> Vec<u8> {
         ) == pg_sys::AclResult::ACLCHECK_OK
     });
     if !allowed {
-        pgrx::error!("permission denied for view {}", p.view);
+        raise(ProtectError::NoViewPrivilege(p.view.clone()));
     }
     as_owner(|| blind_index(value, &p.key_name))
 }

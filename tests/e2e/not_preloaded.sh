@@ -15,4 +15,7 @@ err=$(q -c "\\set VERBOSITY verbose" -c "SELECT * FROM platform.worker_status()"
 echo "$err" | grep -q "ERROR:  55000: platform.worker_status() needs pg_platform's background worker, but pg_platform is not in shared_preload_libraries" \
     || { echo "unexpected: $err"; exit 1; }
 echo "$err" | grep -q "HINT:  Add pg_platform to shared_preload_libraries" || { echo "no hint: $err"; exit 1; }
-echo "not preloaded: generator and RBAC work, worker_status explains what is missing"
+err=$(q -c "\\set VERBOSITY verbose" -c "SELECT * FROM platform.pii_access" 2>&1 || true)
+echo "$err" | grep -q "ERROR:  55000: platform.pii_access needs pg_platform in shared_preload_libraries" \
+    || { echo "unexpected from pii_access: $err"; exit 1; }
+echo "not preloaded: generator and RBAC work, worker_status and pii_access explain what is missing"
