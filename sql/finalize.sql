@@ -51,3 +51,13 @@ GRANT EXECUTE ON FUNCTION platform.verify_audit(timestamptz), platform.audit_set
 -- Both read the event trigger's own command list: called anywhere else they fail, so they
 -- cannot forge audit rows.
 GRANT EXECUTE ON FUNCTION platform.record_audit_ddl(), platform.record_audit_drop() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.fraud_score(text, numeric, timestamptz, text, text, float8, float8, jsonb),
+                          platform.fraud_import_model(text, text, text, text[], float8, float8),
+                          platform.fraud_train(text, text, text, text, jsonb),
+                          platform.fraud_evaluate(text, integer, text, text),
+                          platform.fraud_backtest(text, integer, text)
+    TO platform_admin, platform_developer;
+GRANT EXECUTE ON FUNCTION platform.fraud_deploy(text, integer, text), platform.fraud_rollback(text, text),
+                          platform.fraud_undeploy(text, text), platform.fraud_retire(text, integer),
+                          platform.fraud_rebuild_profiles(text)
+    TO platform_admin;

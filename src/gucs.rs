@@ -39,6 +39,11 @@ pub static PII_ACCESS_LOG: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Whether DDL commands are recorded in the audit log (by the extension's event triggers).
 pub static AUDIT_DDL: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// The model whose `champion` version `platform.fraud_score` uses (the built-in anomaly
+/// score while it has none).
+pub static FRAUD_MODEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"payments"));
+
 pub fn register() {
     // A postmaster-context setting can only be defined while the postmaster preloads the
     // library; defining it later (CREATE EXTENSION without preloading) is FATAL. Without
@@ -55,6 +60,14 @@ pub fn register() {
         86_400,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"platform.fraud_model",
+        c"The fraud model whose champion version platform.fraud_score uses.",
+        c"While the model has no champion (or does not exist), the built-in anomaly score is used.",
+        &FRAUD_MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"platform.maintenance_interval",

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod cdc;
 pub mod error;
+pub mod fraud;
 pub mod gucs;
 pub mod partition;
 pub mod payments;

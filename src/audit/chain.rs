@@ -82,26 +82,47 @@ impl Record {
     }
 }
 
-/// A sealed block's hash: its number, transaction range, rows and the previous block.
-pub fn block_hash(
-    block_no: i64,
-    cluster_id: i64,
-    xid_lo: u64,
-    xid_hi: u64,
-    row_count: i64,
-    rows_hash: &[u8],
-    prev_hash: &[u8],
-) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"pg_platform audit block v1");
-    h.update(block_no.to_be_bytes());
-    h.update(cluster_id.to_be_bytes());
-    h.update(xid_lo.to_be_bytes());
-    h.update(xid_hi.to_be_bytes());
-    h.update(row_count.to_be_bytes());
-    field(&mut h, Some(rows_hash));
-    field(&mut h, Some(prev_hash));
-    h.finalize().into()
+/// A sealed block as it is hashed: its number, transaction range, time range, rows and
+/// the previous block.
+pub struct Block<'a> {
+    pub block_no: i64,
+    pub cluster_id: i64,
+    pub xid_lo: u64,
+    pub xid_hi: u64,
+    pub row_count: i64,
+    pub rows_hash: &'a [u8],
+    pub prev_hash: &'a [u8],
+    /// The log partition's bounds in Unix microseconds (None: unbounded). Both None for
+    /// blocks sealed before the log was partitioned, which keep their version 1 hash.
+    pub time_lo: Option<i64>,
+    pub time_hi: Option<i64>,
+}
+
+impl Block<'_> {
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let v2 = self.time_lo.is_some() || self.time_hi.is_some();
+        h.update(if v2 {
+            &b"pg_platform audit block v2"[..]
+        } else {
+            &b"pg_platform audit block v1"[..]
+        });
+        h.update(self.block_no.to_be_bytes());
+        h.update(self.cluster_id.to_be_bytes());
+        h.update(self.xid_lo.to_be_bytes());
+        h.update(self.xid_hi.to_be_bytes());
+        h.update(self.row_count.to_be_bytes());
+        field(&mut h, Some(self.rows_hash));
+        field(&mut h, Some(self.prev_hash));
+        if v2 {
+            // The time range is covered: moving a block's range would otherwise let its
+            // rows pass for expired.
+            for t in [self.time_lo, self.time_hi] {
+                field(&mut h, t.map(|t| t.to_be_bytes()).as_ref().map(|b| &b[..]));
+            }
+        }
+        h.finalize().into()
+    }
 }
 
 /// The hash of a block's rows: SHA-256 over their row hashes in (xid, statement, row) order.
@@ -150,9 +171,30 @@ mod unit {
     }
 
     #[test]
-    fn block_hash_covers_the_previous_block() {
-        let a = block_hash(1, 7, 0, 10, 3, &[1; 32], &[0; 32]);
-        let b = block_hash(1, 7, 0, 10, 3, &[1; 32], &[9; 32]);
+    fn block_hash_covers_the_previous_block_and_the_time_range() {
+        let block = |prev: &'static [u8], lo: Option<i64>, hi: Option<i64>| {
+            Block {
+                block_no: 1,
+                cluster_id: 7,
+                xid_lo: 0,
+                xid_hi: 10,
+                row_count: 3,
+                rows_hash: &[1; 32],
+                prev_hash: prev,
+                time_lo: lo,
+                time_hi: hi,
+            }
+            .hash()
+        };
+        let a = block(&[0; 32], None, None);
+        assert_ne!(a, block(&[9; 32], None, None));
+        let b = block(&[0; 32], Some(0), Some(100));
         assert_ne!(a, b);
+        assert_ne!(b, block(&[0; 32], Some(0), Some(99)));
+        assert_ne!(b, block(&[0; 32], None, Some(100)));
+        assert_ne!(
+            block(&[0; 32], None, Some(100)),
+            block(&[0; 32], Some(100), None)
+        );
     }
 }

@@ -10,9 +10,19 @@
 
 mod chain;
 mod guard;
+mod log;
 #[cfg(test)]
 mod tests;
 mod trigger;
+
+pub use log::before_retire;
+
+/// Seals every finished transaction, unless another sealer is at it (partition retention
+/// calls it before it locks the log; waiting there for a sealer that writes to the log
+/// could deadlock with it).
+pub fn seal_before_retention() {
+    sql::as_extension_owner(|| seal_if(false));
+}
 
 use crate::error::{raise, OrRaise, SpiFailure, SqlError};
 use crate::sql::{self, RegClass};
@@ -29,6 +39,16 @@ pub enum AuditError {
     NoColumn(String, String),
     #[error("pg_platform's audit log (platform.audit_log and its sequence) is missing")]
     LogMissing,
+    #[error("platform.audit_log has no partition for {}", timestamp_text(*.0))]
+    NoPartition(i64),
+}
+
+/// Unix microseconds as an ISO timestamp in UTC, for messages.
+fn timestamp_text(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).map_or_else(
+        || us.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }
 
 impl SqlError for AuditError {
@@ -39,12 +59,14 @@ impl SqlError for AuditError {
             Self::OwnTable(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             Self::NoColumn(..) => ERRCODE_UNDEFINED_COLUMN,
             Self::LogMissing => ERRCODE_UNDEFINED_TABLE,
+            Self::NoPartition(_) => ERRCODE_CHECK_VIOLATION,
         }
     }
     fn hint(&self) -> Option<String> {
         match self {
             Self::NotTable(_) => Some("Audit the table the view reads from.".into()),
             Self::LogMissing => Some("Check that pg_platform is installed completely in this database (\\dx+ pg_platform).".into()),
+            Self::NoPartition(_) => Some("Run SELECT * FROM platform.run_maintenance('platform.audit_log') and look at its error column; the worker does it on its own when pg_platform is preloaded.".into()),
             _ => None,
         }
     }
@@ -115,6 +137,8 @@ fn audit_table(
     if kind != "r" && kind != "p" {
         raise(AuditError::NotTable(name));
     }
+    // The log's partitions exist before the first audited change needs one.
+    log::ensure_partitions();
     for c in &exclude_columns {
         let exists = sql::read::<bool>(
             "SELECT true FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
@@ -186,7 +210,8 @@ fn record_audit_drop() {
 }
 
 fn record_event(operation: &str, query: &str) {
-    if !crate::gucs::AUDIT_DDL.get() {
+    // The DDL that makes a log partition for a row being written is not audited itself.
+    if !crate::gucs::AUDIT_DDL.get() || log::ensuring() {
         return;
     }
     let events: Vec<(String, String, String, Option<pg_sys::Oid>)> = Spi::connect(|c| {
@@ -231,7 +256,24 @@ fn record_event(operation: &str, query: &str) {
 /// the hash chain. Returns how many rows it sealed. The worker calls it every round.
 #[pg_extern]
 fn seal_audit() -> i64 {
+    register_if_audited();
     sql::as_extension_owner(seal)
+}
+
+/// Registers the log for partition management once some table is audited (an upgraded
+/// 0.3.0 log, or a fresh install whose first audited table came through a restore).
+/// Never before: during a restore, the dump's own partitions of the log are created before
+/// any audited table is, and must not meet partitions made meanwhile.
+fn register_if_audited() {
+    let due = sql::read::<bool>(
+        "SELECT NOT EXISTS (SELECT 1 FROM platform.partition_config WHERE parent = 'platform.audit_log'::regclass)
+            AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'platform_audit_insert')",
+        &[],
+    )
+    .unwrap_or(false);
+    if due {
+        log::ensure_partitions();
+    }
 }
 
 fn xid(text: &str) -> u64 {
@@ -239,10 +281,25 @@ fn xid(text: &str) -> u64 {
 }
 
 fn seal() -> i64 {
+    seal_if(true)
+}
+
+/// Seals, waiting for another sealer (`wait`) or giving up when one is at work.
+fn seal_if(wait: bool) -> i64 {
     // Sealers take turns; writers never take this lock.
-    sql::run(
-        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pg_platform audit seal'))",
-    );
+    if wait {
+        sql::run(
+            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pg_platform audit seal'))",
+        );
+    } else {
+        let got = sql::modify_returning::<bool>(
+            "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('pg_platform audit seal'))",
+            &[],
+        );
+        if got != Some(true) {
+            return 0;
+        }
+    }
     let cluster = trigger::cluster_id();
     let last = Spi::connect(|c| {
         let t = c.select(
@@ -271,20 +328,41 @@ fn seal() -> i64 {
     };
     // Every transaction older than the oldest one running has ended: none of them can add
     // a row to this range later.
-    let hi = sql::read::<String>(
-        "SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text",
+    // Rows still pending (no partition for them yet) hold the range back: they join the
+    // log later and must not land in a range already sealed.
+    let pending = sql::read::<bool>(
+        "SELECT to_regclass('platform.audit_log_pending') IS NOT NULL",
         &[],
     )
+    .unwrap_or(false);
+    let hi = if pending {
+        log::move_pending(log_oid());
+        sql::read::<String>(
+            "SELECT least(pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()),
+                          (SELECT min(xid) FROM platform.audit_log_pending WHERE cluster_id = $1))::text",
+            &[cluster.into()],
+        )
+    } else {
+        sql::read::<String>(
+            "SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text",
+            &[],
+        )
+    }
     .unwrap_or_default();
     if xid(&hi) <= xid(&lo) {
         return 0;
     }
-    let mut rows = chain::RowsHash::default();
+    // One block per log partition that holds rows of the range, in time order: retention
+    // drops whole partitions, so it removes whole blocks.
+    let parts = log_partitions();
+    let mut buckets: Vec<chain::RowsHash> =
+        parts.iter().map(|_| chain::RowsHash::default()).collect();
+    let mut outside = 0i64;
     Spi::connect(|c| {
         let mut cursor = c.open_cursor(
-            "SELECT row_hash FROM platform.audit_log
-              WHERE cluster_id = $1 AND xid >= $2::xid8 AND xid < $3::xid8
-              ORDER BY xid, statement_seq, row_seq",
+            "SELECT (extract(epoch FROM event_time) * 1000000)::int8, row_hash FROM platform.audit_log l
+              WHERE l.cluster_id = $1 AND l.xid >= $2::xid8 AND l.xid < $3::xid8
+              ORDER BY l.xid, l.statement_seq, l.row_seq",
             &[cluster.into(), lo.as_str().into(), hi.as_str().into()],
         );
         loop {
@@ -293,41 +371,114 @@ fn seal() -> i64 {
                 break;
             }
             for r in batch {
-                rows.add(&r.get::<Vec<u8>>(1)?.unwrap_or_default());
+                let t = r.get::<i64>(1)?.unwrap_or(0);
+                let hash = r.get::<Vec<u8>>(2)?.unwrap_or_default();
+                match parts.iter().position(|p| p.contains(t)) {
+                    Some(i) => buckets[i].add(&hash),
+                    None => outside += 1,
+                }
             }
         }
         Ok::<_, pgrx::spi::SpiError>(())
     })
     .map_err(SpiFailure::from)
     .or_raise();
-    let (rows_hash, count) = rows.finish();
-    if count == 0 {
+    if outside > 0 {
+        // Only a partition attached by hand with overlapping or default bounds can do
+        // this; sealing waits rather than leave rows out of the chain.
+        warning!("pg_platform: {outside} audit rows lie outside every partition of platform.audit_log; sealing waits");
         return 0;
     }
-    let hash = chain::block_hash(
-        block_no,
-        cluster,
-        xid(&lo),
-        xid(&hi),
-        count,
-        &rows_hash,
-        &prev,
-    );
-    sql::modify(
-        "INSERT INTO platform.audit_block (block_no, cluster_id, xid_lo, xid_hi, row_count, rows_hash, prev_hash, block_hash)
-         VALUES ($1, $2, $3::xid8, $4::xid8, $5, $6, $7, $8)",
-        &[
+    let (mut block_no, mut prev) = (block_no, prev);
+    let mut sealed = 0;
+    for (part, rows) in parts.iter().zip(buckets) {
+        let (rows_hash, count) = rows.finish();
+        if count == 0 {
+            continue;
+        }
+        let block = chain::Block {
+            block_no,
+            cluster_id: cluster,
+            xid_lo: xid(&lo),
+            xid_hi: xid(&hi),
+            row_count: count,
+            rows_hash: &rows_hash,
+            prev_hash: &prev,
+            time_lo: part.lo,
+            time_hi: part.hi,
+        };
+        let hash = block.hash();
+        // A block without a time range is written without the time columns, which the
+        // 0.3.0 block table (the library updated, not yet the extension) does not have.
+        let insert = if part.lo.is_none() && part.hi.is_none() {
+            "INSERT INTO platform.audit_block (block_no, cluster_id, xid_lo, xid_hi, row_count, rows_hash, prev_hash, block_hash)
+             VALUES ($1, $2, $3::xid8, $4::xid8, $5, $6, $7, $8)"
+        } else {
+            "INSERT INTO platform.audit_block (block_no, cluster_id, xid_lo, xid_hi, row_count, rows_hash, prev_hash, block_hash, time_lo, time_hi)
+             VALUES ($1, $2, $3::xid8, $4::xid8, $5, $6, $7, $8, to_timestamp($9 / 1000000.0), to_timestamp($10 / 1000000.0))"
+        };
+        let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
             block_no.into(),
             cluster.into(),
             lo.as_str().into(),
             hi.as_str().into(),
             count.into(),
             rows_hash.to_vec().into(),
-            prev.into(),
+            prev.clone().into(),
             hash.to_vec().into(),
-        ],
-    );
-    count
+        ];
+        if part.lo.is_some() || part.hi.is_some() {
+            args.push(part.lo.into());
+            args.push(part.hi.into());
+        }
+        sql::modify(insert, &args);
+        sealed += count;
+        block_no += 1;
+        prev = hash.to_vec();
+    }
+    sealed
+}
+
+fn log_oid() -> pg_sys::Oid {
+    let log = sql::read::<pg_sys::Oid>("SELECT to_regclass('platform.audit_log')::oid", &[])
+        .unwrap_or(pg_sys::InvalidOid);
+    if log == pg_sys::InvalidOid {
+        raise(AuditError::LogMissing);
+    }
+    log
+}
+
+/// The log's partitions, in time order.
+fn log_partitions() -> Vec<log::LogPartition> {
+    log::partitions(log_oid())
+}
+
+/// What retention removed from the log, from its `RETENTION` rows: the time before which
+/// partitions were retired, and whether the partition that held the rows sealed before
+/// the log was partitioned is gone.
+pub(crate) struct Expired {
+    pub horizon: Option<i64>,
+    pub unpartitioned_blocks: bool,
+}
+
+pub(crate) fn retention_horizon() -> Expired {
+    let row = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT max((new_values->>'horizon_us')::int8),
+                    coalesce(bool_or(pg_catalog.json_typeof(new_values->'range_from_us') = 'null'), false)
+               FROM platform.audit_log WHERE operation = 'RETENTION'",
+            Some(1),
+            &[],
+        )?;
+        let r = t.first();
+        Ok::<_, pgrx::spi::SpiError>((r.get::<i64>(1)?, r.get::<bool>(2)?.unwrap_or(false)))
+    })
+    .map_err(SpiFailure::from)
+    .or_raise();
+    Expired {
+        horizon: row.0,
+        unpartitioned_blocks: row.1,
+    }
 }
 
 const SELECT_ROWS: &str =
@@ -336,15 +487,64 @@ const SELECT_ROWS: &str =
        session_user_name, current_user_name, role_class, client_addr::text, client_port,
        application_name, backend_pid, statement, row_hash
   FROM platform.audit_log l WHERE l.cluster_id = $1 AND l.xid >= $2::xid8 AND l.xid < $3::xid8
+   AND ($4::int8 IS NULL OR l.event_time >= pg_catalog.to_timestamp($4::float8 / 1000000))
+   AND ($5::int8 IS NULL OR l.event_time < pg_catalog.to_timestamp($5::float8 / 1000000))
  ORDER BY l.xid, l.statement_seq, l.row_seq"; // qualified: `xid` alone would sort the text column
 
-/// Recomputes the rows of `[lo, hi)`: the first row whose content does not match its
-/// stored hash, and the hash over the stored row hashes.
-fn check_rows(cluster: i64, lo: &str, hi: &str) -> (Option<i64>, [u8; 32], i64) {
+fn check_pending() -> (Option<i64>, i64) {
+    let exists = sql::read::<bool>(
+        "SELECT to_regclass('platform.audit_log_pending') IS NOT NULL",
+        &[],
+    )
+    .unwrap_or(false);
+    if !exists {
+        return (None, 0);
+    }
+    let query = SELECT_ROWS
+        .replace(
+            "FROM platform.audit_log l",
+            "FROM platform.audit_log_pending l",
+        )
+        .replace(
+            "WHERE l.cluster_id = $1",
+            "WHERE ($1::int8 IS NULL OR l.cluster_id = $1)",
+        );
+    let (bad, _, rows) = check_rows_with(&query, None, "0", &u64::MAX.to_string(), (None, None));
+    (bad, rows)
+}
+
+/// Recomputes the rows of transactions `[lo, hi)` with event times in `time` (Unix
+/// microseconds, None: unbounded): the first row whose content does not match its stored
+/// hash, and the hash over the stored row hashes.
+fn check_rows(
+    cluster: i64,
+    lo: &str,
+    hi: &str,
+    time: (Option<i64>, Option<i64>),
+) -> (Option<i64>, [u8; 32], i64) {
+    check_rows_with(SELECT_ROWS, Some(cluster), lo, hi, time)
+}
+
+fn check_rows_with(
+    query: &str,
+    cluster: Option<i64>,
+    lo: &str,
+    hi: &str,
+    time: (Option<i64>, Option<i64>),
+) -> (Option<i64>, [u8; 32], i64) {
     let mut rows = chain::RowsHash::default();
     let mut bad = None;
     Spi::connect(|c| {
-        let mut cursor = c.open_cursor(SELECT_ROWS, &[cluster.into(), lo.into(), hi.into()]);
+        let mut cursor = c.open_cursor(
+            query,
+            &[
+                cluster.into(),
+                lo.into(),
+                hi.into(),
+                time.0.into(),
+                time.1.into(),
+            ],
+        );
         loop {
             let batch = cursor.fetch(10_000)?;
             if batch.is_empty() {
@@ -411,43 +611,110 @@ fn verify_audit(
     TableIterator::once(verdict)
 }
 
+struct StoredBlock {
+    no: i64,
+    cluster: i64,
+    lo: String,
+    hi: String,
+    count: i64,
+    rows_hash: Vec<u8>,
+    prev_hash: Vec<u8>,
+    block_hash: Vec<u8>,
+    time_lo: Option<i64>,
+    time_hi: Option<i64>,
+}
+
+impl StoredBlock {
+    fn hash(&self) -> [u8; 32] {
+        chain::Block {
+            block_no: self.no,
+            cluster_id: self.cluster,
+            xid_lo: xid(&self.lo),
+            xid_hi: xid(&self.hi),
+            row_count: self.count,
+            rows_hash: &self.rows_hash,
+            prev_hash: &self.prev_hash,
+            time_lo: self.time_lo,
+            time_hi: self.time_hi,
+        }
+        .hash()
+    }
+
+    /// Whether retention has removed this block's rows: its partition ended before the
+    /// horizon, or it predates partitioning and the partition that held it is gone.
+    fn expired(&self, expired: &Expired) -> bool {
+        match (self.time_lo, self.time_hi) {
+            (None, None) => expired.unpartitioned_blocks,
+            (_, Some(hi)) => expired.horizon.is_some_and(|h| hi <= h),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Whether this block follows `prev` in the chain: the next transaction range, or the
+    /// same range in a later partition (one seal writes a block per partition).
+    fn continues(&self, prev: &StoredBlock) -> bool {
+        if prev.cluster != self.cluster {
+            return self.lo == "0";
+        }
+        let same_seal = prev.lo == self.lo
+            && prev.hi == self.hi
+            && matches!((prev.time_hi, self.time_lo), (Some(a), Some(b)) if a <= b);
+        prev.hi == self.lo || same_seal
+    }
+}
+
 fn verify(since: Option<pgrx::datum::TimestampWithTimeZone>) -> Verdict {
-    type Block = (i64, i64, String, String, i64, Vec<u8>, Vec<u8>, Vec<u8>);
-    let blocks: Vec<Block> = Spi::connect(|c| {
+    // The 0.3.0 block table (the library updated, not yet the extension) has no times.
+    let has_times = sql::read::<bool>(
+        "SELECT count(*) = 2 FROM pg_catalog.pg_attribute
+          WHERE attrelid = 'platform.audit_block'::regclass AND attname IN ('time_lo', 'time_hi')",
+        &[],
+    )
+    .unwrap_or(false);
+    let times = if has_times {
+        "(extract(epoch FROM time_lo) * 1000000)::int8, (extract(epoch FROM time_hi) * 1000000)::int8"
+    } else {
+        "NULL::int8, NULL::int8"
+    };
+    let blocks: Vec<StoredBlock> = Spi::connect(|c| {
         let rows = c.select(
-            "SELECT block_no, cluster_id, xid_lo::text, xid_hi::text, row_count, rows_hash, prev_hash, block_hash
+            &format!("SELECT block_no, cluster_id, xid_lo::text, xid_hi::text, row_count, rows_hash, prev_hash, block_hash, {times}
                FROM platform.audit_block
               WHERE $1::timestamptz IS NULL OR sealed_at >= $1
                  OR block_no = (SELECT min(block_no) - 1 FROM platform.audit_block WHERE sealed_at >= $1)
-              ORDER BY block_no",
+              ORDER BY block_no"),
             None,
             &[since.into()],
         )?;
         let mut out = Vec::new();
         for r in rows {
-            out.push((
-                r.get::<i64>(1)?.unwrap_or(0),
-                r.get::<i64>(2)?.unwrap_or(0),
-                r.get::<String>(3)?.unwrap_or_default(),
-                r.get::<String>(4)?.unwrap_or_default(),
-                r.get::<i64>(5)?.unwrap_or(0),
-                r.get::<Vec<u8>>(6)?.unwrap_or_default(),
-                r.get::<Vec<u8>>(7)?.unwrap_or_default(),
-                r.get::<Vec<u8>>(8)?.unwrap_or_default(),
-            ));
+            out.push(StoredBlock {
+                no: r.get::<i64>(1)?.unwrap_or(0),
+                cluster: r.get::<i64>(2)?.unwrap_or(0),
+                lo: r.get::<String>(3)?.unwrap_or_default(),
+                hi: r.get::<String>(4)?.unwrap_or_default(),
+                count: r.get::<i64>(5)?.unwrap_or(0),
+                rows_hash: r.get::<Vec<u8>>(6)?.unwrap_or_default(),
+                prev_hash: r.get::<Vec<u8>>(7)?.unwrap_or_default(),
+                block_hash: r.get::<Vec<u8>>(8)?.unwrap_or_default(),
+                time_lo: r.get::<i64>(9)?,
+                time_hi: r.get::<i64>(10)?,
+            });
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })
     .map_err(SpiFailure::from)
     .or_raise();
+    let expired = retention_horizon();
     let (mut checked_blocks, mut checked_rows) = (0i64, 0i64);
-    // (block number, cluster, xid_hi, block hash) of the block checked last
-    let mut previous: Option<(i64, i64, String, Vec<u8>)> = None;
+    let mut previous: Option<StoredBlock> = None;
     let fail = |b: Option<i64>, r: Option<i64>, blocks: i64, rows: i64, why: String| -> Verdict {
         (false, blocks, rows, b, r, Some(why))
     };
-    for (no, cluster, lo, hi, count, rows_hash, prev_hash, block_hash) in blocks {
-        if let Some((prev_no, prev_cluster, prev_hi, prev_block_hash)) = &previous {
+    for block in blocks {
+        let no = block.no;
+        if let Some(prev) = &previous {
+            let prev_no = prev.no;
             if no != prev_no + 1 {
                 return fail(
                     Some(no),
@@ -457,12 +724,7 @@ fn verify(since: Option<pgrx::datum::TimestampWithTimeZone>) -> Verdict {
                     format!("block {no} follows block {prev_no}: blocks are missing"),
                 );
             }
-            let continues = if *prev_cluster == cluster {
-                *prev_hi == lo
-            } else {
-                lo == "0"
-            };
-            if !continues {
+            if !block.continues(prev) {
                 return fail(
                     Some(no),
                     None,
@@ -471,10 +733,10 @@ fn verify(since: Option<pgrx::datum::TimestampWithTimeZone>) -> Verdict {
                     format!("block {no} does not start where block {prev_no} ends"),
                 );
             }
-            if prev_hash != *prev_block_hash {
+            if block.prev_hash != prev.block_hash {
                 return fail(Some(no), None, checked_blocks, checked_rows, format!("block {no} does not chain to block {prev_no} (blocks reordered or replaced)"));
             }
-        } else if no == 1 && prev_hash != vec![0u8; 32] {
+        } else if no == 1 && block.prev_hash != vec![0u8; 32] {
             return fail(
                 Some(no),
                 None,
@@ -483,32 +745,39 @@ fn verify(since: Option<pgrx::datum::TimestampWithTimeZone>) -> Verdict {
                 "block 1 does not start the chain".into(),
             );
         }
-        let (bad_row, recomputed, rows) = check_rows(cluster, &lo, &hi);
-        checked_rows += rows;
         checked_blocks += 1;
-        if let Some(row) = bad_row {
-            return fail(
-                Some(no),
-                Some(row),
-                checked_blocks,
-                checked_rows,
-                format!("audit row {row} does not match its hash (changed after it was written)"),
-            );
+        // Rows of expired blocks were retired with their partition; the block itself
+        // still chains, so its place in the history stays provable. A block counted as
+        // expired whose rows are still there means the horizon was forged.
+        let (bad_row, recomputed, rows) = check_rows(
+            block.cluster,
+            &block.lo,
+            &block.hi,
+            (block.time_lo, block.time_hi),
+        );
+        checked_rows += rows;
+        if block.expired(&expired) {
+            if rows > 0 {
+                return fail(Some(no), None, checked_blocks, checked_rows, format!("block {no} lies before the retention horizon, but {rows} of its rows are still in the log (a forged RETENTION record)"));
+            }
+        } else {
+            if let Some(row) = bad_row {
+                return fail(
+                    Some(no),
+                    Some(row),
+                    checked_blocks,
+                    checked_rows,
+                    format!(
+                        "audit row {row} does not match its hash (changed after it was written)"
+                    ),
+                );
+            }
+            let count = block.count;
+            if rows != count || recomputed[..] != block.rows_hash[..] {
+                return fail(Some(no), None, checked_blocks, checked_rows, format!("block {no} sealed {count} rows; the log now holds {rows} different ones (rows deleted, added or replaced)"));
+            }
         }
-        if rows != count || recomputed[..] != rows_hash[..] {
-            return fail(Some(no), None, checked_blocks, checked_rows, format!("block {no} sealed {count} rows; the log now holds {rows} different ones (rows deleted, added or replaced)"));
-        }
-        if chain::block_hash(
-            no,
-            cluster,
-            xid(&lo),
-            xid(&hi),
-            count,
-            &rows_hash,
-            &prev_hash,
-        )[..]
-            != block_hash[..]
-        {
+        if block.hash()[..] != block.block_hash[..] {
             return fail(
                 Some(no),
                 None,
@@ -517,7 +786,7 @@ fn verify(since: Option<pgrx::datum::TimestampWithTimeZone>) -> Verdict {
                 format!("block {no} does not match its hash"),
             );
         }
-        previous = Some((no, cluster, hi, block_hash));
+        previous = Some(block);
     }
     // Rows not sealed yet, per cluster: each must still match its own hash.
     let unsealed: Vec<(i64, String)> = Spi::connect(|c| {
@@ -539,14 +808,52 @@ fn verify(since: Option<pgrx::datum::TimestampWithTimeZone>) -> Verdict {
     })
     .map_err(SpiFailure::from)
     .or_raise();
+    // Pending rows (waiting for a partition) must match their hashes too.
+    let (bad_row, rows) = check_pending();
+    checked_rows += rows;
+    if let Some(row) = bad_row {
+        return fail(
+            None,
+            Some(row),
+            checked_blocks,
+            checked_rows,
+            format!(
+                "pending audit row {row} does not match its hash (changed after it was written)"
+            ),
+        );
+    }
     for (cluster, from) in unsealed {
-        let (bad_row, _, rows) = check_rows(cluster, &from, &u64::MAX.to_string());
+        let (bad_row, _, rows) = check_rows(cluster, &from, &u64::MAX.to_string(), (None, None));
         checked_rows += rows;
         if let Some(row) = bad_row {
             return fail(None, Some(row), checked_blocks, checked_rows, format!("unsealed audit row {row} does not match its hash (changed after it was written)"));
         }
     }
     (true, checked_blocks, checked_rows, None, None, None)
+}
+
+/// Guards `platform.audit_log_pending`: UPDATE and DELETE are refused for every role, but
+/// for the sealer moving rows into the log.
+#[pg_trigger]
+fn refuse_pending_change<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let event = trigger.trigger_data().tg_event;
+    if log::moving() && pgrx::trigger_support::trigger_fired_by_delete(event) {
+        return Ok(trigger.old());
+    }
+    let op = if pgrx::trigger_support::trigger_fired_by_update(event) {
+        "UPDATE"
+    } else {
+        "DELETE"
+    };
+    let report = pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("platform.audit_log_pending is append-only: {op} is refused for every role"),
+        "pg_platform",
+    );
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ereport(ERROR) returned")
 }
 
 /// The worker's periodic task: seal what finished since the last round.
@@ -559,6 +866,11 @@ pub fn worker_task() {
         )
         .unwrap_or(false);
         if installed {
+            if let Err(message) = sql::in_subtransaction(register_if_audited) {
+                warning!(
+                    "pg_platform: making the partitions of platform.audit_log failed: {message}"
+                );
+            }
             if let Err(message) = sql::in_subtransaction(seal) {
                 warning!("pg_platform: sealing the audit log failed: {message}");
             }
@@ -591,9 +903,9 @@ CREATE TABLE platform.audit_log (
     backend_pid       integer NOT NULL,
     statement         text,
     row_hash          bytea NOT NULL,
-    PRIMARY KEY (cluster_id, xid, statement_seq, row_seq)
-);
-COMMENT ON TABLE platform.audit_log IS 'pg_platform audit log: one row per audited row change, DDL command or TRUNCATE; append-only, hash-chained by platform.audit_block.';
+    PRIMARY KEY (cluster_id, xid, statement_seq, row_seq, event_time)
+) PARTITION BY RANGE (event_time);
+COMMENT ON TABLE platform.audit_log IS 'pg_platform audit log: one row per audited row change, DDL command or TRUNCATE; append-only, hash-chained by platform.audit_block; monthly partitions (UTC) managed by platform.run_maintenance.';
 CREATE TABLE platform.audit_block (
     block_no   bigint PRIMARY KEY,
     cluster_id bigint NOT NULL,
@@ -603,9 +915,21 @@ CREATE TABLE platform.audit_block (
     rows_hash  bytea NOT NULL,
     prev_hash  bytea NOT NULL,
     block_hash bytea NOT NULL,
-    sealed_at  timestamptz NOT NULL DEFAULT now()
+    sealed_at  timestamptz NOT NULL DEFAULT now(),
+    time_lo    timestamptz,
+    time_hi    timestamptz
 );
-COMMENT ON TABLE platform.audit_block IS 'Hash chain over platform.audit_log: each block seals the rows of transactions with ids in [xid_lo, xid_hi).';
+CREATE TABLE platform.audit_log_pending (
+    LIKE platform.audit_log INCLUDING DEFAULTS,
+    PRIMARY KEY (cluster_id, xid, statement_seq, row_seq)
+);
+COMMENT ON TABLE platform.audit_log_pending IS 'Audit rows waiting for a partition of platform.audit_log (DDL recorded before the log had one, as during a restore); the sealer moves them into the log, unchanged, and seals nothing past them.';
+SELECT pg_catalog.pg_extension_config_dump('platform.audit_log_pending', '');
+GRANT SELECT ON platform.audit_log_pending TO platform_admin, platform_auditor;
+CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON platform.audit_log_pending
+    FOR EACH ROW EXECUTE FUNCTION platform.refuse_pending_change();
+ALTER TABLE platform.audit_log_pending ENABLE ALWAYS TRIGGER refuse_change;
+COMMENT ON TABLE platform.audit_block IS 'Hash chain over platform.audit_log: each block seals the rows of transactions with ids in [xid_lo, xid_hi) whose event_time is in the log partition [time_lo, time_hi) (NULL: unbounded; both NULL: blocks sealed before the log was partitioned).';
 SELECT pg_catalog.pg_extension_config_dump('platform.audit_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.audit_block', '');
@@ -686,5 +1010,5 @@ SELECT 'unsealed audit rows', (SELECT count(*)::text FROM platform.audit_log l
 $fn$;
 "#,
     name = "audit",
-    requires = [record_audit_ddl, record_audit_drop],
+    requires = [record_audit_ddl, record_audit_drop, refuse_pending_change],
 );

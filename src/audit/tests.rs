@@ -21,6 +21,28 @@ fn rows(c: &mut postgres::Client, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs `sql` with the log's guard triggers disabled in `pg_trigger` directly, as only a
+/// superuser going around SQL can (a GRANT and REVOKE on each table make every session
+/// reload it), then puts the guard back.
+fn tamper(c: &mut postgres::Client, sql: &str) {
+    let guarded = "tgname = 'refuse_change' AND (tgrelid IN ('platform.audit_log'::regclass, 'platform.audit_block'::regclass)
+                      OR tgrelid IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = 'platform.audit_log'::regclass))";
+    let reload = "DO $$ DECLARE r regclass; BEGIN
+                    FOR r IN SELECT 'platform.audit_block'::regclass UNION ALL SELECT 'platform.audit_log'::regclass
+                             UNION ALL SELECT inhrelid::regclass FROM pg_catalog.pg_inherits WHERE inhparent = 'platform.audit_log'::regclass LOOP
+                      EXECUTE format('GRANT SELECT ON %s TO PUBLIC', r);
+                      EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC', r);
+                    END LOOP; END $$";
+    run(
+        c,
+        &format!(
+            "UPDATE pg_catalog.pg_trigger SET tgenabled = 'D' WHERE {guarded}; {reload};
+             {sql};
+             UPDATE pg_catalog.pg_trigger SET tgenabled = 'A' WHERE {guarded}; {reload}"
+        ),
+    );
+}
+
 #[test]
 fn each_operation_is_recorded_with_its_images_and_actor() {
     let mut c = client();
@@ -255,7 +277,8 @@ fn the_log_is_append_only_and_tampering_is_found() {
         ),
         800
     );
-    run(&mut c, "SELECT platform.seal_audit()");
+    // Other tests' transactions that began before these rows hold them back first.
+    seal_everything(&mut c);
     let verdict =
         "SELECT intact::text || ' ' || coalesce(problem, '') FROM platform.verify_audit()";
     assert_eq!(one::<String>(&mut c, verdict), "true ");
@@ -264,7 +287,14 @@ fn the_log_is_append_only_and_tampering_is_found() {
         "SELECT count(*) FROM platform.audit_log l WHERE table_name = 'public.t_aud_chain' AND operation <> 'DDL'
                                      AND l.xid < (SELECT max(xid_hi) FROM platform.audit_block)",
     );
-    assert_eq!(sealed, 800, "every committed row is sealed");
+    let state: String = one(
+        &mut c,
+        "SELECT format('pending %s (min xid %s), xmin %s, sealed up to %s, activity %s',
+                       (SELECT count(*) FROM platform.audit_log_pending), (SELECT min(xid) FROM platform.audit_log_pending),
+                       pg_snapshot_xmin(pg_current_snapshot()), (SELECT max(xid_hi) FROM platform.audit_block),
+                       (SELECT string_agg(backend_xid || ':' || left(query, 60), '; ') FROM pg_stat_activity WHERE backend_xid IS NOT NULL))",
+    );
+    assert_eq!(sealed, 800, "every committed row is sealed: {state}");
 
     // Append-only, for the superuser too, also in replica mode.
     for sql in [
@@ -299,22 +329,7 @@ fn the_log_is_append_only_and_tampering_is_found() {
     }
     // What remains is a catalog trick, which the chain is for: disable the guard in
     // pg_trigger directly (a GRANT and REVOKE make every session reload the table).
-    let tamper = |c: &mut postgres::Client, sql: &str| {
-        run(
-            c,
-            &format!(
-                "UPDATE pg_catalog.pg_trigger SET tgenabled = 'D' WHERE tgname = 'refuse_change'
-                AND tgrelid IN ('platform.audit_log'::regclass, 'platform.audit_block'::regclass);
-             GRANT SELECT ON platform.audit_log, platform.audit_block TO PUBLIC;
-             REVOKE SELECT ON platform.audit_log, platform.audit_block FROM PUBLIC;
-             {sql};
-             UPDATE pg_catalog.pg_trigger SET tgenabled = 'A' WHERE tgname = 'refuse_change'
-                AND tgrelid IN ('platform.audit_log'::regclass, 'platform.audit_block'::regclass);
-             GRANT SELECT ON platform.audit_log, platform.audit_block TO PUBLIC;
-             REVOKE SELECT ON platform.audit_log, platform.audit_block FROM PUBLIC"
-            ),
-        );
-    };
+    let tamper = |c: &mut postgres::Client, sql: &str| tamper(c, sql);
     let full = "SELECT intact::text || ' ' || coalesce(first_bad_block::text, '-') || ' ' || coalesce(first_bad_row::text, '-') || ' ' || coalesce(problem, '') FROM platform.verify_audit()";
     run(
         &mut c,
@@ -422,4 +437,244 @@ fn the_worker_seals_without_being_asked() {
         "the worker sealed the rows within 15 seconds of their transaction becoming the oldest"
     );
     run(&mut c, "DROP TABLE public.t_aud_worker");
+}
+
+#[test]
+fn the_log_is_partitioned_by_month_and_its_partitions_are_guarded() {
+    let mut c = client();
+    run(&mut c, "DROP TABLE IF EXISTS public.t_aud_part; CREATE TABLE public.t_aud_part (id int PRIMARY KEY);
+                 SELECT platform.audit_table('public.t_aud_part');
+                 INSERT INTO public.t_aud_part VALUES (1)");
+    // Registered with the partition capability: monthly in UTC, 3 months ahead, no default.
+    let config: String = one(
+        &mut c,
+        "SELECT control || ' ' || step || ' ' || premake || ' ' || time_zone || ' ' || with_default
+           FROM platform.partition_config WHERE parent = 'platform.audit_log'::regclass",
+    );
+    assert_eq!(config, "event_time 1 mon 3 UTC false");
+    let ahead: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM platform.partitions WHERE parent = 'platform.audit_log'::regclass
+            AND upper_bound::timestamptz > now() AND NOT is_default",
+    );
+    assert!(ahead >= 4, "the current month and 3 ahead: {ahead}");
+    // The row sits in the partition of this month.
+    let holder: String = one(
+        &mut c,
+        "SELECT tableoid::regclass::text FROM platform.audit_log WHERE table_name = 'public.t_aud_part' AND operation = 'INSERT'",
+    );
+    let expected: String = one(
+        &mut c,
+        "SELECT partition::text FROM platform.partitions WHERE parent = 'platform.audit_log'::regclass
+            AND lower_bound::timestamptz <= now() AND upper_bound::timestamptz > now()",
+    );
+    assert_eq!(holder, expected);
+    // Partitions are as append-only as the log, for the superuser too.
+    for sql in [
+        format!("UPDATE {expected} SET role_class = 'other' WHERE table_name = 'public.t_aud_part'"),
+        format!("SET session_replication_role = replica; DELETE FROM {expected} WHERE table_name = 'public.t_aud_part'"),
+        format!("TRUNCATE {expected}"),
+        format!("DROP TABLE {expected}"),
+        format!("ALTER TABLE platform.audit_log DETACH PARTITION {expected}"),
+        format!("ALTER TABLE {expected} DISABLE TRIGGER refuse_change"),
+        format!("ALTER TABLE {expected} RENAME TO old_part"),
+        "CREATE TABLE public.t_aud_catchall PARTITION OF platform.audit_log DEFAULT".to_string(),
+    ] {
+        let (code, message) = expect_error(&mut c, &sql);
+        assert_eq!(code, "42501", "{sql}: {message}");
+        assert!(message.contains("append-only"), "{sql}: {message}");
+    }
+    run(&mut c, "RESET session_replication_role");
+    run(&mut c, "DROP TABLE public.t_aud_part");
+}
+
+/// Inserts audit rows dated `at`, hashed as the trigger would hash them, in `tx`: once it
+/// commits, the next seal takes them like any other row.
+fn insert_dated_rows(
+    tx: &mut postgres::Transaction,
+    table: &str,
+    at: &str,
+    operation: &str,
+    images: &[String],
+) {
+    let row = tx
+        .query_one(
+            "SELECT pg_current_xact_id()::text, (extract(epoch FROM $1::text::timestamptz) * 1000000)::int8,
+                    (SELECT system_identifier FROM pg_control_system())",
+            &[&at],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (xid, us, cluster): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    for (i, image) in images.iter().enumerate() {
+        let seq = i as i32 + 1;
+        let record = super::chain::Record {
+            cluster_id: cluster,
+            event_time_us: us,
+            xid: xid.parse().unwrap_or(0),
+            statement_seq: 1,
+            row_seq: seq,
+            operation: operation.into(),
+            table_name: table.into(),
+            new_values: Some(image.clone()),
+            session_user: "postgres".into(),
+            current_user: "postgres".into(),
+            role_class: "admin".into(),
+            backend_pid: 1,
+            ..Default::default()
+        };
+        tx.execute(
+            "INSERT INTO platform.audit_log (cluster_id, event_time, xid, statement_seq, row_seq, operation, table_name,
+                                             new_values, session_user_name, current_user_name, role_class, backend_pid, row_hash)
+             VALUES ($1, 'epoch'::timestamptz + $2::int8 * interval '1 microsecond', $3::text::xid8, 1, $4, $5, $6, $7::text::json,
+                     'postgres', 'postgres', 'admin', 1, $8)",
+            &[&cluster, &us, &xid, &seq, &operation, &table, &image, &record.hash().to_vec()],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+fn write_dated_rows(c: &mut postgres::Client, table: &str, at: &str, n: i32) {
+    let mut tx = c.transaction().unwrap_or_else(|e| panic!("{e}"));
+    let images: Vec<String> = (1..=n).map(|i| format!("{{\"id\":{i}}}")).collect();
+    insert_dated_rows(&mut tx, table, at, "INSERT", &images);
+    tx.commit().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Waits until every transaction up to now has ended, then seals.
+fn seal_everything(c: &mut postgres::Client) {
+    let target: String = one(c, "SELECT pg_current_xact_id()::text");
+    for _ in 0..1200 {
+        if one::<bool>(
+            c,
+            &format!("SELECT pg_snapshot_xmin(pg_current_snapshot()) > '{target}'::xid8"),
+        ) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    run(c, "SELECT platform.seal_audit()");
+}
+
+#[test]
+fn retention_retires_sealed_partitions_and_verification_accounts_for_them() {
+    let mut c = client();
+    run(&mut c, "DROP TABLE IF EXISTS public.t_aud_keep; CREATE TABLE public.t_aud_keep (id int PRIMARY KEY);
+                 SELECT platform.audit_table('public.t_aud_keep')");
+    // Two old months of the log, made the way pg_restore or maintenance make partitions.
+    for (name, from, to) in [
+        ("platform.audit_log_p20200101", "2020-01-01", "2020-02-01"),
+        ("platform.audit_log_p20200201", "2020-02-01", "2020-03-01"),
+    ] {
+        run(&mut c, &format!(
+            "DROP TABLE IF EXISTS {name};
+             CREATE TABLE {name} (LIKE platform.audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+             ALTER TABLE platform.audit_log ATTACH PARTITION {name} FOR VALUES FROM ('{from} 00:00 UTC') TO ('{to} 00:00 UTC')"
+        ));
+    }
+    write_dated_rows(&mut c, "public.t_aud_jan", "2020-01-15 12:00 UTC", 3);
+    write_dated_rows(&mut c, "public.t_aud_feb", "2020-02-15 12:00 UTC", 2);
+    seal_everything(&mut c);
+    let verdict =
+        "SELECT intact::text || ' ' || coalesce(problem, '') FROM platform.verify_audit()";
+    assert_eq!(one::<String>(&mut c, verdict), "true ");
+    let jan_block: String = one(
+        &mut c,
+        "SELECT row_count || ' ' || time_lo AT TIME ZONE 'UTC' || ' ' || time_hi AT TIME ZONE 'UTC' FROM platform.audit_block
+          WHERE time_lo = '2020-01-01 00:00 UTC'",
+    );
+    assert_eq!(
+        jan_block, "3 2020-01-01 00:00:00 2020-02-01 00:00:00",
+        "a block per partition"
+    );
+
+    // Retention retires both old months (oldest first), recording each, and the chain
+    // still verifies: their blocks are expired, not missing.
+    run(
+        &mut c,
+        "SELECT platform.set_retention('platform.audit_log', '1 year')",
+    );
+    let retired: i32 = one(
+        &mut c,
+        "SELECT partitions_retired FROM platform.run_maintenance('platform.audit_log')",
+    );
+    run(
+        &mut c,
+        "SELECT platform.set_retention('platform.audit_log', NULL)",
+    );
+    assert_eq!(retired, 2);
+    assert!(one::<Option<i64>>(
+        &mut c,
+        "SELECT to_regclass('platform.audit_log_p20200101')::oid::int8"
+    )
+    .is_none());
+    let records = rows(
+        &mut c,
+        "SELECT table_name || ' ' || (new_values->>'rows') || ' ' || (new_values->>'action') FROM platform.audit_log
+          WHERE operation = 'RETENTION' AND table_name LIKE 'platform.audit_log_p2020%' ORDER BY id",
+    );
+    assert_eq!(
+        records,
+        vec![
+            "platform.audit_log_p20200101 3 drop".to_string(),
+            "platform.audit_log_p20200201 2 drop".to_string()
+        ]
+    );
+    assert_eq!(one::<String>(&mut c, verdict), "true ");
+
+    // A partition of the past holding rows not sealed yet waits: a transaction that began
+    // before them is still open.
+    run(&mut c, "DROP TABLE IF EXISTS platform.audit_log_p20190101;
+                 CREATE TABLE platform.audit_log_p20190101 (LIKE platform.audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+                 ALTER TABLE platform.audit_log ATTACH PARTITION platform.audit_log_p20190101 FOR VALUES FROM ('2019-01-01 00:00 UTC') TO ('2019-02-01 00:00 UTC')");
+    let mut old_tx = client();
+    run(&mut old_tx, "BEGIN; SELECT pg_current_xact_id()");
+    write_dated_rows(&mut c, "public.t_aud_1919", "2019-01-10 00:00 UTC", 1);
+    run(
+        &mut c,
+        "SELECT platform.set_retention('platform.audit_log', '1 year')",
+    );
+    let retired: i32 = one(
+        &mut c,
+        "SELECT partitions_retired FROM platform.run_maintenance('platform.audit_log')",
+    );
+    run(
+        &mut c,
+        "SELECT platform.set_retention('platform.audit_log', NULL)",
+    );
+    assert_eq!(retired, 0, "unsealed rows hold the partition back");
+    run(&mut old_tx, "COMMIT");
+    seal_everything(&mut c);
+    run(
+        &mut c,
+        "SELECT platform.set_retention('platform.audit_log', '1 year')",
+    );
+    let retired: i32 = one(
+        &mut c,
+        "SELECT partitions_retired FROM platform.run_maintenance('platform.audit_log')",
+    );
+    run(
+        &mut c,
+        "SELECT platform.set_retention('platform.audit_log', NULL)",
+    );
+    assert_eq!(retired, 1);
+    assert_eq!(one::<String>(&mut c, verdict), "true ");
+
+    // A forged RETENTION row (with a correct hash) whose horizon would pass live rows off
+    // as expired is found; it is never committed.
+    let mut tx = c.transaction().unwrap_or_else(|e| panic!("{e}"));
+    insert_dated_rows(
+        &mut tx,
+        "platform.audit_log_p20990101",
+        "now",
+        "RETENTION",
+        &["{\"action\":\"drop\",\"rows\":0,\"range_from_us\":0,\"range_to_us\":4102444800000000,\"horizon_us\":4102444800000000}".to_string()],
+    );
+    let found: String = tx
+        .query_one(verdict, &[])
+        .map(|r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.rollback().unwrap_or_else(|e| panic!("{e}"));
+    assert!(found.starts_with("false "), "{found}");
+    assert!(found.contains("forged RETENTION record"), "{found}");
+    run(&mut c, "DROP TABLE public.t_aud_keep");
 }

@@ -363,7 +363,34 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
         if log == pg_sys::InvalidOid || seq == pg_sys::InvalidOid {
             crate::error::raise(super::AuditError::LogMissing);
         }
-        let rel = pg_sys::table_open(log, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        // Locked as an INSERT into the log would lock it; the lock also brings in any
+        // invalidation of its partition list.
+        let parent = pg_sys::table_open(log, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        // A log of 0.3.0 (the library updated, ALTER EXTENSION UPDATE not run yet) is a
+        // plain table.
+        let partitioned =
+            (*(*parent).rd_rel).relkind == pg_sys::RELKIND_PARTITIONED_TABLE as std::ffi::c_char;
+        pg_sys::table_close(parent, pg_sys::NoLock as pg_sys::LOCKMODE);
+        // DDL is recorded without making partitions: during a restore, pg_restore's own
+        // DDL must not create the partitions it is about to restore. Its rows wait in
+        // platform.audit_log_pending instead, as do rows of a time no partition can be
+        // made for.
+        let make = r.operation != "DDL" && r.operation != "DROP";
+        let leaf = if partitioned {
+            match super::log::partition_for(log, r.event_time_us, make) {
+                Some(leaf) => leaf,
+                None => {
+                    let pending = pg_sys::get_relname_relid(c"audit_log_pending".as_ptr(), ns);
+                    if pending == pg_sys::InvalidOid {
+                        crate::error::raise(super::AuditError::NoPartition(r.event_time_us));
+                    }
+                    pending
+                }
+            }
+        } else {
+            log
+        };
+        let rel = pg_sys::table_open(leaf, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let desc = (*rel).rd_att;
         let natts = (*desc).natts as usize;
         let attrs = (*desc).attrs.as_slice(natts);

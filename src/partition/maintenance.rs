@@ -235,12 +235,15 @@ fn plan(p: &Parent, shape: &Shape, start: Option<NaiveDateTime>) -> Result<Plan,
         }
     }
     let retire = match p.cutoff {
-        Some(cut) => p
-            .parts
-            .iter()
-            .filter(|part| !part.is_default && part.range.upper.is_some_and(|u| u <= cut))
-            .map(|part| part.name.clone())
-            .collect(),
+        Some(cut) => {
+            let mut old: Vec<&Part> = p
+                .parts
+                .iter()
+                .filter(|part| !part.is_default && part.range.upper.is_some_and(|u| u <= cut))
+                .collect();
+            old.sort_by_key(|part| part.range.upper);
+            old.into_iter().map(|part| part.name.clone()).collect()
+        }
         None => Vec::new(),
     };
     let default = p.default_partition();
@@ -434,6 +437,11 @@ pub fn maintain(
     if first.is_empty() {
         return outcome;
     }
+    // The audit log seals what retention may remove before the parent is locked: sealing
+    // takes the sealers' lock, which a sealer holds while it writes to the log.
+    if !first.retire.is_empty() && p.qualified == "platform.audit_log" {
+        crate::audit::seal_before_retention();
+    }
     let timeout = LocalSetting::set(
         c"lock_timeout",
         &format!("{}ms", crate::gucs::MAINTENANCE_LOCK_TIMEOUT.get()),
@@ -458,11 +466,19 @@ pub fn maintain(
         created.push(create_partition(&p, &shape, *lower, *upper, |_| {}));
     }
     for name in &work.retire {
+        if let Err(why) = before_retire(&p, shape.action, name) {
+            // Oldest first: a partition that must wait keeps the later ones too.
+            log!(
+                "pg_platform: {}: retention of {name} waits: {why}",
+                p.qualified
+            );
+            break;
+        }
         retire(&p, shape.action, name);
         outcome.retired += 1;
     }
     outcome.created = created.len() as i32;
-    if !created.is_empty() || first.create_default {
+    if !created.is_empty() || first.create_default || outcome.retired > 0 {
         p = survey_one(parent);
     }
     for part in p.parts.iter().filter(|part| !part.in_sync) {
@@ -485,6 +501,15 @@ pub fn maintain(
         );
     }
     outcome
+}
+
+/// Whether a maintenance pass over the registered table `parent` would do anything.
+pub fn needs_maintenance(parent: &str) -> bool {
+    let Some(oid) = sql::read::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[parent.into()])
+    else {
+        return false;
+    };
+    survey(Some(oid)).first().is_some_and(needs_work)
 }
 
 /// Whether a pass over `p` would do anything (a registration that no longer fits its
@@ -657,6 +682,19 @@ fn create_default(p: &Parent) {
         "pg_platform: {}: created default partition {name}",
         p.qualified
     );
+}
+
+/// Tables of other capabilities that must have their say before a partition goes: the
+/// audit log seals and records the partition first (and may ask to wait).
+fn before_retire(p: &Parent, action: RetentionAction, partition: &str) -> Result<(), String> {
+    if p.qualified != "platform.audit_log" {
+        return Ok(());
+    }
+    let verb = match action {
+        RetentionAction::Drop => "drop",
+        RetentionAction::Detach => "detach",
+    };
+    crate::audit::before_retire(partition, verb)
 }
 
 fn retire(p: &Parent, action: RetentionAction, partition: &str) {

@@ -16,7 +16,7 @@ use calendar::{Step, StepRule, STEP_RULE};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-pub use maintenance::worker_task;
+pub use maintenance::{needs_maintenance, worker_task};
 
 /// Partitions one call may create: a typo in `start` must not create a million tables.
 const MAX_NEW_PARTITIONS: usize = 10_000;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ALTER EXTENSION pg_platform UPDATE from every earlier version gives the same extension as
-# a fresh CREATE EXTENSION of the current one: functions (signatures, volatility,
+# a fresh CREATE EXTENSION of the current one (partitions, which are data, aside):
+# functions (signatures, volatility,
 # strictness, privileges), tables, views and their columns and privileges, event
 # triggers, configuration tables kept by pg_dump. The earlier versions' install scripts
 # are kept, frozen, in tests/upgrade/.
@@ -17,11 +18,11 @@ SELECT 'function ' || p.oid::regprocedure || ' -> ' || pg_get_function_result(p.
   FROM pg_proc p WHERE p.pronamespace = 'platform'::regnamespace
 UNION ALL
 SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' acl=' || coalesce(c.relacl::text, 'default')
-  FROM pg_class c WHERE c.relnamespace = 'platform'::regnamespace
+  FROM pg_class c WHERE c.relnamespace = 'platform'::regnamespace AND NOT c.relispartition
 UNION ALL
 SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull::text
   FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
- WHERE c.relnamespace = 'platform'::regnamespace
+ WHERE c.relnamespace = 'platform'::regnamespace AND NOT c.relispartition
 UNION ALL
 SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || coalesce(evttags::text, '') || ' ' || evtfoid::regproc
   FROM pg_event_trigger
@@ -43,7 +44,28 @@ for old in "$root"/tests/upgrade/pg_platform--*.sql; do
     db="from_${version//./_}"
     q postgres "CREATE DATABASE $db" >/dev/null
     q "$db" "CREATE EXTENSION pg_platform VERSION '$version'" >/dev/null
+    if [ "$version" = 0.3.0 ]; then
+        # An audit log written and sealed before the update (the new library on the 0.3.0
+        # schema writes to the plain table).
+        q "$db" "CREATE TABLE public.audited (id int PRIMARY KEY, v text);
+                 SELECT platform.audit_table('public.audited');
+                 INSERT INTO public.audited SELECT g, 'before' FROM generate_series(1, 20) g" >/dev/null
+        q "$db" "SELECT platform.seal_audit()" >/dev/null
+    fi
     q "$db" "ALTER EXTENSION pg_platform UPDATE" >/dev/null
+    if [ "$version" = 0.3.0 ]; then
+        # The 0.3.0 table is the first partition, its blocks still verify, and the log goes
+        # on in monthly partitions.
+        q "$db" "UPDATE public.audited SET v = 'after' WHERE id <= 5" >/dev/null
+        q "$db" "SELECT platform.seal_audit()" >/dev/null
+        got=$(q "$db" "SELECT (SELECT intact FROM platform.verify_audit()),
+                              (SELECT count(*) FROM platform.audit_log_before_0_4 WHERE operation = 'INSERT' AND table_name = 'public.audited'),
+                              (SELECT count(*) FROM platform.audit_log WHERE operation = 'UPDATE' AND table_name = 'public.audited'),
+                              (SELECT count(*) > 1 FROM platform.partitions WHERE parent = 'platform.audit_log'::regclass),
+                              (SELECT count(*) FROM platform.audit_block WHERE time_hi IS NULL AND time_lo IS NULL) > 0")
+        [ "$got" = "t|20|5|t|t" ] || { echo "the 0.3.0 audit log did not come through the update as it should: $got"; exit 1; }
+        echo "upgrade 0.3.0 -> $current: the audit log written before the update verifies as the first partition"
+    fi
     as_root rm -f "$extdir/$(basename "$old")"
     [ "$(q "$db" "SELECT extversion FROM pg_extension WHERE extname = 'pg_platform'")" = "$current" ] \
         || { echo "ALTER EXTENSION UPDATE from $version did not reach $current"; exit 1; }

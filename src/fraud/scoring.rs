@@ -1,0 +1,553 @@
+//! Scoring a payment inside the transaction that writes it, and the replay of a payment
+//! history that training, evaluation and profile rebuilds share.
+//!
+//! One path computes features everywhere: the card's profile before the payment, then
+//! [`features::features`], then the model (or the built-in anomaly score), then the
+//! profile folds the payment in. Live scoring keeps profiles in `platform.fraud_profile`
+//! (one row per card, locked for the writing transaction: payments of one card are scored
+//! one after the other, different cards never wait for each other, and a rolled-back
+//! payment leaves its card's profile as it was); a replay keeps them in memory, in time
+//! order, so a payment's features only ever use the payments before it.
+
+use crate::error::{raise, OrRaise, SpiFailure, SqlError};
+use crate::fraud::features::{self, FeatureVector, BUILTIN_FEATURES};
+use crate::fraud::profile::{Payment, Profile};
+use crate::fraud::registry::{self as registry, Loaded, BUILTIN_THRESHOLDS};
+use crate::fraud::FraudError;
+use crate::sql;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// PostgreSQL's epoch (2000-01-01) in Unix microseconds.
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// Reasons returned with a score.
+const TOP_REASONS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error("{0} must not be NULL")]
+    Null(&'static str),
+    #[error("amount {0} is negative")]
+    NegativeAmount(f64),
+    #[error("latitude {0} is outside -90..90")]
+    Latitude(f64),
+    #[error("longitude {0} is outside -180..180")]
+    Longitude(f64),
+    #[error("the source query has no column \"{0}\"")]
+    MissingColumn(String),
+    #[error("the source query returned no labelled payments")]
+    NoLabels,
+    #[error("invalid option {0}: {1}")]
+    BadOption(String, String),
+    #[error("the operating system gave no random bytes for the card key salt")]
+    NoRandomness,
+}
+
+impl SqlError for ScoreError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            Self::Null(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Self::NegativeAmount(_) | Self::Latitude(_) | Self::Longitude(_) => {
+                ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
+            }
+            Self::MissingColumn(_) => ERRCODE_UNDEFINED_COLUMN,
+            Self::NoLabels => ERRCODE_NO_DATA_FOUND,
+            Self::BadOption(..) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::NoRandomness => ERRCODE_SYSTEM_ERROR,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::MissingColumn(_) => Some("The query must return card, amount, occurred_at, merchant and category (lat, lon and attrs are optional), plus the label column for training and evaluation.".into()),
+            _ => None,
+        }
+    }
+}
+
+/// A score with its verdict and reasons.
+pub struct Outcome {
+    pub score: f64,
+    pub level: &'static str,
+    pub reasons: Vec<String>,
+    pub model: String,
+    pub version: Option<i32>,
+}
+
+pub fn risk_level(score: f64, elevated: f64, highest: f64) -> &'static str {
+    if score >= highest {
+        "highest"
+    } else if score >= elevated {
+        "elevated"
+    } else {
+        "normal"
+    }
+}
+
+/// Buffers reused by every score of a backend: scoring allocates nothing per tree.
+#[derive(Default)]
+struct Buffers {
+    row: Vec<f64>,
+    scratch: Vec<f64>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+    static SALT: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Named extra attributes for the model's layout from the payment's `attrs`: numbers as
+/// they are, booleans as 1/0, numeric strings parsed; anything else is missing (NaN).
+pub fn extras_for<'a>(
+    names: &'a [String],
+    attrs: Option<&serde_json::Value>,
+) -> Vec<(&'a str, f64)> {
+    names
+        .iter()
+        .map(|n| {
+            let v = attrs.and_then(|a| a.get(n.as_str()));
+            let x = match v {
+                Some(serde_json::Value::Number(x)) => x.as_f64().unwrap_or(f64::NAN),
+                Some(serde_json::Value::Bool(b)) => f64::from(u8::from(*b)),
+                Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(f64::NAN),
+                _ => f64::NAN,
+            };
+            (n.as_str(), x)
+        })
+        .collect()
+}
+
+/// Scores `payment` against `profile` (the card's state before it) with `model`, or with
+/// the built-in anomaly score when there is none.
+pub fn score(
+    profile: &Profile,
+    payment: &Payment<'_>,
+    attrs: Option<&serde_json::Value>,
+    model: Option<&Loaded>,
+) -> Result<(Outcome, FeatureVector), FraudError> {
+    match model {
+        None => {
+            let fv = features::features(profile, payment, &[])?;
+            let scored = features::anomaly_score(&fv);
+            let (e, h) = BUILTIN_THRESHOLDS;
+            Ok((
+                Outcome {
+                    score: scored.score,
+                    level: risk_level(scored.score, e, h),
+                    reasons: scored
+                        .reasons
+                        .into_iter()
+                        .take(TOP_REASONS)
+                        .map(|r| r.text)
+                        .collect(),
+                    model: "builtin".into(),
+                    version: None,
+                },
+                fv,
+            ))
+        }
+        Some(m) => {
+            let extra = extras_for(&m.layout.extra_names, attrs);
+            let fv = features::features(profile, payment, &extra)?;
+            let n = m.scorer.features().len();
+            let (score, reasons) = BUFFERS.with_borrow_mut(|b| {
+                b.row.resize(n, 0.0);
+                b.scratch.resize(n, 0.0);
+                m.layout.fill(&fv, &mut b.row)?;
+                let score = m.scorer.predict(&b.row)?;
+                m.scorer.contributions(&b.row, &mut b.scratch)?;
+                let reasons =
+                    features::reasons_from_contributions(&m.layout, &fv, &b.scratch, TOP_REASONS);
+                Ok::<_, FraudError>((score, reasons))
+            })?;
+            Ok((
+                Outcome {
+                    score,
+                    level: risk_level(score, m.elevated, m.highest),
+                    reasons: reasons.into_iter().map(|r| r.text).collect(),
+                    model: m.name.clone(),
+                    version: Some(m.version),
+                },
+                fv,
+            ))
+        }
+    }
+}
+
+/// The per-database salt of card keys, made on first use (kept by pg_dump, so restored
+/// profiles still match their cards).
+fn salt() -> Vec<u8> {
+    if let Some(s) = SALT.with_borrow(|s| s.clone()) {
+        return s;
+    }
+    let read = || sql::read::<Vec<u8>>("SELECT salt FROM platform.fraud_secret", &[]);
+    let found = sql::as_extension_owner(|| {
+        read().or_else(|| {
+            let mut fresh = [0u8; 32];
+            if getrandom::fill(&mut fresh).is_err() {
+                raise(ScoreError::NoRandomness);
+            }
+            sql::modify(
+                "INSERT INTO platform.fraud_secret (salt) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[fresh.to_vec().into()],
+            );
+            read()
+        })
+    })
+    .unwrap_or_default();
+    SALT.with_borrow_mut(|s| *s = Some(found.clone()));
+    found
+}
+
+/// A card's profile key: a salted SHA-256, so profiles never hold the card number.
+pub fn card_key(card: &str) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(salt());
+    h.update(card.as_bytes());
+    h.finalize().to_vec()
+}
+
+/// The card's profile, locked until the transaction ends (made empty if new).
+fn lock_profile(key: &[u8]) -> Profile {
+    let select = "SELECT state FROM platform.fraud_profile WHERE card_key = $1 FOR UPDATE";
+    let state = sql::modify_returning::<Vec<u8>>(select, &[key.to_vec().into()]).or_else(|| {
+        // A new card: two first payments at once both insert; one waits for the other.
+        sql::modify_returning::<Vec<u8>>(
+            "INSERT INTO platform.fraud_profile (card_key, state) VALUES ($1, '\\x') ON CONFLICT DO NOTHING RETURNING state",
+            &[key.to_vec().into()],
+        )
+        .or_else(|| sql::modify_returning::<Vec<u8>>(select, &[key.to_vec().into()]))
+    });
+    match state {
+        Some(b) if !b.is_empty() => Profile::from_bytes(&b).or_raise(),
+        _ => Profile::new(0),
+    }
+}
+
+fn save_profile(key: &[u8], profile: &Profile) {
+    sql::modify(
+        "UPDATE platform.fraud_profile SET state = $2, payments = payments + 1, updated_at = now() WHERE card_key = $1",
+        &[key.to_vec().into(), profile.to_bytes().into()],
+    );
+}
+
+fn micros(t: TimestampWithTimeZone) -> i64 {
+    pg_sys::TimestampTz::from(t) + PG_EPOCH_US
+}
+
+pub fn check_place(lat: Option<f64>, lon: Option<f64>) {
+    if let Some(l) = lat {
+        if !(-90.0..=90.0).contains(&l) {
+            raise(ScoreError::Latitude(l));
+        }
+    }
+    if let Some(l) = lon {
+        if !(-180.0..=180.0).contains(&l) {
+            raise(ScoreError::Longitude(l));
+        }
+    }
+}
+
+/// Scores one payment and folds it into its card's profile, in the calling transaction.
+#[allow(clippy::too_many_arguments)]
+pub fn score_and_learn(
+    card: &str,
+    amount: f64,
+    at: i64,
+    merchant: &str,
+    category: &str,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    attrs: Option<&serde_json::Value>,
+) -> Outcome {
+    if amount < 0.0 || amount.is_nan() {
+        raise(ScoreError::NegativeAmount(amount));
+    }
+    check_place(lat, lon);
+    let name = crate::gucs::FRAUD_MODEL
+        .get()
+        .and_then(|c| c.to_str().ok().map(str::to_string))
+        .unwrap_or_default();
+    let model = if name.is_empty() {
+        None
+    } else {
+        registry::champion(&name)
+    };
+    let payment = Payment {
+        at_micros: at,
+        amount,
+        merchant,
+        category,
+        lat,
+        lon,
+    };
+    sql::as_extension_owner(|| {
+        let key = card_key(card);
+        let mut profile = lock_profile(&key);
+        let (outcome, _) = score(&profile, &payment, attrs, model.as_deref()).or_raise();
+        profile.update(&payment).or_raise();
+        save_profile(&key, &profile);
+        outcome
+    })
+}
+
+/// Scores a payment inside the calling transaction and folds it into the card's profile
+/// (a rollback undoes both): `score` in 0..1, `risk_level` (normal, elevated, highest, by
+/// the model's thresholds), the top `reasons` in words, and the model and version that
+/// scored (`builtin` while `platform.fraud_model` has no champion). `attrs` carries
+/// anything else the model uses, by its feature names. VOLATILE, not STABLE: it writes the
+/// card's profile, and each call must see the payments scored before it.
+#[pg_extern(volatile, requires = ["fraud_result_type"])]
+#[allow(clippy::too_many_arguments)]
+fn fraud_score(
+    card: Option<&str>,
+    amount: Option<AnyNumeric>,
+    occurred_at: Option<TimestampWithTimeZone>,
+    merchant: default!(Option<&str>, "NULL"),
+    category: default!(Option<&str>, "NULL"),
+    lat: default!(Option<f64>, "NULL"),
+    lon: default!(Option<f64>, "NULL"),
+    attrs: default!(Option<pgrx::JsonB>, "'{}'"),
+) -> pgrx::composite_type!('static, "platform.fraud_result") {
+    let Some(card) = card.filter(|c| !c.is_empty()) else {
+        raise(ScoreError::Null("card"))
+    };
+    let Some(amount) = amount else {
+        raise(ScoreError::Null("amount"))
+    };
+    let amount = f64::try_from(amount).unwrap_or(f64::NAN);
+    let Some(at) = occurred_at else {
+        raise(ScoreError::Null("occurred_at"))
+    };
+    let outcome = score_and_learn(
+        card,
+        amount,
+        micros(at),
+        merchant.unwrap_or(""),
+        category.unwrap_or(""),
+        lat,
+        lon,
+        attrs.as_ref().map(|j| &j.0),
+    );
+    result_tuple(&outcome)
+}
+
+pub fn result_tuple(o: &Outcome) -> PgHeapTuple<'static, AllocatedByRust> {
+    let built = (|| {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let mut t = PgHeapTuple::new_composite_type("platform.fraud_result").map_err(|x| e(&x))?;
+        t.set_by_name("score", o.score).map_err(|x| e(&x))?;
+        t.set_by_name("risk_level", o.level.to_string())
+            .map_err(|x| e(&x))?;
+        t.set_by_name("reasons", o.reasons.clone())
+            .map_err(|x| e(&x))?;
+        t.set_by_name("model", o.model.clone()).map_err(|x| e(&x))?;
+        t.set_by_name("model_version", o.version)
+            .map_err(|x| e(&x))?;
+        Ok::<_, String>(t)
+    })();
+    match built {
+        Ok(t) => t,
+        Err(e) => raise(SpiFailureText(e)),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("pg_platform could not build platform.fraud_result: {0}")]
+struct SpiFailureText(String);
+
+impl SqlError for SpiFailureText {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
+    }
+}
+
+/// One payment of a history.
+pub struct HistoryRow {
+    pub card: String,
+    pub amount: f64,
+    pub at: i64,
+    pub merchant: String,
+    pub category: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub attrs: Option<serde_json::Value>,
+    pub label: Option<bool>,
+}
+
+impl HistoryRow {
+    pub fn payment(&self) -> Payment<'_> {
+        Payment {
+            at_micros: self.at,
+            amount: self.amount,
+            merchant: &self.merchant,
+            category: &self.category,
+            lat: self.lat,
+            lon: self.lon,
+        }
+    }
+}
+
+/// The columns of `query` (run with LIMIT 0).
+fn columns(query: &str) -> Vec<String> {
+    Spi::connect(|c| {
+        let t = c.select(&format!("SELECT * FROM ({query}) q LIMIT 0"), None, &[])?;
+        let mut out = Vec::new();
+        for i in 1..=t.columns()? {
+            out.push(t.column_name(i)?);
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .map_err(SpiFailure::from)
+    .or_raise()
+}
+
+/// Replays `query`'s payments in time order with in-memory profiles, calling `each` with
+/// every payment and the card's profile before it. `label`, when given, names the column
+/// read as the payment's label (true, 1, 'fraud' and 'chargeback' are fraud).
+pub fn replay(
+    query: &str,
+    label: Option<&str>,
+    mut each: impl FnMut(&HistoryRow, &Profile),
+) -> HashMap<String, Profile> {
+    let cols = columns(query);
+    for required in ["card", "amount", "occurred_at", "merchant", "category"]
+        .into_iter()
+        .chain(label)
+    {
+        if !cols.iter().any(|c| c == required) {
+            raise(ScoreError::MissingColumn(required.to_string()));
+        }
+    }
+    let optional = |name: &str, cast: &str| {
+        if cols.iter().any(|c| c == name) {
+            format!("q.{}::{cast}", sql::quote_ident(name))
+        } else {
+            format!("NULL::{cast}")
+        }
+    };
+    let label_sql = match label {
+        Some(l) => format!(
+            "CASE WHEN q.{l} IS NULL THEN NULL ELSE lower(q.{l}::text) IN ('t', 'true', '1', 'fraud', 'chargeback') END",
+            l = sql::quote_ident(l)
+        ),
+        None => "NULL::boolean".into(),
+    };
+    let wrapped = format!(
+        "SELECT q.card::text, q.amount::float8, (extract(epoch FROM q.occurred_at::timestamptz) * 1000000)::int8,
+                coalesce(q.merchant::text, ''), coalesce(q.category::text, ''), {}, {}, {}, {label_sql}
+           FROM ({query}) q ORDER BY q.occurred_at",
+        optional("lat", "float8"),
+        optional("lon", "float8"),
+        optional("attrs", "jsonb"),
+    );
+    let mut profiles: HashMap<String, Profile> = HashMap::new();
+    let mut seen = 0u64;
+    Spi::connect(|c| {
+        let mut cursor = c.open_cursor(&wrapped, &[]);
+        loop {
+            let batch = cursor.fetch(10_000)?;
+            if batch.is_empty() {
+                break;
+            }
+            for r in batch {
+                let Some(card) = r.get::<String>(1)? else {
+                    continue;
+                };
+                let row = HistoryRow {
+                    card,
+                    amount: r.get::<f64>(2)?.unwrap_or(f64::NAN),
+                    at: r.get::<i64>(3)?.unwrap_or(0),
+                    merchant: r.get::<String>(4)?.unwrap_or_default(),
+                    category: r.get::<String>(5)?.unwrap_or_default(),
+                    lat: r.get::<f64>(6)?,
+                    lon: r.get::<f64>(7)?,
+                    attrs: r.get::<pgrx::JsonB>(8)?.map(|j| j.0),
+                    label: r.get::<bool>(9)?,
+                };
+                let payment = row.payment();
+                // A payment the scorer would refuse (negative amount, place out of range)
+                // is skipped, as live scoring would have refused it.
+                if payment.check().is_err() {
+                    continue;
+                }
+                let profile = profiles
+                    .entry(row.card.clone())
+                    .or_insert_with(|| Profile::new(0));
+                each(&row, profile);
+                let _ = profile.update(&payment);
+                seen += 1;
+                if seen.is_multiple_of(1000) {
+                    pgrx::check_for_interrupts!();
+                }
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(())
+    })
+    .map_err(SpiFailure::from)
+    .or_raise();
+    profiles
+}
+
+/// Rebuilds every card's profile from a payment history, in time order: `source` returns
+/// card, amount, occurred_at, merchant, category and optionally lat, lon. The profiles of
+/// cards the history does not name are removed. Returns the number of cards.
+#[pg_extern(volatile)]
+fn fraud_rebuild_profiles(source: &str) -> i64 {
+    let profiles = replay(source, None, |_, _| {});
+    sql::as_extension_owner(|| {
+        sql::modify("DELETE FROM platform.fraud_profile", &[]);
+        for (card, profile) in &profiles {
+            sql::modify(
+                "INSERT INTO platform.fraud_profile (card_key, state, payments) VALUES ($1, $2, $3)",
+                &[
+                    card_key(card).into(),
+                    profile.to_bytes().into(),
+                    (profile.count as i64).into(),
+                ],
+            );
+        }
+    });
+    profiles.len() as i64
+}
+
+/// The feature names a replay gives each payment: the built-in ones, then `extra`.
+pub fn all_features(extra: &[String]) -> Vec<String> {
+    BUILTIN_FEATURES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE TYPE platform.fraud_result AS (
+    score         float8,
+    risk_level    text,
+    reasons       text[],
+    model         text,
+    model_version integer
+);
+COMMENT ON TYPE platform.fraud_result IS 'What platform.fraud_score returns: score 0..1, risk level, reasons in words, the model and version that scored.';
+CREATE TABLE platform.fraud_profile (
+    card_key   bytea PRIMARY KEY,
+    state      bytea NOT NULL,
+    payments   bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE platform.fraud_profile IS 'Per-card behavioural profiles of fraud scoring, keyed by a salted SHA-256 of the card (never the card itself). Readable by the extension owner only.';
+CREATE TABLE platform.fraud_secret (
+    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+    salt bytea NOT NULL
+);
+COMMENT ON TABLE platform.fraud_secret IS 'The salt of card keys in platform.fraud_profile, made on first use. Readable by the extension owner only.';
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_profile', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_secret', '');
+"#,
+    name = "fraud_result_type",
+);

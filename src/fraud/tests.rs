@@ -1,0 +1,517 @@
+//! Fraud scoring in a real server: scores and profiles inside transactions, the registry
+//! across sessions, imported models equal to the libraries' own predictions, training and
+//! evaluation through the live feature code, and every refused input.
+
+use crate::testing::{client, expect_error, one};
+
+fn run(c: &mut postgres::Client, sql: &str) {
+    if let Err(e) = c.batch_execute(sql) {
+        match e.as_db_error() {
+            Some(d) => panic!("{sql}: {} {}", d.code().code(), d.message()),
+            None => panic!("{sql}: {e}"),
+        }
+    }
+}
+
+/// (score, risk_level, reasons joined, model, version) of one fraud_score call.
+fn score(c: &mut postgres::Client, args: &str) -> (f64, String, String, String, Option<i32>) {
+    let sql = format!(
+        "SELECT s.score, s.risk_level, array_to_string(s.reasons, ' | '), s.model, s.model_version
+           FROM platform.fraud_score({args}) s"
+    );
+    match c.query_one(&sql, &[]) {
+        Ok(r) => (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+fn payments(c: &mut postgres::Client, card: &str) -> i64 {
+    one(
+        c,
+        &format!(
+            "SELECT coalesce((SELECT payments FROM platform.fraud_profile p
+                               WHERE p.card_key = (SELECT sha256(salt || '{card}'::bytea) FROM platform.fraud_secret)), 0)"
+        ),
+    )
+}
+
+#[test]
+fn the_builtin_score_learns_a_card_and_explains_an_anomaly() {
+    let mut c = client();
+    run(&mut c, "SET platform.fraud_model = 'none_deployed'");
+    // A card's habit: 20 days of one afternoon grocery payment of about 40.
+    for d in 0..20 {
+        let (s, level, _, model, version) = score(
+            &mut c,
+            &format!(
+                "'4000-0001', {}, timestamptz '2026-03-01 15:00 UTC' + interval '{d} days', 'grocer', 'grocery', 48.85, 2.35",
+                38 + d % 5
+            ),
+        );
+        assert_eq!((model.as_str(), version), ("builtin", None));
+        assert!((0.0..1.0).contains(&s));
+        assert_eq!(level, "normal", "day {d}: {s}");
+    }
+    assert_eq!(payments(&mut c, "4000-0001"), 20);
+    // Ten times the amount, at night, at a new merchant in a new category, far away.
+    let (s, level, reasons, _, _) = score(
+        &mut c,
+        "'4000-0001', 420, timestamptz '2026-03-21 02:40 UTC', 'electronics-shop', 'electronics', 40.71, -74.0",
+    );
+    assert!(s > 0.9, "{s}");
+    assert_eq!(level, "highest");
+    assert!(reasons.contains("this card's average"), "{reasons}");
+    assert!(reasons.contains("02:40"), "{reasons}");
+    assert!(
+        reasons.contains("first payment in this category"),
+        "{reasons}"
+    );
+
+    // A rolled-back payment leaves the profile as it was.
+    run(&mut c, "BEGIN");
+    score(&mut c, "'4000-0001', 10, now(), 'grocer', 'grocery'");
+    run(&mut c, "ROLLBACK");
+    assert_eq!(payments(&mut c, "4000-0001"), 21);
+    // The profile holds no card number.
+    let plain: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM platform.fraud_profile WHERE position('4000-0001'::bytea IN state) > 0
+            OR position('4000-0001'::bytea IN card_key) > 0",
+    );
+    assert_eq!(plain, 0);
+}
+
+#[test]
+fn bad_payments_are_refused_and_change_nothing() {
+    let mut c = client();
+    for (args, code, words) in [
+        ("NULL, 10, now()", "22004", "card must not be NULL"),
+        (
+            "'4000-0002', NULL, now()",
+            "22004",
+            "amount must not be NULL",
+        ),
+        (
+            "'4000-0002', 10, NULL",
+            "22004",
+            "occurred_at must not be NULL",
+        ),
+        ("'4000-0002', -1, now()", "22003", "negative"),
+        (
+            "'4000-0002', 10, now(), 'm', 'c', 91, 0",
+            "22003",
+            "latitude 91",
+        ),
+        (
+            "'4000-0002', 10, now(), 'm', 'c', 0, -181",
+            "22003",
+            "longitude -181",
+        ),
+    ] {
+        let (got, message) = expect_error(&mut c, &format!("SELECT platform.fraud_score({args})"));
+        assert_eq!(got, code, "{args}: {message}");
+        assert!(message.contains(words), "{args}: {message}");
+    }
+    assert_eq!(payments(&mut c, "4000-0002"), 0);
+}
+
+#[test]
+fn concurrent_writers_keep_every_cards_profile_exact() {
+    let mut c = client();
+    run(&mut c, "SET platform.fraud_model = 'none_deployed'");
+    // 8 writers: each has its own card, and all share one card.
+    std::thread::scope(|s| {
+        for w in 0..8 {
+            s.spawn(move || {
+                let mut c = client();
+                for i in 0..25 {
+                    run(
+                        &mut c,
+                        &format!(
+                            "SELECT platform.fraud_score('4100-own-{w}', {}, now(), 'm{i}', 'c');
+                             SELECT platform.fraud_score('4100-shared', 5, now(), 'm', 'c')",
+                            10 + i
+                        ),
+                    );
+                }
+            });
+        }
+    });
+    for w in 0..8 {
+        assert_eq!(payments(&mut c, &format!("4100-own-{w}")), 25);
+    }
+    assert_eq!(
+        payments(&mut c, "4100-shared"),
+        200,
+        "no lost update on a shared card"
+    );
+}
+
+/// The fixture's rows as (attrs JSON with the model's features renamed `x_<name>`, the
+/// library's probability) for `column` (xgb_prob or lgb_prob).
+fn fixture_rows(column: &str) -> Vec<(String, f64)> {
+    let csv = include_str!("testdata/rows.csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name);
+    let features = [
+        "amount",
+        "log_amount",
+        "count_1h",
+        "count_24h",
+        "distance_prev_km",
+        "hour_of_day",
+    ];
+    let Some(target) = at(column) else {
+        panic!("no column {column}")
+    };
+    lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            let attrs: Vec<String> = features
+                .iter()
+                .filter_map(|f| {
+                    let v: f64 = cells.get(at(f)?)?.parse().ok()?;
+                    v.is_finite().then(|| format!("\"x_{f}\": {v:?}"))
+                })
+                .collect();
+            let p: f64 = cells
+                .get(target)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            (format!("{{{}}}", attrs.join(", ")), p)
+        })
+        .collect()
+}
+
+fn renamed(text: &str, lightgbm: bool) -> String {
+    let mut out = text.to_string();
+    for f in [
+        "log_amount",
+        "count_1h",
+        "count_24h",
+        "distance_prev_km",
+        "hour_of_day",
+    ] {
+        out = out.replace(&format!("\"{f}\""), &format!("\"x_{f}\""));
+    }
+    out = out.replace("\"amount\"", "\"x_amount\"");
+    if lightgbm {
+        out = out
+            .lines()
+            .map(|l| {
+                if let Some(names) = l.strip_prefix("feature_names=") {
+                    let renamed: Vec<String> = names.split(' ').map(|n| format!("x_{n}")).collect();
+                    format!("feature_names={}", renamed.join(" "))
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    out
+}
+
+#[test]
+fn imported_models_score_as_the_libraries_do() {
+    let mut c = client();
+    let features = "ARRAY['x_amount', 'x_log_amount', 'x_count_1h', 'x_count_24h', 'x_distance_prev_km', 'x_hour_of_day']";
+    for (name, format, text, column) in [
+        (
+            "t_xgb",
+            "xgboost",
+            renamed(include_str!("testdata/xgb.json"), false),
+            "xgb_prob",
+        ),
+        (
+            "t_lgb",
+            "lightgbm",
+            renamed(include_str!("testdata/lgb.txt"), true),
+            "lgb_prob",
+        ),
+    ] {
+        let version: i32 = match c.query_one(
+            &format!("SELECT platform.fraud_import_model('{name}', '{format}', $1, {features})"),
+            &[&text],
+        ) {
+            Ok(r) => r.get(0),
+            Err(e) => panic!("import {name}: {e}"),
+        };
+        run(&mut c, &format!("SELECT platform.fraud_deploy('{name}', {version}); SET platform.fraud_model = '{name}'"));
+        for (i, (attrs, expected)) in fixture_rows(column).into_iter().enumerate().take(60) {
+            let (s, _, _, model, v) = score(
+                &mut c,
+                &format!("'4200-{name}-{i}', 1, now(), 'm', 'c', NULL, NULL, '{attrs}'"),
+            );
+            assert_eq!((model.as_str(), v), (name, Some(version)));
+            assert_eq!(s, expected, "{name} row {i}: {attrs}");
+        }
+    }
+    run(&mut c, "RESET platform.fraud_model");
+}
+
+#[test]
+fn deploys_are_transactional_and_seen_by_every_session_at_commit() {
+    let mut c = client();
+    let text = renamed(include_str!("testdata/lgb.txt"), true);
+    let features = "ARRAY['x_amount', 'x_log_amount', 'x_count_1h', 'x_count_24h', 'x_distance_prev_km', 'x_hour_of_day']";
+    let import = |c: &mut postgres::Client| -> i32 {
+        match c.query_one(
+            &format!("SELECT platform.fraud_import_model('t_dep', 'lightgbm', $1, {features})"),
+            &[&text],
+        ) {
+            Ok(r) => r.get(0),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let v1 = import(&mut c);
+    let v2 = import(&mut c);
+    assert_eq!(v2, v1 + 1);
+    let mut other = client();
+    run(&mut other, "SET platform.fraud_model = 't_dep'");
+    let model = |o: &mut postgres::Client| {
+        let (_, _, _, m, v) = score(o, "'4300-1', 5, now()");
+        (m, v)
+    };
+    assert_eq!(model(&mut other), ("builtin".to_string(), None));
+    run(
+        &mut c,
+        &format!("BEGIN; SELECT platform.fraud_deploy('t_dep', {v1})"),
+    );
+    assert_eq!(
+        model(&mut other),
+        ("builtin".to_string(), None),
+        "not before commit"
+    );
+    run(&mut c, "COMMIT");
+    assert_eq!(model(&mut other), ("t_dep".to_string(), Some(v1)));
+    run(
+        &mut c,
+        &format!("BEGIN; SELECT platform.fraud_deploy('t_dep', {v2}); ROLLBACK"),
+    );
+    assert_eq!(
+        model(&mut other),
+        ("t_dep".to_string(), Some(v1)),
+        "a rolled-back deploy changes nothing"
+    );
+    run(
+        &mut c,
+        &format!("SELECT platform.fraud_deploy('t_dep', {v2})"),
+    );
+    assert_eq!(model(&mut other), ("t_dep".to_string(), Some(v2)));
+    assert_eq!(
+        one::<i32>(&mut c, "SELECT platform.fraud_rollback('t_dep')"),
+        v1
+    );
+    assert_eq!(model(&mut other), ("t_dep".to_string(), Some(v1)));
+    let (code, message) = expect_error(
+        &mut c,
+        &format!("SELECT platform.fraud_retire('t_dep', {v1})"),
+    );
+    assert_eq!(code, "55006", "{message}");
+    run(
+        &mut c,
+        &format!("SELECT platform.fraud_retire('t_dep', {v2})"),
+    );
+    let (code, _) = expect_error(
+        &mut c,
+        &format!("SELECT platform.fraud_deploy('t_dep', {v2})"),
+    );
+    assert_eq!(code, "55000");
+    let aliases: String = one(
+        &mut c,
+        &format!("SELECT aliases::text FROM platform.fraud_models WHERE name = 't_dep' AND version = {v1}"),
+    );
+    assert_eq!(aliases, "{champion}");
+    assert!(one::<bool>(
+        &mut c,
+        "SELECT platform.fraud_undeploy('t_dep')"
+    ));
+    assert_eq!(model(&mut other), ("builtin".to_string(), None));
+}
+
+#[test]
+fn bad_models_are_refused_and_nothing_is_stored() {
+    let mut c = client();
+    let lgb = include_str!("testdata/lgb.txt");
+    let xgb = include_str!("testdata/xgb.json");
+    let feats =
+        "ARRAY['amount', 'log_amount', 'count_1h', 'count_24h', 'distance_prev_km', 'hour_of_day']";
+    let cut = &xgb[..xgb.len() / 2];
+    let nan = xgb.replacen("\"split_conditions\":[", "\"split_conditions\":[NaN,", 1);
+    let cases: Vec<(String, Vec<String>, &str, &str)> = vec![
+        (
+            format!("'t_bad', 'xgboost', $1, {feats}"),
+            vec![cut.to_string()],
+            "22023",
+            "malformed",
+        ),
+        (
+            format!("'t_bad', 'xgboost', $1, {feats}"),
+            vec![nan],
+            "22023",
+            "",
+        ),
+        (
+            format!("'t_bad', 'lightgbm', $1, {feats}"),
+            vec![lgb.replace("num_class=1", "num_class=3")],
+            "0A000",
+            "",
+        ),
+        (
+            "'t_bad', 'lightgbm', $1, ARRAY['amount']".to_string(),
+            vec![lgb.to_string()],
+            "42804",
+            "do not match",
+        ),
+        (
+            format!("'t_bad', 'onnx', $1, {feats}"),
+            vec![lgb.to_string()],
+            "22023",
+            "unknown model format",
+        ),
+        (
+            format!("'T-bad', 'lightgbm', $1, {feats}"),
+            vec![lgb.to_string()],
+            "42602",
+            "invalid fraud model name",
+        ),
+        (
+            "'t_bad', 'lightgbm', $1, ARRAY[]::text[]".to_string(),
+            vec![lgb.to_string()],
+            "22023",
+            "feature list",
+        ),
+        (
+            format!("'t_bad', 'lightgbm', $1, {feats}, 0.9, 0.5"),
+            vec![lgb.to_string()],
+            "22023",
+            "thresholds",
+        ),
+    ];
+    for (args, params, code, words) in cases {
+        let sql = format!("SELECT platform.fraud_import_model({args})");
+        let p: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|s| s as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        match c.query_one(&sql, &p) {
+            Ok(_) => panic!("{args} was accepted"),
+            Err(e) => {
+                let Some(d) = e.as_db_error() else {
+                    panic!("{e}")
+                };
+                assert_eq!(d.code().code(), code, "{args}: {}", d.message());
+                assert!(d.message().contains(words), "{args}: {}", d.message());
+            }
+        }
+    }
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT count(*) FROM platform.fraud_model WHERE name = 't_bad'"
+        ),
+        0
+    );
+    for (sql, code) in [
+        ("SELECT platform.fraud_deploy('t_nothing', 1)", "42704"),
+        (
+            "SELECT platform.fraud_deploy('t_bad', 1, 'canary')",
+            "22023",
+        ),
+        ("SELECT platform.fraud_rollback('t_nothing')", "P0002"),
+    ] {
+        let (got, message) = expect_error(&mut c, sql);
+        assert_eq!(got, code, "{sql}: {message}");
+    }
+}
+
+/// A labelled history where fraud is a burst of large night payments on a card.
+fn history_sql(table: &str) -> String {
+    format!(
+        "DROP TABLE IF EXISTS {table};
+         CREATE TABLE {table} AS
+         SELECT 'c' || (g % 200) AS card,
+                CASE WHEN fraud THEN 300 + (g % 7) * 50 ELSE 20 + (g * 7919 % 60) END::numeric(12,2) AS amount,
+                timestamptz '2026-01-01 UTC' + (g * interval '97 seconds')
+                  + CASE WHEN fraud THEN interval '0' ELSE interval '0' END AS occurred_at,
+                CASE WHEN fraud THEN 'shop-' || (g % 50) ELSE 'shop-' || (g % 200 % 5) END AS merchant,
+                CASE WHEN fraud THEN 'electronics' ELSE 'grocery' END AS category,
+                48.8 AS lat, 2.3 AS lon, fraud AS is_fraud
+           FROM (SELECT g, (g % 200) < 6 AND (g / 200) % 20 >= 18 AS fraud FROM generate_series(1, 20000) g) s"
+    )
+}
+
+#[test]
+fn training_and_evaluation_use_the_live_features() {
+    let mut c = client();
+    run(&mut c, &history_sql("public.t_fraud_history"));
+    let version: i32 = one(
+        &mut c,
+        "SELECT platform.fraud_train('t_logit', 'SELECT * FROM public.t_fraud_history', 'is_fraud', 'logistic')",
+    );
+    let metrics: String = one(
+        &mut c,
+        &format!("SELECT kind || ' ' || ((metrics->>'auc_roc')::float8 > 0.8) || ' ' || (training->>'validation_payments')
+                   FROM platform.fraud_models WHERE name = 't_logit' AND version = {version}"),
+    );
+    assert_eq!(metrics, "logistic true 4000");
+    let eval: String = one(
+        &mut c,
+        &format!("SELECT payments || ' ' || frauds || ' ' || (auc_pr > 0.5) FROM platform.fraud_evaluate('t_logit', {version},
+                   'SELECT * FROM public.t_fraud_history', 'is_fraud')"),
+    );
+    assert!(eval.starts_with("20000 "), "{eval}");
+    assert!(eval.ends_with(" true"), "{eval}");
+
+    // Point in time: scoring the history live, payment by payment, gives the backtest's
+    // scores exactly.
+    run(&mut c, &format!("SELECT platform.fraud_deploy('t_logit', {version}); SET platform.fraud_model = 't_logit'"));
+    let live: Vec<f64> = c
+        .query(
+            "SELECT (platform.fraud_score('live-' || card, amount, occurred_at, merchant, category, lat, lon)).score
+               FROM (SELECT * FROM public.t_fraud_history ORDER BY occurred_at LIMIT 3000) h",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let replayed: Vec<f64> = c
+        .query(
+            &format!(
+                "SELECT score FROM platform.fraud_backtest('t_logit', {version},
+                        'SELECT * FROM public.t_fraud_history ORDER BY occurred_at LIMIT 3000')"
+            ),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(live.len(), 3000);
+    assert_eq!(live, replayed);
+    run(&mut c, "RESET platform.fraud_model");
+
+    // Bad training input.
+    for (sql, code) in [
+        ("SELECT platform.fraud_train('t_x', 'SELECT * FROM public.t_fraud_history', 'no_such', 'logistic')", "42703"),
+        ("SELECT platform.fraud_train('t_x', 'SELECT card, amount, occurred_at, merchant FROM public.t_fraud_history', 'is_fraud', 'logistic')", "42703"),
+        ("SELECT platform.fraud_train('t_x', 'SELECT *, false AS never FROM public.t_fraud_history', 'never', 'logistic')", "22023"),
+        ("SELECT platform.fraud_train('t_x', 'SELECT * FROM public.t_fraud_history', 'is_fraud', 'forest')", "22023"),
+        ("SELECT platform.fraud_train('t_x', 'SELECT * FROM public.t_fraud_history', 'is_fraud', 'logistic', '{\"depth\": 3}')", "22023"),
+        ("SELECT platform.fraud_train('t_x', 'SELECT * FROM public.t_fraud_history', 'is_fraud', 'logistic', '{\"features\": [\"amount\", \"amount\"]}')", "42701"),
+    ] {
+        let (got, message) = expect_error(&mut c, sql);
+        assert_eq!(got, code, "{sql}: {message}");
+    }
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT count(*) FROM platform.fraud_model WHERE name = 't_x'"
+        ),
+        0
+    );
+    run(&mut c, "DROP TABLE public.t_fraud_history");
+}
