@@ -61,3 +61,8 @@ GRANT EXECUTE ON FUNCTION platform.fraud_deploy(text, integer, text), platform.f
                           platform.fraud_undeploy(text, text), platform.fraud_retire(text, integer),
                           platform.fraud_rebuild_profiles(text)
     TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.fraud_features(text, text) TO platform_admin, platform_developer;
+GRANT EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boolean), platform.fraud_drop_rule(text),
+                          platform.score_payments(regclass, jsonb), platform.unscore_payments(regclass),
+                          platform.fraud_score_trigger()
+    TO platform_admin;

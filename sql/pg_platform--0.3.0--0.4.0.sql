@@ -52,26 +52,32 @@ $$;
 ALTER TABLE platform.audit_block ADD COLUMN time_lo timestamptz, ADD COLUMN time_hi timestamptz;
 COMMENT ON TABLE platform.audit_block IS 'Hash chain over platform.audit_log: each block seals the rows of transactions with ids in [xid_lo, xid_hi) whose event_time is in the log partition [time_lo, time_hi) (NULL: unbounded; both NULL: blocks sealed before the log was partitioned).';
 
--- The pending rows of the audit log (DDL recorded while the log had no partition for it).
--- pg_platform::audit::refuse_pending_change
-CREATE FUNCTION "refuse_pending_change"()
-	RETURNS TRIGGER
-	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'refuse_pending_change_wrapper';
-
-REVOKE EXECUTE ON FUNCTION platform.refuse_pending_change() FROM PUBLIC;
-CREATE TABLE platform.audit_log_pending (
-    LIKE platform.audit_log INCLUDING DEFAULTS,
-    PRIMARY KEY (cluster_id, xid, statement_seq, row_seq)
+-- New functions and objects: fraud scoring, the pending rows' guard.
+CREATE TYPE platform.fraud_result AS (
+    score         float8,
+    risk_level    text,
+    reasons       text[],
+    model         text,
+    model_version integer,
+    verdict       text,
+    rules         text[]
 );
-COMMENT ON TABLE platform.audit_log_pending IS 'Audit rows waiting for a partition of platform.audit_log (DDL recorded before the log had one, as during a restore); the sealer moves them into the log, unchanged, and seals nothing past them.';
-SELECT pg_catalog.pg_extension_config_dump('platform.audit_log_pending', '');
-GRANT SELECT ON platform.audit_log_pending TO platform_admin, platform_auditor;
-CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON platform.audit_log_pending
-    FOR EACH ROW EXECUTE FUNCTION platform.refuse_pending_change();
-ALTER TABLE platform.audit_log_pending ENABLE ALWAYS TRIGGER refuse_change;
+COMMENT ON TYPE platform.fraud_result IS 'What platform.fraud_score returns: score 0..1, risk level, reasons in words, the model and version that scored, the verdict (allow, review, block) and the rules that fired.';
+CREATE TABLE platform.fraud_profile (
+    card_key   bytea PRIMARY KEY,
+    state      bytea NOT NULL,
+    payments   bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE platform.fraud_profile IS 'Per-card behavioural profiles of fraud scoring, keyed by a salted SHA-256 of the card (never the card itself). Readable by the extension owner only.';
+CREATE TABLE platform.fraud_secret (
+    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+    salt bytea NOT NULL
+);
+COMMENT ON TABLE platform.fraud_secret IS 'The salt of card keys in platform.fraud_profile, made on first use. Readable by the extension owner only.';
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_profile', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_secret', '');
 
--- Fraud scoring.
 CREATE TABLE platform.fraud_model (
     name               text NOT NULL,
     version            integer NOT NULL,
@@ -137,28 +143,18 @@ SELECT m.name, m.version, m.kind, m.features, m.threshold_elevated, m.threshold_
 COMMENT ON VIEW platform.fraud_models IS 'Fraud model versions with their aliases and metrics (without the model text).';
 GRANT SELECT ON platform.fraud_models TO platform_admin, platform_developer, platform_auditor, platform_readonly;
 
-CREATE TYPE platform.fraud_result AS (
-    score         float8,
-    risk_level    text,
-    reasons       text[],
-    model         text,
-    model_version integer
+CREATE TABLE platform.fraud_rules (
+    name       text PRIMARY KEY CHECK (name <> ''),
+    action     text NOT NULL CHECK (action IN ('allow', 'review', 'block')),
+    condition  text NOT NULL,
+    priority   integer NOT NULL DEFAULT 100,
+    enabled    boolean NOT NULL DEFAULT true,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    updated_by text NOT NULL DEFAULT session_user
 );
-COMMENT ON TYPE platform.fraud_result IS 'What platform.fraud_score returns: score 0..1, risk level, reasons in words, the model and version that scored.';
-CREATE TABLE platform.fraud_profile (
-    card_key   bytea PRIMARY KEY,
-    state      bytea NOT NULL,
-    payments   bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE platform.fraud_profile IS 'Per-card behavioural profiles of fraud scoring, keyed by a salted SHA-256 of the card (never the card itself). Readable by the extension owner only.';
-CREATE TABLE platform.fraud_secret (
-    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
-    salt bytea NOT NULL
-);
-COMMENT ON TABLE platform.fraud_secret IS 'The salt of card keys in platform.fraud_profile, made on first use. Readable by the extension owner only.';
-SELECT pg_catalog.pg_extension_config_dump('platform.fraud_profile', '');
-SELECT pg_catalog.pg_extension_config_dump('platform.fraud_secret', '');
+COMMENT ON TABLE platform.fraud_rules IS 'The fraud team''s rules (platform.fraud_set_rule): allow, review or block when the condition holds.';
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_rules', '');
+GRANT SELECT ON platform.fraud_rules TO platform_admin, platform_developer, platform_auditor, platform_readonly;
 
 -- pg_platform::fraud::learn::fraud_backtest
 CREATE  FUNCTION "fraud_backtest"(
@@ -187,6 +183,14 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'fraud_deploy_wrapper';
 
+-- pg_platform::fraud::policy::fraud_drop_rule
+CREATE  FUNCTION "fraud_drop_rule"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'fraud_drop_rule_wrapper';
+
 -- pg_platform::fraud::learn::fraud_evaluate
 CREATE  FUNCTION "fraud_evaluate"(
 	"name" TEXT, /* & str */
@@ -205,6 +209,21 @@ CREATE  FUNCTION "fraud_evaluate"(
 VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'fraud_evaluate_wrapper';
+
+-- pg_platform::fraud::learn::fraud_features
+CREATE  FUNCTION "fraud_features"(
+	"source" TEXT, /* & str */
+	"label" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"card" TEXT,  /* String */
+	"occurred_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"names" TEXT[],  /* Vec < String > */
+	"features" double precision[],  /* Vec < f64 > */
+	"label" bool  /* Option < bool > */
+)
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'fraud_features_wrapper';
 
 -- pg_platform::fraud::registry::fraud_import_model
 CREATE  FUNCTION "fraud_import_model"(
@@ -263,6 +282,18 @@ VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'fraud_score_wrapper';
 
+-- pg_platform::fraud::policy::fraud_set_rule
+CREATE  FUNCTION "fraud_set_rule"(
+	"name" TEXT, /* & str */
+	"action" TEXT, /* & str */
+	"condition" TEXT, /* & str */
+	"priority" INT DEFAULT 100, /* i32 */
+	"enabled" bool DEFAULT true /* bool */
+) RETURNS void
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'fraud_set_rule_wrapper';
+
 -- pg_platform::fraud::learn::fraud_train
 CREATE  FUNCTION "fraud_train"(
 	"name" TEXT, /* & str */
@@ -284,6 +315,34 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'fraud_undeploy_wrapper';
 
+-- pg_platform::fraud::policy::score_payments
+CREATE  FUNCTION "score_payments"(
+	"tbl" regclass, /* crate :: sql :: RegClass */
+	"mapping" jsonb /* pgrx :: JsonB */
+) RETURNS regclass /* crate :: sql :: RegClass */
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'score_payments_wrapper';
+
+-- pg_platform::fraud::policy::unscore_payments
+CREATE  FUNCTION "unscore_payments"(
+	"tbl" regclass /* crate :: sql :: RegClass */
+) RETURNS bool /* bool */
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unscore_payments_wrapper';
+
+-- pg_platform::fraud::policy::fraud_score_trigger
+CREATE FUNCTION "fraud_score_trigger"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'fraud_score_trigger_wrapper';
+
+-- pg_platform::audit::refuse_pending_change
+CREATE FUNCTION "refuse_pending_change"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'refuse_pending_change_wrapper';
 
 REVOKE EXECUTE ON FUNCTION platform.fraud_score(text, numeric, timestamptz, text, text, float8, float8, jsonb),
                           platform.fraud_import_model(text, text, text, text[], float8, float8),
@@ -304,3 +363,27 @@ GRANT EXECUTE ON FUNCTION platform.fraud_deploy(text, integer, text), platform.f
                           platform.fraud_undeploy(text, text), platform.fraud_retire(text, integer),
                           platform.fraud_rebuild_profiles(text)
     TO platform_admin;
+
+REVOKE EXECUTE ON FUNCTION platform.fraud_features(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.fraud_features(text, text) TO platform_admin, platform_developer;
+
+REVOKE EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boolean), platform.fraud_drop_rule(text),
+                          platform.score_payments(regclass, jsonb), platform.unscore_payments(regclass),
+                          platform.fraud_score_trigger() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boolean), platform.fraud_drop_rule(text),
+                          platform.score_payments(regclass, jsonb), platform.unscore_payments(regclass),
+                          platform.fraud_score_trigger()
+    TO platform_admin;
+
+-- The pending rows of the audit log (DDL recorded while the log had no partition for it).
+CREATE TABLE platform.audit_log_pending (
+    LIKE platform.audit_log INCLUDING DEFAULTS,
+    PRIMARY KEY (cluster_id, xid, statement_seq, row_seq)
+);
+COMMENT ON TABLE platform.audit_log_pending IS 'Audit rows waiting for a partition of platform.audit_log (DDL recorded before the log had one, as during a restore); the sealer moves them into the log, unchanged, and seals nothing past them.';
+SELECT pg_catalog.pg_extension_config_dump('platform.audit_log_pending', '');
+GRANT SELECT ON platform.audit_log_pending TO platform_admin, platform_auditor;
+CREATE TRIGGER refuse_change BEFORE UPDATE OR DELETE ON platform.audit_log_pending
+    FOR EACH ROW EXECUTE FUNCTION platform.refuse_pending_change();
+ALTER TABLE platform.audit_log_pending ENABLE ALWAYS TRIGGER refuse_change;
+REVOKE EXECUTE ON FUNCTION platform.refuse_pending_change() FROM PUBLIC;

@@ -398,9 +398,14 @@ fn fraud_backtest(
         raise(e);
     }
     TableIterator::new(out.into_iter().map(|(card, at, amount, o)| {
-        let ts = TimestampWithTimeZone::try_from(at - 946_684_800_000_000)
-            .unwrap_or_else(|_| TimestampWithTimeZone::positive_infinity());
-        (card, ts, amount, o.score, o.level.to_string(), o.reasons)
+        (
+            card,
+            timestamp(at),
+            amount,
+            o.score,
+            o.level.to_string(),
+            o.reasons,
+        )
     }))
 }
 
@@ -413,4 +418,49 @@ fn model_for(name: &str, version: Option<i32>) -> Option<Loaded> {
         Some(v) => Some(registry::load(name, v)),
         None => raise(registry::RegistryError::UnknownModel(name.into())),
     }
+}
+
+/// Every payment's built-in feature vector, computed point in time exactly as live scoring
+/// computes it, in time order: what a data scientist exports to train elsewhere (and
+/// imports back with `fraud_import_model`). `label` optionally names the label column.
+#[pg_extern(volatile)]
+#[allow(clippy::type_complexity)]
+fn fraud_features(
+    source: &str,
+    label: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(card, String),
+        name!(occurred_at, TimestampWithTimeZone),
+        name!(names, Vec<String>),
+        name!(features, Vec<f64>),
+        name!(label, Option<bool>),
+    ),
+> {
+    let names: Vec<String> = scoring::all_features(&[]);
+    let mut out = Vec::new();
+    let mut failure = None;
+    replay(source, label, |row, profile| {
+        if failure.is_some() {
+            return;
+        }
+        match crate::fraud::features::features(profile, &row.payment(), &[]) {
+            Ok(fv) => out.push((row.card.clone(), row.at, fv.values.to_vec(), row.label)),
+            Err(e) => failure = Some(e),
+        }
+    });
+    if let Some(e) = failure {
+        raise(e);
+    }
+    TableIterator::new(
+        out.into_iter().map(move |(card, at, values, label)| {
+            (card, timestamp(at), names.clone(), values, label)
+        }),
+    )
+}
+
+fn timestamp(unix_us: i64) -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(unix_us - 946_684_800_000_000)
+        .unwrap_or_else(|_| TimestampWithTimeZone::positive_infinity())
 }

@@ -3,7 +3,7 @@
 //!
 //! The SQL surface: [`scoring`] (`fraud_score`, profiles, the history replay),
 //! [`registry`] (model versions and aliases, import, deploy), [`learn`] (train, evaluate,
-//! backtest). The pure-Rust core below calls nothing of PostgreSQL:
+//! backtest, feature export), [`policy`] (the rules table, the `score_payments` trigger). The pure-Rust core below calls nothing of PostgreSQL:
 //!
 //! - [`ensemble`]: a tree-ensemble scorer over flat arrays, bit-exact with XGBoost and
 //!   LightGBM, with Saabas contributions for explanations;
@@ -28,6 +28,7 @@ pub mod import;
 pub mod json;
 pub mod learn;
 pub mod metrics;
+pub mod policy;
 pub mod profile;
 pub mod registry;
 pub mod rules;

@@ -76,6 +76,9 @@ pub struct Outcome {
     pub reasons: Vec<String>,
     pub model: String,
     pub version: Option<i32>,
+    /// allow, review or block: the rules' verdict, else the model's (see `policy`).
+    pub verdict: &'static str,
+    pub rules: Vec<String>,
 }
 
 pub fn risk_level(score: f64, elevated: f64, highest: f64) -> &'static str {
@@ -146,6 +149,8 @@ pub fn score(
                         .collect(),
                     model: "builtin".into(),
                     version: None,
+                    verdict: "allow",
+                    rules: Vec::new(),
                 },
                 fv,
             ))
@@ -171,6 +176,8 @@ pub fn score(
                     reasons: reasons.into_iter().map(|r| r.text).collect(),
                     model: m.name.clone(),
                     version: Some(m.version),
+                    verdict: "allow",
+                    rules: Vec::new(),
                 },
                 fv,
             ))
@@ -288,7 +295,8 @@ pub fn score_and_learn(
     sql::as_extension_owner(|| {
         let key = card_key(card);
         let mut profile = lock_profile(&key);
-        let (outcome, _) = score(&profile, &payment, attrs, model.as_deref()).or_raise();
+        let (mut outcome, fv) = score(&profile, &payment, attrs, model.as_deref()).or_raise();
+        crate::fraud::policy::apply(&mut outcome, &fv, category, merchant);
         profile.update(&payment).or_raise();
         save_profile(&key, &profile);
         outcome
@@ -348,6 +356,9 @@ pub fn result_tuple(o: &Outcome) -> PgHeapTuple<'static, AllocatedByRust> {
         t.set_by_name("model", o.model.clone()).map_err(|x| e(&x))?;
         t.set_by_name("model_version", o.version)
             .map_err(|x| e(&x))?;
+        t.set_by_name("verdict", o.verdict.to_string())
+            .map_err(|x| e(&x))?;
+        t.set_by_name("rules", o.rules.clone()).map_err(|x| e(&x))?;
         Ok::<_, String>(t)
     })();
     match built {
@@ -531,9 +542,11 @@ CREATE TYPE platform.fraud_result AS (
     risk_level    text,
     reasons       text[],
     model         text,
-    model_version integer
+    model_version integer,
+    verdict       text,
+    rules         text[]
 );
-COMMENT ON TYPE platform.fraud_result IS 'What platform.fraud_score returns: score 0..1, risk level, reasons in words, the model and version that scored.';
+COMMENT ON TYPE platform.fraud_result IS 'What platform.fraud_score returns: score 0..1, risk level, reasons in words, the model and version that scored, the verdict (allow, review, block) and the rules that fired.';
 CREATE TABLE platform.fraud_profile (
     card_key   bytea PRIMARY KEY,
     state      bytea NOT NULL,

@@ -515,3 +515,160 @@ fn training_and_evaluation_use_the_live_features() {
     );
     run(&mut c, "DROP TABLE public.t_fraud_history");
 }
+
+#[test]
+fn rules_decide_the_verdict_and_explain_themselves() {
+    let mut c = client();
+    run(
+        &mut c,
+        "SET platform.fraud_model = 'none_deployed';
+         SELECT platform.fraud_set_rule('t_block_merchant', 'block', 'merchant = ''t-rule-bad'' and amount > 100');
+         SELECT platform.fraud_set_rule('t_review_burst', 'review', 'merchant in (''t-rule-bad'', ''t-rule-busy'') and count_1h >= 2', priority => 10);
+         SELECT platform.fraud_set_rule('t_allow_trusted', 'allow', 'merchant = ''t-rule-trusted''')",
+    );
+    let verdict = |c: &mut postgres::Client, args: &str| -> String {
+        one(
+            c,
+            &format!(
+                "SELECT s.verdict || ' ' || array_to_string(s.rules, ',') || ' | ' || array_to_string(s.reasons, '; ')
+                   FROM platform.fraud_score({args}) s"
+            ),
+        )
+    };
+    let v = verdict(&mut c, "'4400-1', 50, now(), 't-rule-bad', 'c'");
+    assert!(v.starts_with("allow  |"), "{v}");
+    let v = verdict(&mut c, "'4400-1', 500, now(), 't-rule-bad', 'c'");
+    assert!(v.starts_with("block t_block_merchant |"), "{v}");
+    assert!(v.contains("rule t_block_merchant (block)"), "{v}");
+    let v = verdict(&mut c, "'4400-1', 20, now(), 't-rule-busy', 'c'");
+    assert!(v.starts_with("review t_review_burst |"), "{v}");
+    let v = verdict(&mut c, "'4400-1', 20, now(), 't-rule-trusted', 'c'");
+    assert!(v.starts_with("allow t_allow_trusted |"), "{v}");
+    let stored: String = one(
+        &mut c,
+        "SELECT string_agg(name || ':' || action || ':' || priority, ' ' ORDER BY name) FROM platform.fraud_rules WHERE name LIKE 't\\_%'",
+    );
+    assert_eq!(
+        stored,
+        "t_allow_trusted:allow:100 t_block_merchant:block:100 t_review_burst:review:10"
+    );
+    for (sql, code, words) in [
+        (
+            "SELECT platform.fraud_set_rule('t_bad', 'block', 'amount >')",
+            "42601",
+            "position",
+        ),
+        (
+            "SELECT platform.fraud_set_rule('t_bad', 'block', 'no_such_feature > 1')",
+            "42601",
+            "no_such_feature",
+        ),
+        (
+            "SELECT platform.fraud_set_rule('t_bad', 'deny', 'amount > 1')",
+            "22023",
+            "unknown rule action",
+        ),
+    ] {
+        let (got, message) = expect_error(&mut c, sql);
+        assert_eq!(got, code, "{sql}: {message}");
+        assert!(message.contains(words), "{sql}: {message}");
+    }
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT count(*) FROM platform.fraud_rules WHERE name = 't_bad'"
+        ),
+        0
+    );
+    for name in ["t_block_merchant", "t_review_burst", "t_allow_trusted"] {
+        assert!(one::<bool>(
+            &mut c,
+            &format!("SELECT platform.fraud_drop_rule('{name}')")
+        ));
+    }
+    assert!(!one::<bool>(
+        &mut c,
+        "SELECT platform.fraud_drop_rule('t_block_merchant')"
+    ));
+}
+
+#[test]
+fn the_trigger_scores_every_inserted_payment() {
+    let mut c = client();
+    run(
+        &mut c,
+        "SET platform.fraud_model = 'none_deployed';
+         DROP TABLE IF EXISTS public.t_fraud_pay;
+         CREATE TABLE public.t_fraud_pay (id int PRIMARY KEY, card text NOT NULL, amount numeric(12,2) NOT NULL,
+                                          at timestamptz NOT NULL, shop text, score real, level text, why text[],
+                                          verdict text, status text NOT NULL DEFAULT 'successful');
+         SELECT platform.score_payments('public.t_fraud_pay', '{\"card\": \"card\", \"amount\": \"amount\", \"occurred_at\": \"at\",
+             \"merchant\": \"shop\", \"score\": \"score\", \"risk_level\": \"level\", \"reasons\": \"why\", \"verdict\": \"verdict\",
+             \"status\": \"status\", \"review_status\": \"review\"}');
+         SELECT platform.fraud_set_rule('t_trig_block', 'block', 'merchant = ''t-trig-stolen''');
+         SELECT platform.fraud_set_rule('t_trig_review', 'review', 'merchant = ''t-trig-odd''')",
+    );
+    // A multi-row insert and a COPY, scored row by row in order.
+    run(
+        &mut c,
+        "INSERT INTO public.t_fraud_pay (id, card, amount, at, shop)
+         SELECT g, '4500-' || (g % 3), 10 + g, timestamptz '2026-05-01 12:00 UTC' + g * interval '1 hour', 'grocer'
+           FROM generate_series(1, 30) g",
+    );
+    let copy = "31\t4500-1\t15.00\t2026-05-03 12:00:00+00\tt-trig-odd\n";
+    let mut w = c
+        .copy_in("COPY public.t_fraud_pay (id, card, amount, at, shop) FROM STDIN")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(&mut w, copy.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    w.finish().unwrap_or_else(|e| panic!("{e}"));
+    let filled: String = one(
+        &mut c,
+        "SELECT count(*) FILTER (WHERE score BETWEEN 0 AND 1 AND level IS NOT NULL AND verdict IS NOT NULL) || ' '
+                || (SELECT status || ' ' || verdict FROM public.t_fraud_pay WHERE id = 31)
+           FROM public.t_fraud_pay",
+    );
+    assert_eq!(filled, "31 review review");
+    assert_eq!(payments(&mut c, "4500-1"), 11);
+    // A block verdict refuses the payment with 09000, the reasons in the DETAIL.
+    match c.batch_execute(
+        "INSERT INTO public.t_fraud_pay (id, card, amount, at, shop) VALUES (32, '4500-2', 99, now(), 't-trig-stolen')",
+    ) {
+        Ok(()) => panic!("a blocked payment was stored"),
+        Err(e) => {
+            let Some(d) = e.as_db_error() else { panic!("{e}") };
+            assert_eq!(d.code().code(), "09000", "{}", d.message());
+            assert!(d.message().contains("payment blocked"), "{}", d.message());
+            assert!(d.detail().unwrap_or("").contains("rule t_trig_block (block)"), "{:?}", d.detail());
+        }
+    }
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT count(*) FROM public.t_fraud_pay WHERE id = 32"
+        ),
+        0
+    );
+    assert_eq!(
+        payments(&mut c, "4500-2"),
+        10,
+        "the refused payment left no trace in the profile"
+    );
+    for (sql, code) in [
+        ("SELECT platform.score_payments('public.t_fraud_pay', '{\"card\": \"card\", \"amount\": \"amount\"}')", "22023"),
+        ("SELECT platform.score_payments('public.t_fraud_pay', '{\"card\": \"nope\", \"amount\": \"amount\", \"occurred_at\": \"at\"}')", "42703"),
+        ("SELECT platform.score_payments('public.t_fraud_pay', '{\"card\": \"card\", \"amount\": \"amount\", \"occurred_at\": \"at\", \"colour\": \"shop\"}')", "22023"),
+        ("SELECT platform.score_payments('platform.fraud_models', '{\"card\": \"card\", \"amount\": \"amount\", \"occurred_at\": \"at\"}')", "42809"),
+    ] {
+        let (got, message) = expect_error(&mut c, sql);
+        assert_eq!(got, code, "{sql}: {message}");
+    }
+    assert!(one::<bool>(
+        &mut c,
+        "SELECT platform.unscore_payments('public.t_fraud_pay')"
+    ));
+    run(
+        &mut c,
+        "SELECT platform.fraud_drop_rule('t_trig_block'); SELECT platform.fraud_drop_rule('t_trig_review');
+         DROP TABLE public.t_fraud_pay",
+    );
+}

@@ -1,0 +1,492 @@
+//! The fraud team's rules (`platform.fraud_rules`) and the trigger mode that scores every
+//! payment a table receives.
+//!
+//! Rules are parsed when they are stored (a bad one is refused with its position), cached
+//! per backend as parsed trees and dropped from every backend's cache at commit when the
+//! table changes. Every score runs them: the verdict is block if a block rule fired, else
+//! review, else allow if an allow rule fired, else the model's own verdict from its risk
+//! level (highest: block, elevated: review, normal: allow).
+
+use crate::error::{raise, OrRaise, SqlError};
+use crate::fraud::features::FeatureVector;
+use crate::fraud::rules::{self, Action, Rule, RuleInput, RuleSet};
+use crate::fraud::scoring::{self, Outcome};
+use crate::sql;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::cell::{Cell, RefCell};
+use std::ffi::CStr;
+use std::rc::Rc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("unknown rule action \"{0}\"")]
+    BadAction(String),
+    #[error("fraud rule \"{0}\" does not exist")]
+    UnknownRule(String),
+    #[error("{0} is not a table")]
+    NotTable(String),
+    #[error("column \"{1}\" of {0} does not exist")]
+    NoColumn(String, String),
+    #[error("the mapping of {0} lacks \"{1}\"")]
+    MissingKey(String, &'static str),
+    #[error("unknown mapping key \"{0}\"")]
+    UnknownKey(String),
+    #[error("the mapping must be a JSON object of column names")]
+    BadMapping,
+}
+
+impl SqlError for PolicyError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            Self::BadAction(_) | Self::MissingKey(..) | Self::UnknownKey(_) | Self::BadMapping => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
+            Self::UnknownRule(_) => ERRCODE_UNDEFINED_OBJECT,
+            Self::NotTable(_) => ERRCODE_WRONG_OBJECT_TYPE,
+            Self::NoColumn(..) => ERRCODE_UNDEFINED_COLUMN,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::BadAction(_) => Some("Use allow, review or block.".into()),
+            Self::MissingKey(..) | Self::UnknownKey(_) | Self::BadMapping => Some(format!(
+                "Map card, amount and occurred_at (and optionally {}) to columns of the table.",
+                OPTIONAL_KEYS.join(", ")
+            )),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    rules: Option<Rc<RuleSet>>,
+    watched: pg_sys::Oid,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    static CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let _ = CACHE.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid || relid == c.watched {
+                c.rules = None;
+            }
+        }
+    });
+}
+
+fn rules_table() -> pg_sys::Oid {
+    sql::read::<pg_sys::Oid>("SELECT to_regclass('platform.fraud_rules')::oid", &[])
+        .unwrap_or(pg_sys::InvalidOid)
+}
+
+fn parse(name: &str, action: &str, priority: i32, condition: &str) -> Rule {
+    let Some(act) = Action::from_name(action) else {
+        raise(PolicyError::BadAction(action.into()))
+    };
+    Rule::parse(name, act, priority, condition, &rules::numeric_names(&[])).or_raise()
+}
+
+/// The enabled rules, parsed (cached until `platform.fraud_rules` changes).
+fn rule_set() -> Rc<RuleSet> {
+    if !CALLBACK.get() {
+        let watched = rules_table();
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(
+                Some(on_relcache_invalidation),
+                pg_sys::Datum::from(0),
+            )
+        };
+        CACHE.with_borrow_mut(|c| c.watched = watched);
+        CALLBACK.set(true);
+    }
+    if let Some(r) = CACHE.with_borrow(|c| c.rules.clone()) {
+        return r;
+    }
+    let rows: Vec<(String, String, i32, String)> = sql::as_extension_owner(|| {
+        Spi::connect(|c| {
+            let t = c.select(
+                "SELECT name, action, priority, condition FROM platform.fraud_rules WHERE enabled",
+                None,
+                &[],
+            )?;
+            let mut out = Vec::new();
+            for r in t {
+                out.push((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<i32>(3)?.unwrap_or(100),
+                    r.get::<String>(4)?.unwrap_or_default(),
+                ));
+            }
+            Ok::<_, pgrx::spi::SpiError>(out)
+        })
+        .map_err(crate::error::SpiFailure::from)
+        .or_raise()
+    });
+    let parsed = rows.iter().map(|(n, a, p, c)| parse(n, a, *p, c)).collect();
+    let set = Rc::new(RuleSet::new(parsed).or_raise());
+    CACHE.with_borrow_mut(|c| c.rules = Some(set.clone()));
+    set
+}
+
+/// Runs the rules over a scored payment: sets its verdict, the rules that fired, and adds
+/// each of them to the reasons.
+pub fn apply(outcome: &mut Outcome, fv: &FeatureVector, category: &str, merchant: &str) {
+    let set = rule_set();
+    let input = RuleInput {
+        score: outcome.score,
+        risk_level: outcome.level,
+        category,
+        merchant,
+        values: &fv.values,
+    };
+    let (verdict, fired) = set.verdict(&input, rules::model_action(outcome.level));
+    outcome.verdict = verdict.name();
+    for name in fired {
+        if let Some(rule) = set.rules().iter().find(|r| r.name == name) {
+            outcome
+                .reasons
+                .push(format!("rule {name} ({})", rule.action.name()));
+        }
+        outcome.rules.push(name.to_string());
+    }
+}
+
+/// Stores (or replaces) a rule of the fraud team: `action` allow, review or block when
+/// `condition` holds, e.g. `score >= 0.9 and count_1h > 5` or `category in ('gambling')`
+/// (names: score, risk_level, category, merchant and the built-in features). The
+/// condition is parsed now: a bad one is refused with its position. Every backend uses the
+/// new rules from the commit on.
+#[pg_extern(volatile)]
+fn fraud_set_rule(
+    name: &str,
+    action: &str,
+    condition: &str,
+    priority: default!(i32, 100),
+    enabled: default!(bool, true),
+) {
+    parse(name, action, priority, condition);
+    sql::as_extension_owner(|| {
+        sql::modify(
+            "INSERT INTO platform.fraud_rules (name, action, condition, priority, enabled) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET action = EXCLUDED.action, condition = EXCLUDED.condition,
+                 priority = EXCLUDED.priority, enabled = EXCLUDED.enabled, updated_at = now(), updated_by = session_user",
+            &[name.into(), action.into(), condition.into(), priority.into(), enabled.into()],
+        )
+    });
+    invalidate();
+}
+
+/// Removes a rule. Returns whether it existed.
+#[pg_extern(volatile)]
+fn fraud_drop_rule(name: &str) -> bool {
+    let n = sql::as_extension_owner(|| {
+        sql::modify(
+            "DELETE FROM platform.fraud_rules WHERE name = $1",
+            &[name.into()],
+        )
+    });
+    invalidate();
+    n > 0
+}
+
+fn invalidate() {
+    let oid = rules_table();
+    if oid != pg_sys::InvalidOid {
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
+    }
+}
+
+const REQUIRED_KEYS: [&str; 3] = ["card", "amount", "occurred_at"];
+const OPTIONAL_KEYS: [&str; 10] = [
+    "merchant",
+    "category",
+    "lat",
+    "lon",
+    "attrs",
+    "score",
+    "risk_level",
+    "reasons",
+    "verdict",
+    "status",
+];
+
+/// Checks a mapping against `table`: every key known, the required ones present, every
+/// column there. `review_status` is a value, not a column.
+fn check_mapping(table: pg_sys::Oid, label: &str, mapping: &serde_json::Value) {
+    let serde_json::Value::Object(map) = mapping else {
+        raise(PolicyError::BadMapping)
+    };
+    for key in REQUIRED_KEYS {
+        if !map.contains_key(key) {
+            raise(PolicyError::MissingKey(label.into(), key));
+        }
+    }
+    for (key, value) in map {
+        if key == "review_status" {
+            continue;
+        }
+        if !REQUIRED_KEYS.contains(&key.as_str()) && !OPTIONAL_KEYS.contains(&key.as_str()) {
+            raise(PolicyError::UnknownKey(key.clone()));
+        }
+        let Some(column) = value.as_str() else {
+            raise(PolicyError::BadMapping)
+        };
+        let exists = sql::read::<bool>(
+            "SELECT true FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+            &[table.into(), column.into()],
+        );
+        if exists.is_none() {
+            raise(PolicyError::NoColumn(label.into(), column.into()));
+        }
+    }
+}
+
+/// Scores every row inserted into `tbl` (INSERT, multi-row INSERT and COPY, in row order)
+/// with `platform.fraud_score`, before it is stored. `mapping` names the columns: `card`,
+/// `amount`, `occurred_at` (required), `merchant`, `category`, `lat`, `lon`, `attrs`
+/// (optional inputs), `score`, `risk_level`, `reasons`, `verdict` (optional outputs), and
+/// `status` with `review_status`, the value the status column gets on a review verdict. A
+/// block verdict refuses the row with SQLSTATE 09000 and the reasons in the DETAIL.
+#[pg_extern(volatile)]
+fn score_payments(tbl: crate::sql::RegClass, mapping: pgrx::JsonB) -> crate::sql::RegClass {
+    let found = sql::read::<String>(
+        "SELECT c.relkind::text || format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+        &[tbl.into()],
+    )
+    .unwrap_or_default();
+    let (kind, name) = found.split_at(found.len().min(1));
+    if kind != "r" && kind != "p" {
+        raise(PolicyError::NotTable(format!(
+            "relation {}",
+            u32::from(tbl.0)
+        )));
+    }
+    check_mapping(tbl.0, name, &mapping.0);
+    let arg = pgrx::spi::quote_literal(mapping.0.to_string());
+    sql::run(&format!(
+        "DROP TRIGGER IF EXISTS platform_fraud_score ON {name};
+         CREATE TRIGGER platform_fraud_score BEFORE INSERT ON {name}
+             FOR EACH ROW EXECUTE FUNCTION platform.fraud_score_trigger({arg})"
+    ));
+    tbl
+}
+
+/// Stops scoring rows inserted into `tbl`. Returns whether it was scored.
+#[pg_extern(volatile)]
+fn unscore_payments(tbl: crate::sql::RegClass) -> bool {
+    let name = sql::read::<String>("SELECT $1::regclass::text", &[tbl.into()]).unwrap_or_default();
+    let had = sql::read::<bool>(
+        "SELECT true FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = 'platform_fraud_score'",
+        &[tbl.into()],
+    )
+    .is_some();
+    if had {
+        sql::run(&format!("DROP TRIGGER platform_fraud_score ON {name}"));
+    }
+    had
+}
+
+/// The text of column `name` of a trigger's tuple (its type's output), None for NULL.
+unsafe fn column_text(
+    desc: pg_sys::TupleDesc,
+    tuple: *mut pg_sys::HeapTupleData,
+    name: &str,
+) -> Option<String> {
+    unsafe {
+        let natts = (*desc).natts as usize;
+        let attrs = (*desc).attrs.as_slice(natts);
+        let at = attrs.iter().position(|a| {
+            !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == name.as_bytes()
+        })?;
+        let mut isnull = false;
+        let datum = pg_sys::heap_getattr(tuple, at as i32 + 1, desc, &mut isnull);
+        if isnull {
+            return None;
+        }
+        let (mut out_fn, mut varlena) = (pg_sys::InvalidOid, false);
+        pg_sys::getTypeOutputInfo(attrs[at].atttypid, &mut out_fn, &mut varlena);
+        let p = pg_sys::OidOutputFunctionCall(out_fn, datum);
+        Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+    }
+}
+
+/// A datum of column `at`'s type from text (its type's input function).
+unsafe fn datum_from_text(
+    attr: &pg_sys::FormData_pg_attribute,
+    text: &str,
+) -> Option<pg_sys::Datum> {
+    let c = std::ffi::CString::new(text).ok()?;
+    unsafe {
+        let (mut in_fn, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+        pg_sys::getTypeInputInfo(attr.atttypid, &mut in_fn, &mut ioparam);
+        Some(pg_sys::OidInputFunctionCall(
+            in_fn,
+            c.as_ptr() as *mut std::ffi::c_char,
+            ioparam,
+            attr.atttypmod,
+        ))
+    }
+}
+
+fn array_literal(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
+fn refuse_block(outcome: &Outcome) -> ! {
+    let report = pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_TRIGGERED_ACTION_EXCEPTION,
+        format!(
+            "payment blocked by fraud scoring (score {:.3}, {})",
+            outcome.score, outcome.level
+        ),
+        "pg_platform",
+    )
+    .set_detail(outcome.reasons.join("; "))
+    .set_hint("Review the payment, or adjust platform.fraud_rules if the block is wrong.");
+    report.report(PgLogLevel::ERROR);
+    unreachable!("ereport(ERROR) returned")
+}
+
+/// The BEFORE INSERT trigger of `score_payments`.
+#[pg_trigger]
+fn fraud_score_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, std::convert::Infallible> {
+    let td = trigger.trigger_data();
+    let mapping: serde_json::Value = trigger
+        .extra_args()
+        .ok()
+        .and_then(|a| a.first().cloned())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let key = |k: &str| mapping.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    unsafe {
+        let rel = td.tg_relation;
+        let desc = (*rel).rd_att;
+        let tuple = td.tg_trigtuple;
+        let get = |k: &str| key(k).and_then(|c| column_text(desc, tuple, &c));
+        let card = get("card").unwrap_or_default();
+        let amount = get("amount").and_then(|a| a.parse::<f64>().ok());
+        let at = key("occurred_at").and_then(|c| {
+            let natts = (*desc).natts as usize;
+            let attrs = (*desc).attrs.as_slice(natts);
+            let i = attrs.iter().position(|a| {
+                !a.attisdropped
+                    && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == c.as_bytes()
+            })?;
+            let mut isnull = false;
+            let d = pg_sys::heap_getattr(tuple, i as i32 + 1, desc, &mut isnull);
+            // timestamptz is stored as microseconds since 2000-01-01.
+            (!isnull && attrs[i].atttypid == pg_sys::TIMESTAMPTZOID)
+                .then(|| d.value() as i64 + 946_684_800_000_000)
+        });
+        let (Some(amount), Some(at), false) = (amount, at, card.is_empty()) else {
+            raise(scoring::ScoreError::Null(
+                "card, amount or occurred_at (a timestamptz)",
+            ))
+        };
+        let merchant = get("merchant").unwrap_or_default();
+        let category = get("category").unwrap_or_default();
+        let lat = get("lat").and_then(|v| v.parse::<f64>().ok());
+        let lon = get("lon").and_then(|v| v.parse::<f64>().ok());
+        let attrs = get("attrs").and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        let outcome = scoring::score_and_learn(
+            &card,
+            amount,
+            at,
+            &merchant,
+            &category,
+            lat,
+            lon,
+            attrs.as_ref(),
+        );
+        if outcome.verdict == "block" {
+            refuse_block(&outcome);
+        }
+        let mut changes: Vec<(String, String)> = Vec::new();
+        if let Some(c) = key("score") {
+            changes.push((c, outcome.score.to_string()));
+        }
+        if let Some(c) = key("risk_level") {
+            changes.push((c, outcome.level.to_string()));
+        }
+        if let Some(c) = key("reasons") {
+            changes.push((c, array_literal(&outcome.reasons)));
+        }
+        if let Some(c) = key("verdict") {
+            changes.push((c, outcome.verdict.to_string()));
+        }
+        if outcome.verdict == "review" {
+            if let (Some(c), Some(v)) = (key("status"), mapping.get("review_status")) {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                changes.push((c, v));
+            }
+        }
+        let natts = (*desc).natts as usize;
+        let attrs = (*desc).attrs.as_slice(natts);
+        let mut cols: Vec<i32> = Vec::new();
+        let mut values: Vec<pg_sys::Datum> = Vec::new();
+        let mut nulls: Vec<bool> = Vec::new();
+        for (column, text) in &changes {
+            let Some(i) = attrs.iter().position(|a| {
+                !a.attisdropped
+                    && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == column.as_bytes()
+            }) else {
+                continue;
+            };
+            let Some(d) = datum_from_text(&attrs[i], text) else {
+                continue;
+            };
+            cols.push(i as i32 + 1);
+            values.push(d);
+            nulls.push(false);
+        }
+        let modified = if cols.is_empty() {
+            tuple
+        } else {
+            pg_sys::heap_modify_tuple_by_cols(
+                tuple,
+                desc,
+                cols.len() as i32,
+                cols.as_mut_ptr(),
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
+            )
+        };
+        Ok(Some(PgHeapTuple::from_heap_tuple(
+            pgrx::PgTupleDesc::from_pg_unchecked(desc),
+            modified,
+        )))
+    }
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE TABLE platform.fraud_rules (
+    name       text PRIMARY KEY CHECK (name <> ''),
+    action     text NOT NULL CHECK (action IN ('allow', 'review', 'block')),
+    condition  text NOT NULL,
+    priority   integer NOT NULL DEFAULT 100,
+    enabled    boolean NOT NULL DEFAULT true,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    updated_by text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE platform.fraud_rules IS 'The fraud team''s rules (platform.fraud_set_rule): allow, review or block when the condition holds.';
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_rules', '');
+GRANT SELECT ON platform.fraud_rules TO platform_admin, platform_developer, platform_auditor, platform_readonly;
+"#,
+    name = "fraud_rules",
+);
