@@ -66,3 +66,4 @@ GRANT EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boo
                           platform.score_payments(regclass, jsonb), platform.unscore_payments(regclass),
                           platform.fraud_score_trigger()
     TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.fraud_drift(text, integer, text) TO platform_admin, platform_developer, platform_auditor;

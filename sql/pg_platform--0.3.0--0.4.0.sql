@@ -5,6 +5,9 @@
 -- (everything before the start of next month, UTC): no row is copied or rewritten, so its
 -- blocks still verify. It leaves the extension's members, like every partition of the log,
 -- so that pg_dump dumps it with its rows and a restore recreates it.
+-- Log ids are handed out 1000 at a time per backend: the sequence is no hot spot shared by
+-- every audited writer.
+ALTER SEQUENCE platform.audit_log_id_seq CACHE 1000;
 DROP TRIGGER refuse_change ON platform.audit_log;
 DROP TRIGGER refuse_truncate ON platform.audit_log;
 ALTER TABLE platform.audit_log DROP CONSTRAINT audit_log_pkey;
@@ -53,6 +56,32 @@ ALTER TABLE platform.audit_block ADD COLUMN time_lo timestamptz, ADD COLUMN time
 COMMENT ON TABLE platform.audit_block IS 'Hash chain over platform.audit_log: each block seals the rows of transactions with ids in [xid_lo, xid_hi) whose event_time is in the log partition [time_lo, time_hi) (NULL: unbounded; both NULL: blocks sealed before the log was partitioned).';
 
 -- New functions and objects: fraud scoring, the pending rows' guard.
+CREATE TABLE platform.fraud_shadow_log (
+    scored_at        timestamptz NOT NULL DEFAULT now(),
+    model            text NOT NULL,
+    champion_version integer,
+    champion_score   float8 NOT NULL,
+    shadow_version   integer NOT NULL,
+    shadow_score     float8 NOT NULL,
+    card_key         bytea NOT NULL
+);
+COMMENT ON TABLE platform.fraud_shadow_log IS 'Every payment scored while a model has a shadow version: the champion''s score (which decided) beside the shadow''s. Card keys as in platform.fraud_profile.';
+CREATE INDEX ON platform.fraud_shadow_log (model, scored_at);
+GRANT SELECT ON platform.fraud_shadow_log TO platform_admin, platform_developer, platform_auditor;
+
+CREATE TABLE platform.fraud_rules (
+    name       text PRIMARY KEY CHECK (name <> ''),
+    action     text NOT NULL CHECK (action IN ('allow', 'review', 'block')),
+    condition  text NOT NULL,
+    priority   integer NOT NULL DEFAULT 100,
+    enabled    boolean NOT NULL DEFAULT true,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    updated_by text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE platform.fraud_rules IS 'The fraud team''s rules (platform.fraud_set_rule): allow, review or block when the condition holds.';
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_rules', '');
+GRANT SELECT ON platform.fraud_rules TO platform_admin, platform_developer, platform_auditor, platform_readonly;
+
 CREATE TYPE platform.fraud_result AS (
     score         float8,
     risk_level    text,
@@ -143,19 +172,6 @@ SELECT m.name, m.version, m.kind, m.features, m.threshold_elevated, m.threshold_
 COMMENT ON VIEW platform.fraud_models IS 'Fraud model versions with their aliases and metrics (without the model text).';
 GRANT SELECT ON platform.fraud_models TO platform_admin, platform_developer, platform_auditor, platform_readonly;
 
-CREATE TABLE platform.fraud_rules (
-    name       text PRIMARY KEY CHECK (name <> ''),
-    action     text NOT NULL CHECK (action IN ('allow', 'review', 'block')),
-    condition  text NOT NULL,
-    priority   integer NOT NULL DEFAULT 100,
-    enabled    boolean NOT NULL DEFAULT true,
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    updated_by text NOT NULL DEFAULT session_user
-);
-COMMENT ON TABLE platform.fraud_rules IS 'The fraud team''s rules (platform.fraud_set_rule): allow, review or block when the condition holds.';
-SELECT pg_catalog.pg_extension_config_dump('platform.fraud_rules', '');
-GRANT SELECT ON platform.fraud_rules TO platform_admin, platform_developer, platform_auditor, platform_readonly;
-
 -- pg_platform::fraud::learn::fraud_backtest
 CREATE  FUNCTION "fraud_backtest"(
 	"name" TEXT, /* & str */
@@ -182,6 +198,21 @@ CREATE  FUNCTION "fraud_deploy"(
 STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'fraud_deploy_wrapper';
+
+-- pg_platform::fraud::monitor::fraud_drift
+CREATE  FUNCTION "fraud_drift"(
+	"name" TEXT, /* & str */
+	"version" INT, /* Option < i32 > */
+	"source" TEXT /* & str */
+) RETURNS TABLE (
+	"feature" TEXT,  /* String */
+	"psi" double precision,  /* f64 */
+	"payments" bigint,  /* i64 */
+	"status" TEXT  /* String */
+)
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'fraud_drift_wrapper';
 
 -- pg_platform::fraud::policy::fraud_drop_rule
 CREATE  FUNCTION "fraud_drop_rule"(
@@ -374,6 +405,9 @@ GRANT EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boo
                           platform.score_payments(regclass, jsonb), platform.unscore_payments(regclass),
                           platform.fraud_score_trigger()
     TO platform_admin;
+
+REVOKE EXECUTE ON FUNCTION platform.fraud_drift(text, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.fraud_drift(text, integer, text) TO platform_admin, platform_developer, platform_auditor;
 
 -- The pending rows of the audit log (DDL recorded while the log had no partition for it).
 CREATE TABLE platform.audit_log_pending (

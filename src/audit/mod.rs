@@ -880,7 +880,7 @@ pub fn worker_task() {
 
 pgrx::extension_sql!(
     r#"
-CREATE SEQUENCE platform.audit_log_id_seq AS bigint;
+CREATE SEQUENCE platform.audit_log_id_seq AS bigint CACHE 1000;
 CREATE TABLE platform.audit_log (
     id                bigint NOT NULL DEFAULT nextval('platform.audit_log_id_seq'),
     cluster_id        bigint NOT NULL,

@@ -93,7 +93,7 @@ fn each_operation_is_recorded_with_its_images_and_actor() {
         "SELECT concat_ws(' | ', operation, statement_seq, row_seq, primary_key::text, old_values::text, new_values::text,
                           current_user_name, role_class, application_name,
                           session_user_name = current_user_name, backend_pid > 0, statement IS NOT NULL)
-           FROM platform.audit_log WHERE table_name = 'public.t_aud_account' AND operation NOT IN ('DDL', 'DROP') ORDER BY id",
+           FROM platform.audit_log WHERE table_name = 'public.t_aud_account' AND operation NOT IN ('DDL', 'DROP') ORDER BY xid, statement_seq, row_seq",
     );
     let expected = [
         r#"INSERT | 1 | 1 | {"id":1} | {"id":1,"owner":"ann","balance":"10.00"} | t_aud_dev | developer | teller-app | t | t | t"#,
@@ -129,7 +129,7 @@ fn each_operation_is_recorded_with_its_images_and_actor() {
     );
     let seq: String = one(
         &mut c,
-        "SELECT string_agg(statement_seq::text, ',' ORDER BY id) || ' ' || count(DISTINCT xid)
+        "SELECT string_agg(statement_seq::text, ',' ORDER BY xid, statement_seq, row_seq) || ' ' || count(DISTINCT xid)
            FROM platform.audit_log WHERE table_name = 'public.t_aud_account' AND primary_key::text = '{\"id\":7}'",
     );
     assert_eq!(seq, "1,2 1");
@@ -142,7 +142,7 @@ fn each_operation_is_recorded_with_its_images_and_actor() {
     let ddl: String = one(
         &mut c,
         "SELECT new_values::text || ' ' || current_user_name FROM platform.audit_log
-          WHERE operation = 'DDL' AND table_name = 'public.t_aud_account' ORDER BY id DESC LIMIT 1",
+          WHERE operation = 'DDL' AND table_name = 'public.t_aud_account' ORDER BY xid DESC, statement_seq DESC, row_seq DESC LIMIT 1",
     );
     assert_eq!(
         ddl,
@@ -185,7 +185,7 @@ fn a_rollback_or_an_aborted_subtransaction_leaves_nothing() {
     );
     run(&mut c, "BEGIN; SAVEPOINT s; INSERT INTO public.t_aud_tx VALUES (2, 'gone too'); ROLLBACK TO SAVEPOINT s;
                  INSERT INTO public.t_aud_tx VALUES (3, 'kept'); COMMIT");
-    let log: Vec<String> = rows(&mut c, "SELECT new_values::text FROM platform.audit_log WHERE table_name = 'public.t_aud_tx' AND operation <> 'DDL' ORDER BY id");
+    let log: Vec<String> = rows(&mut c, "SELECT new_values::text FROM platform.audit_log WHERE table_name = 'public.t_aud_tx' AND operation <> 'DDL' ORDER BY xid, statement_seq, row_seq");
     assert_eq!(log, vec![r#"{"id":3,"v":"kept"}"#.to_string()]);
     run(&mut c, "DROP TABLE public.t_aud_tx");
 }
@@ -610,7 +610,7 @@ fn retention_retires_sealed_partitions_and_verification_accounts_for_them() {
     let records = rows(
         &mut c,
         "SELECT table_name || ' ' || (new_values->>'rows') || ' ' || (new_values->>'action') FROM platform.audit_log
-          WHERE operation = 'RETENTION' AND table_name LIKE 'platform.audit_log_p2020%' ORDER BY id",
+          WHERE operation = 'RETENTION' AND table_name LIKE 'platform.audit_log_p2020%' ORDER BY xid, statement_seq, row_seq",
     );
     assert_eq!(
         records,

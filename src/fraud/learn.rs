@@ -279,6 +279,8 @@ fn fraud_train(
     for (x, y) in valid_rows.iter().zip(valid_labels) {
         pairs.push((scorer.predict(x).or_raise(), *y));
     }
+    let scores: Vec<f64> = pairs.iter().map(|(s, _)| *s).collect();
+    let reference = crate::fraud::monitor::reference(&scores, &opts.features, valid_rows);
     let summary = metrics::summary(&pairs).or_raise();
     let thresholds = opts.thresholds.unwrap_or_else(|| {
         let e = threshold_at_fpr(&pairs, 0.01);
@@ -304,6 +306,7 @@ fn fraud_train(
         thresholds,
         Some(training),
         Some(summary_json(&summary)),
+        Some(reference),
     )
 }
 

@@ -28,6 +28,7 @@ pub mod import;
 pub mod json;
 pub mod learn;
 pub mod metrics;
+pub mod monitor;
 pub mod policy;
 pub mod profile;
 pub mod registry;

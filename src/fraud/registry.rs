@@ -44,6 +44,8 @@ pub enum RegistryError {
     NoFeatures,
     #[error("invalid thresholds: elevated {0} and highest {1} must satisfy 0 <= elevated <= highest <= 1")]
     BadThresholds(f64, f64),
+    #[error("fraud model \"{0}\" version {1} has no reference histograms")]
+    NoReference(String, i32),
 }
 
 impl SqlError for RegistryError {
@@ -59,6 +61,7 @@ impl SqlError for RegistryError {
             }
             Self::NoEarlier(..) => ERRCODE_NO_DATA_FOUND,
             Self::NoFeatures => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::NoReference(..) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
     fn hint(&self) -> Option<String> {
@@ -72,6 +75,7 @@ impl SqlError for RegistryError {
             )),
             Self::BadAlias(_) => Some("Use champion, challenger or shadow.".into()),
             Self::BadFormat(_) => Some("Use 'xgboost' (Booster.save_model(\"m.json\")) or 'lightgbm' (Booster.save_model(\"m.txt\")).".into()),
+            Self::NoReference(..) => Some("Versions trained with platform.fraud_train keep them; an imported version has none.".into()),
             Self::Retired(name, _) => Some(format!(
                 "Import or train a new version of {name}, or pick a version that is not retired."
             )),
@@ -143,6 +147,8 @@ pub struct Loaded {
 struct Cache {
     /// Model name → its champion (None: no champion, use the built-in score).
     champions: HashMap<String, Option<Rc<Loaded>>>,
+    /// Model name → its shadow, if any.
+    shadows: HashMap<String, Option<Rc<Loaded>>>,
     watched: Vec<pg_sys::Oid>,
 }
 
@@ -156,6 +162,7 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
         if let Ok(mut c) = c.try_borrow_mut() {
             if relid == pg_sys::InvalidOid || c.watched.contains(&relid) {
                 c.champions.clear();
+                c.shadows.clear();
             }
         }
     });
@@ -255,6 +262,23 @@ pub fn champion(name: &str) -> Option<Rc<Loaded>> {
     loaded
 }
 
+/// The shadow version of `name`, if one is deployed (cached like the champion).
+pub fn shadow(name: &str) -> Option<Rc<Loaded>> {
+    watch();
+    if let Some(found) = CACHE.with_borrow(|c| c.shadows.get(name).cloned()) {
+        return found;
+    }
+    let version = sql::as_extension_owner(|| {
+        sql::read::<i32>(
+            "SELECT version FROM platform.fraud_alias WHERE name = $1 AND alias = 'shadow'",
+            &[name.into()],
+        )
+    });
+    let loaded = version.map(|v| Rc::new(load(name, v)));
+    CACHE.with_borrow_mut(|c| c.shadows.insert(name.to_string(), loaded.clone()));
+    loaded
+}
+
 pub fn check_name(name: &str) {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -276,6 +300,7 @@ pub fn store(
     thresholds: (f64, f64),
     training: Option<serde_json::Value>,
     metrics: Option<serde_json::Value>,
+    reference: Option<serde_json::Value>,
 ) -> i32 {
     check_name(name);
     let (elevated, highest) = thresholds;
@@ -295,8 +320,8 @@ pub fn store(
         )
         .unwrap_or(1);
         sql::modify(
-            "INSERT INTO platform.fraud_model (name, version, kind, features, model, threshold_elevated, threshold_highest, training, metrics)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO platform.fraud_model (name, version, kind, features, model, threshold_elevated, threshold_highest, training, metrics, reference)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 name.into(),
                 version.into(),
@@ -307,6 +332,7 @@ pub fn store(
                 highest.into(),
                 training.map(pgrx::JsonB).into(),
                 metrics.map(pgrx::JsonB).into(),
+                reference.map(pgrx::JsonB).into(),
             ],
         );
         version
@@ -397,6 +423,7 @@ fn fraud_import_model(
         &scorer,
         (threshold_elevated, threshold_highest),
         Some(serde_json::json!({"imported": format})),
+        None,
         None,
     )
 }

@@ -296,6 +296,9 @@ pub fn score_and_learn(
         let key = card_key(card);
         let mut profile = lock_profile(&key);
         let (mut outcome, fv) = score(&profile, &payment, attrs, model.as_deref()).or_raise();
+        if !name.is_empty() {
+            crate::fraud::monitor::shadow(&name, &outcome, &profile, &payment, attrs, &key);
+        }
         crate::fraud::policy::apply(&mut outcome, &fv, category, merchant);
         profile.update(&payment).or_raise();
         save_profile(&key, &profile);

@@ -672,3 +672,64 @@ fn the_trigger_scores_every_inserted_payment() {
          DROP TABLE public.t_fraud_pay",
     );
 }
+
+#[test]
+fn drift_and_shadow_watch_a_deployed_model() {
+    let mut c = client();
+    run(
+        &mut c,
+        &history_sql("public.t_fraud_drift")
+            .replace("generate_series(1, 20000)", "generate_series(1, 8000)"),
+    );
+    let train = "SELECT platform.fraud_train('t_drift', 'SELECT * FROM public.t_fraud_drift', 'is_fraud', 'logistic')";
+    let v1: i32 = one(&mut c, train);
+    let v2: i32 = one(&mut c, train);
+    // The same population: stable; amounts ten times larger: the amount has shifted.
+    let same: String = one(
+        &mut c,
+        &format!("SELECT string_agg(DISTINCT status, ',') FROM platform.fraud_drift('t_drift', {v1},
+                   'SELECT * FROM public.t_fraud_drift WHERE occurred_at >= (SELECT percentile_disc(0.8) WITHIN GROUP (ORDER BY occurred_at) FROM public.t_fraud_drift)')
+                  WHERE feature IN ('amount', 'hour_of_day')"),
+    );
+    assert_eq!(same, "stable");
+    let shifted: String = one(
+        &mut c,
+        &format!("SELECT status || ' ' || (psi > 0.25) FROM platform.fraud_drift('t_drift', {v1},
+                   'SELECT card, amount * 10 AS amount, occurred_at, merchant, category, lat, lon FROM public.t_fraud_drift')
+                  WHERE feature = 'amount'"),
+    );
+    assert_eq!(shifted, "shifted true");
+    // An imported version has no reference histograms.
+    let imported: i32 = match c.query_one(
+        "SELECT platform.fraud_import_model('t_drift_imp', 'lightgbm', $1, ARRAY['x_amount', 'x_log_amount', 'x_count_1h', 'x_count_24h', 'x_distance_prev_km', 'x_hour_of_day'])",
+        &[&renamed(include_str!("testdata/lgb.txt"), true)],
+    ) {
+        Ok(r) => r.get(0),
+        Err(e) => panic!("{e}"),
+    };
+    let (code, _) = expect_error(
+        &mut c,
+        &format!("SELECT * FROM platform.fraud_drift('t_drift_imp', {imported}, 'SELECT * FROM public.t_fraud_drift')"),
+    );
+    assert_eq!(code, "55000");
+
+    // A shadow is scored and logged beside the champion, which alone decides.
+    run(
+        &mut c,
+        &format!("SELECT platform.fraud_deploy('t_drift', {v1}); SELECT platform.fraud_deploy('t_drift', {v2}, 'shadow');
+                  SET platform.fraud_model = 't_drift'"),
+    );
+    let (s, _, _, model, version) = score(
+        &mut c,
+        "'4600-1', 25, now(), 'shop-1', 'grocery', 48.8, 2.3",
+    );
+    assert_eq!((model.as_str(), version), ("t_drift", Some(v1)));
+    let logged: String = one(
+        &mut c,
+        &format!("SELECT champion_version || ' ' || shadow_version || ' ' || (champion_score = {s:e}::float8)
+                    FROM platform.fraud_shadow_log WHERE model = 't_drift' ORDER BY scored_at DESC LIMIT 1"),
+    );
+    assert_eq!(logged, format!("{v1} {v2} true"));
+    run(&mut c, "SELECT platform.fraud_undeploy('t_drift', 'shadow'); SELECT platform.fraud_undeploy('t_drift'); RESET platform.fraud_model;
+                 DROP TABLE public.t_fraud_drift");
+}
