@@ -67,3 +67,5 @@ GRANT EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boo
                           platform.fraud_score_trigger()
     TO platform_admin;
 GRANT EXECUTE ON FUNCTION platform.fraud_drift(text, integer, text) TO platform_admin, platform_developer, platform_auditor;
+GRANT EXECUTE ON FUNCTION platform.fraud_stats() TO platform_admin, platform_developer, platform_auditor;
+GRANT EXECUTE ON FUNCTION platform.fraud_reset_stats() TO platform_admin;

@@ -56,57 +56,6 @@ ALTER TABLE platform.audit_block ADD COLUMN time_lo timestamptz, ADD COLUMN time
 COMMENT ON TABLE platform.audit_block IS 'Hash chain over platform.audit_log: each block seals the rows of transactions with ids in [xid_lo, xid_hi) whose event_time is in the log partition [time_lo, time_hi) (NULL: unbounded; both NULL: blocks sealed before the log was partitioned).';
 
 -- New functions and objects: fraud scoring, the pending rows' guard.
-CREATE TABLE platform.fraud_shadow_log (
-    scored_at        timestamptz NOT NULL DEFAULT now(),
-    model            text NOT NULL,
-    champion_version integer,
-    champion_score   float8 NOT NULL,
-    shadow_version   integer NOT NULL,
-    shadow_score     float8 NOT NULL,
-    card_key         bytea NOT NULL
-);
-COMMENT ON TABLE platform.fraud_shadow_log IS 'Every payment scored while a model has a shadow version: the champion''s score (which decided) beside the shadow''s. Card keys as in platform.fraud_profile.';
-CREATE INDEX ON platform.fraud_shadow_log (model, scored_at);
-GRANT SELECT ON platform.fraud_shadow_log TO platform_admin, platform_developer, platform_auditor;
-
-CREATE TABLE platform.fraud_rules (
-    name       text PRIMARY KEY CHECK (name <> ''),
-    action     text NOT NULL CHECK (action IN ('allow', 'review', 'block')),
-    condition  text NOT NULL,
-    priority   integer NOT NULL DEFAULT 100,
-    enabled    boolean NOT NULL DEFAULT true,
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    updated_by text NOT NULL DEFAULT session_user
-);
-COMMENT ON TABLE platform.fraud_rules IS 'The fraud team''s rules (platform.fraud_set_rule): allow, review or block when the condition holds.';
-SELECT pg_catalog.pg_extension_config_dump('platform.fraud_rules', '');
-GRANT SELECT ON platform.fraud_rules TO platform_admin, platform_developer, platform_auditor, platform_readonly;
-
-CREATE TYPE platform.fraud_result AS (
-    score         float8,
-    risk_level    text,
-    reasons       text[],
-    model         text,
-    model_version integer,
-    verdict       text,
-    rules         text[]
-);
-COMMENT ON TYPE platform.fraud_result IS 'What platform.fraud_score returns: score 0..1, risk level, reasons in words, the model and version that scored, the verdict (allow, review, block) and the rules that fired.';
-CREATE TABLE platform.fraud_profile (
-    card_key   bytea PRIMARY KEY,
-    state      bytea NOT NULL,
-    payments   bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE platform.fraud_profile IS 'Per-card behavioural profiles of fraud scoring, keyed by a salted SHA-256 of the card (never the card itself). Readable by the extension owner only.';
-CREATE TABLE platform.fraud_secret (
-    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
-    salt bytea NOT NULL
-);
-COMMENT ON TABLE platform.fraud_secret IS 'The salt of card keys in platform.fraud_profile, made on first use. Readable by the extension owner only.';
-SELECT pg_catalog.pg_extension_config_dump('platform.fraud_profile', '');
-SELECT pg_catalog.pg_extension_config_dump('platform.fraud_secret', '');
-
 CREATE TABLE platform.fraud_model (
     name               text NOT NULL,
     version            integer NOT NULL,
@@ -171,6 +120,57 @@ SELECT m.name, m.version, m.kind, m.features, m.threshold_elevated, m.threshold_
   FROM platform.fraud_model m;
 COMMENT ON VIEW platform.fraud_models IS 'Fraud model versions with their aliases and metrics (without the model text).';
 GRANT SELECT ON platform.fraud_models TO platform_admin, platform_developer, platform_auditor, platform_readonly;
+
+CREATE TABLE platform.fraud_shadow_log (
+    scored_at        timestamptz NOT NULL DEFAULT now(),
+    model            text NOT NULL,
+    champion_version integer,
+    champion_score   float8 NOT NULL,
+    shadow_version   integer NOT NULL,
+    shadow_score     float8 NOT NULL,
+    card_key         bytea NOT NULL
+);
+COMMENT ON TABLE platform.fraud_shadow_log IS 'Every payment scored while a model has a shadow version: the champion''s score (which decided) beside the shadow''s. Card keys as in platform.fraud_profile.';
+CREATE INDEX ON platform.fraud_shadow_log (model, scored_at);
+GRANT SELECT ON platform.fraud_shadow_log TO platform_admin, platform_developer, platform_auditor;
+
+CREATE TABLE platform.fraud_rules (
+    name       text PRIMARY KEY CHECK (name <> ''),
+    action     text NOT NULL CHECK (action IN ('allow', 'review', 'block')),
+    condition  text NOT NULL,
+    priority   integer NOT NULL DEFAULT 100,
+    enabled    boolean NOT NULL DEFAULT true,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    updated_by text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE platform.fraud_rules IS 'The fraud team''s rules (platform.fraud_set_rule): allow, review or block when the condition holds.';
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_rules', '');
+GRANT SELECT ON platform.fraud_rules TO platform_admin, platform_developer, platform_auditor, platform_readonly;
+
+CREATE TYPE platform.fraud_result AS (
+    score         float8,
+    risk_level    text,
+    reasons       text[],
+    model         text,
+    model_version integer,
+    verdict       text,
+    rules         text[]
+);
+COMMENT ON TYPE platform.fraud_result IS 'What platform.fraud_score returns: score 0..1, risk level, reasons in words, the model and version that scored, the verdict (allow, review, block) and the rules that fired.';
+CREATE TABLE platform.fraud_profile (
+    card_key   bytea PRIMARY KEY,
+    state      bytea NOT NULL,
+    payments   bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE platform.fraud_profile IS 'Per-card behavioural profiles of fraud scoring, keyed by a salted SHA-256 of the card (never the card itself). Readable by the extension owner only.';
+CREATE TABLE platform.fraud_secret (
+    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+    salt bytea NOT NULL
+);
+COMMENT ON TABLE platform.fraud_secret IS 'The salt of card keys in platform.fraud_profile, made on first use. Readable by the extension owner only.';
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_profile', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.fraud_secret', '');
 
 -- pg_platform::fraud::learn::fraud_backtest
 CREATE  FUNCTION "fraud_backtest"(
@@ -277,6 +277,12 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'fraud_rebuild_profiles_wrapper';
 
+-- pg_platform::fraud::stats::fraud_reset_stats
+CREATE  FUNCTION "fraud_reset_stats"() RETURNS bigint /* i64 */
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'fraud_reset_stats_wrapper';
+
 -- pg_platform::fraud::registry::fraud_retire
 CREATE  FUNCTION "fraud_retire"(
 	"name" TEXT, /* & str */
@@ -324,6 +330,25 @@ CREATE  FUNCTION "fraud_set_rule"(
 STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'fraud_set_rule_wrapper';
+
+-- pg_platform::fraud::stats::fraud_stats
+CREATE  FUNCTION "fraud_stats"() RETURNS TABLE (
+	"model" TEXT,  /* String */
+	"version" INT,  /* Option < i32 > */
+	"calls" bigint,  /* i64 */
+	"mean_us" double precision,  /* f64 */
+	"p50_us_at_most" bigint,  /* i64 */
+	"p99_us_at_most" bigint,  /* i64 */
+	"normal" double precision,  /* f64 */
+	"elevated" double precision,  /* f64 */
+	"highest" double precision,  /* f64 */
+	"allowed" double precision,  /* f64 */
+	"reviewed" double precision,  /* f64 */
+	"blocked" double precision  /* f64 */
+)
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'fraud_stats_wrapper';
 
 -- pg_platform::fraud::learn::fraud_train
 CREATE  FUNCTION "fraud_train"(
@@ -408,6 +433,12 @@ GRANT EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boo
 
 REVOKE EXECUTE ON FUNCTION platform.fraud_drift(text, integer, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.fraud_drift(text, integer, text) TO platform_admin, platform_developer, platform_auditor;
+
+REVOKE EXECUTE ON FUNCTION platform.fraud_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.fraud_stats() TO platform_admin, platform_developer, platform_auditor;
+
+REVOKE EXECUTE ON FUNCTION platform.fraud_reset_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.fraud_reset_stats() TO platform_admin;
 
 -- The pending rows of the audit log (DDL recorded while the log had no partition for it).
 CREATE TABLE platform.audit_log_pending (

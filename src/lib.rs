@@ -35,6 +35,7 @@ pub extern "C-unwind" fn _PG_init() {
     worker::register();
     pii::init();
     audit::init();
+    fraud::init();
 }
 
 /// Required by `cargo pgrx test`: the settings every test server runs with, so that later

@@ -169,7 +169,8 @@ pub fn partition_for(log: pg_sys::Oid, t: i64, make: bool) -> Option<pg_sys::Oid
 
 /// Registers the log for partition management (monthly in UTC, 3 months ahead, no
 /// default partition, partitions kept until a retention is set) if it is not yet, and
-/// makes the partitions it lacks. As the extension's owner: the log belongs to it.
+/// makes the partitions of this month and the next if they are missing. As the
+/// extension's owner: the log belongs to it.
 pub fn ensure_partitions() {
     sql::as_extension_owner(|| {
         let log = sql::read::<pg_sys::Oid>("SELECT to_regclass('platform.audit_log')::oid", &[]);
@@ -182,8 +183,16 @@ pub fn ensure_partitions() {
         )
         .is_some();
         if registered {
-            let due = crate::partition::needs_maintenance("platform.audit_log");
-            if due {
+            // Only when this month or the next has no partition: retention and the rest of
+            // maintenance are the worker's (an audited transaction that ran them could wait
+            // for a retention that waits for it).
+            let now = unsafe { pg_sys::GetCurrentTimestamp() } + 946_684_800_000_000;
+            let month = 31 * 86_400 * 1_000_000i64;
+            let parts = log.map(partitions).unwrap_or_default();
+            let missing = [now, now + month]
+                .iter()
+                .any(|t| !parts.iter().any(|p| p.contains(*t)));
+            if missing && crate::partition::needs_maintenance("platform.audit_log") {
                 sql::run("SELECT count(*) FROM platform.run_maintenance('platform.audit_log')");
             }
         } else {
@@ -195,10 +204,11 @@ pub fn ensure_partitions() {
     });
 }
 
-/// Called by partition retention before it drops or detaches `partition` of the log
-/// (which it sealed before locking the log): lets the partition go unless some of its
-/// rows are still unsealed, after recording the retirement as a `RETENTION` row (in the
-/// current partition, so the chain seals it like any other row).
+/// Called by partition retention before it drops or detaches `partition` of the log: lets
+/// the partition go unless some of its rows are still unsealed (the worker seals every
+/// round; retention waits for it rather than seal while holding the log's lock, which
+/// could deadlock with a sealer that writes to the log), after recording the retirement
+/// as a `RETENTION` row (in the current partition, so the chain seals it like any other).
 pub fn before_retire(partition: &str, action: &str) -> Result<(), String> {
     let log = sql::read::<pg_sys::Oid>("SELECT to_regclass('platform.audit_log')::oid", &[])
         .unwrap_or(pg_sys::InvalidOid);

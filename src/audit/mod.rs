@@ -17,13 +17,6 @@ mod trigger;
 
 pub use log::before_retire;
 
-/// Seals every finished transaction, unless another sealer is at it (partition retention
-/// calls it before it locks the log; waiting there for a sealer that writes to the log
-/// could deadlock with it).
-pub fn seal_before_retention() {
-    sql::as_extension_owner(|| seal_if(false));
-}
-
 use crate::error::{raise, OrRaise, SpiFailure, SqlError};
 use crate::sql::{self, RegClass};
 use pgrx::prelude::*;
@@ -281,25 +274,10 @@ fn xid(text: &str) -> u64 {
 }
 
 fn seal() -> i64 {
-    seal_if(true)
-}
-
-/// Seals, waiting for another sealer (`wait`) or giving up when one is at work.
-fn seal_if(wait: bool) -> i64 {
     // Sealers take turns; writers never take this lock.
-    if wait {
-        sql::run(
-            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pg_platform audit seal'))",
-        );
-    } else {
-        let got = sql::modify_returning::<bool>(
-            "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('pg_platform audit seal'))",
-            &[],
-        );
-        if got != Some(true) {
-            return 0;
-        }
-    }
+    sql::run(
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pg_platform audit seal'))",
+    );
     let cluster = trigger::cluster_id();
     let last = Spi::connect(|c| {
         let t = c.select(

@@ -34,9 +34,15 @@ pub mod profile;
 pub mod registry;
 pub mod rules;
 pub mod scoring;
+pub mod stats;
 pub mod stored;
 #[cfg(test)]
 mod tests;
 pub mod train;
 
 pub use error::FraudError;
+
+/// Called from `_PG_init`: the score counters of `platform.fraud_stats`.
+pub fn init() {
+    stats::init();
+}

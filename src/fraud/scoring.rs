@@ -271,6 +271,7 @@ pub fn score_and_learn(
     lon: Option<f64>,
     attrs: Option<&serde_json::Value>,
 ) -> Outcome {
+    let started = std::time::Instant::now();
     if amount < 0.0 || amount.is_nan() {
         raise(ScoreError::NegativeAmount(amount));
     }
@@ -302,6 +303,13 @@ pub fn score_and_learn(
         crate::fraud::policy::apply(&mut outcome, &fv, category, merchant);
         profile.update(&payment).or_raise();
         save_profile(&key, &profile);
+        crate::fraud::stats::count(
+            &outcome.model,
+            outcome.version,
+            outcome.level,
+            outcome.verdict,
+            started.elapsed().as_micros() as u64,
+        );
         outcome
     })
 }

@@ -733,3 +733,27 @@ fn drift_and_shadow_watch_a_deployed_model() {
     run(&mut c, "SELECT platform.fraud_undeploy('t_drift', 'shadow'); SELECT platform.fraud_undeploy('t_drift'); RESET platform.fraud_model;
                  DROP TABLE public.t_fraud_drift");
 }
+
+#[test]
+fn stats_count_scores_per_model_version() {
+    let mut c = client();
+    run(&mut c, "SET platform.fraud_model = 't_stats_none'");
+    let before: i64 = one(
+        &mut c,
+        "SELECT coalesce(sum(calls), 0)::int8 FROM platform.fraud_stats() WHERE model = 'builtin'",
+    );
+    run(
+        &mut c,
+        "SELECT count(platform.fraud_score('4700-' || g, 10, now(), 'm', 'c')) FROM generate_series(1, 50) g",
+    );
+    let after: String = one(
+        &mut c,
+        &format!("SELECT (sum(calls) - {before})::text || ' ' || bool_and(p99_us_at_most >= p50_us_at_most AND mean_us > 0
+                          AND abs(normal + elevated + highest - 1) < 1e-9 AND abs(allowed + reviewed + blocked - 1) < 1e-9)
+                   FROM platform.fraud_stats() WHERE model = 'builtin' AND version IS NULL"),
+    );
+    // Other tests score with the built-in model at the same time: at least ours counted.
+    let (n, ok) = after.split_once(' ').unwrap_or(("0", "false"));
+    assert!(n.parse::<i64>().unwrap_or(0) >= 50, "{after}");
+    assert_eq!(ok, "true");
+}

@@ -437,11 +437,6 @@ pub fn maintain(
     if first.is_empty() {
         return outcome;
     }
-    // The audit log seals what retention may remove before the parent is locked: sealing
-    // takes the sealers' lock, which a sealer holds while it writes to the log.
-    if !first.retire.is_empty() && p.qualified == "platform.audit_log" {
-        crate::audit::seal_before_retention();
-    }
     let timeout = LocalSetting::set(
         c"lock_timeout",
         &format!("{}ms", crate::gucs::MAINTENANCE_LOCK_TIMEOUT.get()),
