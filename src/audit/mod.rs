@@ -725,8 +725,7 @@ fn verify(since: Option<pgrx::datum::TimestampWithTimeZone>) -> Verdict {
         }
         checked_blocks += 1;
         // Rows of expired blocks were retired with their partition; the block itself
-        // still chains, so its place in the history stays provable. A block counted as
-        // expired whose rows are still there means the horizon was forged.
+        // still chains, so its place in the history stays provable.
         let (bad_row, recomputed, rows) = check_rows(
             block.cluster,
             &block.lo,
@@ -734,11 +733,9 @@ fn verify(since: Option<pgrx::datum::TimestampWithTimeZone>) -> Verdict {
             (block.time_lo, block.time_hi),
         );
         checked_rows += rows;
-        if block.expired(&expired) {
-            if rows > 0 {
-                return fail(Some(no), None, checked_blocks, checked_rows, format!("block {no} lies before the retention horizon, but {rows} of its rows are still in the log (a forged RETENTION record)"));
-            }
-        } else {
+        // Rows still there are checked whatever the horizon says (a partition detached by
+        // retention may be attached again; a forged horizon hides nothing).
+        if rows > 0 || !block.expired(&expired) {
             if let Some(row) = bad_row {
                 return fail(
                     Some(no),
