@@ -41,6 +41,11 @@ export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the work tree
 work=$(mktemp -d /tmp/pg_platform-bench-fraud.XXXXXX)
 service_pid=
 cleanup() {
+    local rc=$?
+    # On failure, the server's last words (run.sh removes its directory afterwards).
+    if [ "$rc" != 0 ] && [ -f "$BENCH_DIR/server.log" ]; then
+        note "exit $rc; the end of the server log:"; tail -15 "$BENCH_DIR/server.log" >&2 || true
+    fi
     if [ -n "$service_pid" ]; then
         kill "$service_pid" 2>/dev/null || true
         wait "$service_pid" 2>/dev/null || true

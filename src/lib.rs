@@ -52,6 +52,9 @@ pub mod pg_test {
             "max_replication_slots = 16",
             "max_wal_senders = 16",
             "platform.databases = 'pgrx_tests'",
+            // Kept in files, so that a test can read what a background worker logged.
+            "logging_collector = on",
+            "log_directory = 'log'",
             "platform.worker_naptime = 1",
             // Tests call run_maintenance themselves; the worker's pass is tested end to end.
             "platform.maintenance_interval = 0",

@@ -425,17 +425,40 @@ fn the_worker_seals_without_being_asked() {
     let sealed = "SELECT count(*) FROM platform.audit_log l WHERE table_name = 'public.t_aud_worker' AND operation = 'INSERT'
                     AND EXISTS (SELECT 1 FROM platform.audit_block b WHERE b.cluster_id = l.cluster_id
                                    AND l.xid >= b.xid_lo AND l.xid < b.xid_hi)";
+    // Within 45 seconds: a worker that exits is restarted after 30 (its log lines are in
+    // the failure message if it never comes back).
     let mut count = 0;
-    for _ in 0..60 {
+    for _ in 0..180 {
         count = one::<i64>(&mut c, sealed);
         if count == 10 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+    let state: String = one(
+        &mut c,
+        "SELECT format('worker %s; pending %s (min xid %s), xmin %s, sealed up to %s, our max xid %s, backends: %s',
+                       (SELECT string_agg(pid || ' since ' || backend_start, ', ') FROM platform.worker_status()),
+                       (SELECT count(*) FROM platform.audit_log_pending), (SELECT min(xid) FROM platform.audit_log_pending),
+                       pg_snapshot_xmin(pg_current_snapshot()), (SELECT max(xid_hi) FROM platform.audit_block),
+                       (SELECT max(xid) FROM platform.audit_log WHERE table_name = 'public.t_aud_worker'),
+                       (SELECT string_agg(coalesce(backend_type, '?') || '/' || coalesce(wait_event_type, '-') || ':' || coalesce(wait_event, '-')
+                                          || ' xid ' || coalesce(backend_xid::text, '-') || ' ' || left(query, 40), '; ')
+                          FROM pg_stat_activity WHERE datname = current_database()))",
+    );
+    let log: String = if count == 10 {
+        String::new()
+    } else {
+        one(
+            &mut c,
+            "SELECT coalesce(string_agg(l, E'\n'), '') FROM (
+                 SELECT l FROM pg_ls_logdir() f, regexp_split_to_table(pg_read_file('log/' || f.name), E'\n') l
+                  WHERE l ~ 'worker|background|terminated|exited|panicked|FATAL' ORDER BY f.modification LIMIT 200) x",
+        )
+    };
     assert_eq!(
         count, 10,
-        "the worker sealed the rows within 15 seconds of their transaction becoming the oldest"
+        "the worker sealed the rows within 45 seconds of their transaction becoming the oldest: {state}\n{log}"
     );
     run(&mut c, "DROP TABLE public.t_aud_worker");
 }

@@ -549,9 +549,19 @@ fn lightgbm_tree(t: usize, b: &Block<'_>) -> Result<RawTree> {
                 )))
             }
         };
+        // LightGBM writes `inf` for a split that only parts missing values from the rest:
+        // `x <= inf` holds for every finite x, and so does `x <= f64::MAX`, which the
+        // scorer accepts (it refuses infinite thresholds as a sign of a damaged model).
+        let threshold = if thr[i] == f64::INFINITY {
+            f64::MAX
+        } else if thr[i] == f64::NEG_INFINITY {
+            f64::MIN
+        } else {
+            thr[i]
+        };
         nodes.push(RawNode::Split {
             feature: feat[i],
-            threshold: thr[i],
+            threshold,
             left: child(i, left[i])?,
             right: child(i, right[i])?,
             default_left: d & 2 != 0,
@@ -903,5 +913,14 @@ mod tests {
                 Err(FraudError::TooLarge { bytes, limit: MAX_MODEL_BYTES }) if bytes == MAX_MODEL_BYTES + 1
             ));
         }
+    }
+
+    #[test]
+    fn lightgbm_infinite_thresholds_split_finite_values_as_lightgbm_does() {
+        // LightGBM writes `inf` for a split that only parts missing values from the rest.
+        let text = LGB.replacen("threshold=120.15500000000002 ", "threshold=inf ", 1);
+        assert_ne!(text, LGB);
+        let m = import_lightgbm_text(&text, &names());
+        assert!(m.is_ok(), "{m:?}");
     }
 }

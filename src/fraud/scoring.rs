@@ -20,6 +20,7 @@ use pgrx::PgSqlErrorCode;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// PostgreSQL's epoch (2000-01-01) in Unix microseconds.
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
@@ -218,16 +219,58 @@ pub fn card_key(card: &str) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+const SELECT_PROFILE: &str =
+    "SELECT state FROM platform.fraud_profile WHERE card_key = $1 FOR UPDATE";
+const INSERT_PROFILE: &str = "INSERT INTO platform.fraud_profile (card_key, state) VALUES ($1, '\\x') ON CONFLICT DO NOTHING RETURNING state";
+const UPDATE_PROFILE: &str = "UPDATE platform.fraud_profile SET state = $2, payments = payments + 1, updated_at = now() WHERE card_key = $1";
+const PROFILE_STATEMENTS: [(&str, usize); 3] = [
+    (SELECT_PROFILE, 1),
+    (INSERT_PROFILE, 1),
+    (UPDATE_PROFILE, 2),
+];
+
+thread_local! {
+    /// The profile statements, planned once per backend (planning them per payment cost
+    /// more than scoring with 300 trees).
+    static PLANS: RefCell<Vec<Rc<pgrx::spi::OwnedPreparedStatement>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs profile statement `which` with `args`; the first column of its first row.
+fn profile_statement(which: usize, args: &[pgrx::datum::DatumWithOid]) -> Option<Vec<u8>> {
+    Spi::connect_mut(|c| {
+        let cached = PLANS.with_borrow(|p| p.get(which).cloned());
+        let plan = match cached {
+            Some(p) => p,
+            None => {
+                let mut kept = Vec::new();
+                for (text, n) in PROFILE_STATEMENTS {
+                    let types = vec![PgOid::BuiltIn(PgBuiltInOids::BYTEAOID); n];
+                    kept.push(Rc::new(c.prepare_mut(text, &types)?.keep()));
+                }
+                PLANS.with_borrow_mut(|p| *p = kept.clone());
+                match kept.get(which) {
+                    Some(p) => p.clone(),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let table = c.update(&*plan, Some(1), args)?;
+        // Only the statements with a result (SELECT, INSERT ... RETURNING) have a table.
+        if which == 2 || table.is_empty() {
+            return Ok(None);
+        }
+        table.first().get_one::<Vec<u8>>()
+    })
+    .map_err(crate::error::SpiFailure::from)
+    .or_raise()
+}
+
 /// The card's profile, locked until the transaction ends (made empty if new).
 fn lock_profile(key: &[u8]) -> Profile {
-    let select = "SELECT state FROM platform.fraud_profile WHERE card_key = $1 FOR UPDATE";
-    let state = sql::modify_returning::<Vec<u8>>(select, &[key.to_vec().into()]).or_else(|| {
+    let state = profile_statement(0, &[key.to_vec().into()]).or_else(|| {
         // A new card: two first payments at once both insert; one waits for the other.
-        sql::modify_returning::<Vec<u8>>(
-            "INSERT INTO platform.fraud_profile (card_key, state) VALUES ($1, '\\x') ON CONFLICT DO NOTHING RETURNING state",
-            &[key.to_vec().into()],
-        )
-        .or_else(|| sql::modify_returning::<Vec<u8>>(select, &[key.to_vec().into()]))
+        profile_statement(1, &[key.to_vec().into()])
+            .or_else(|| profile_statement(0, &[key.to_vec().into()]))
     });
     match state {
         Some(b) if !b.is_empty() => Profile::from_bytes(&b).or_raise(),
@@ -236,10 +279,7 @@ fn lock_profile(key: &[u8]) -> Profile {
 }
 
 fn save_profile(key: &[u8], profile: &Profile) {
-    sql::modify(
-        "UPDATE platform.fraud_profile SET state = $2, payments = payments + 1, updated_at = now() WHERE card_key = $1",
-        &[key.to_vec().into(), profile.to_bytes().into()],
-    );
+    profile_statement(2, &[key.to_vec().into(), profile.to_bytes().into()]);
 }
 
 fn micros(t: TimestampWithTimeZone) -> i64 {
