@@ -476,6 +476,8 @@ pub fn replay(
     label: Option<&str>,
     mut each: impl FnMut(&HistoryRow, &Profile),
 ) -> HashMap<String, Profile> {
+    // The query is wrapped as a subquery: a trailing semicolon would end it.
+    let query = query.trim().trim_end_matches(';').trim_end();
     let cols = columns(query);
     for required in ["card", "amount", "occurred_at", "merchant", "category"]
         .into_iter()

@@ -449,7 +449,7 @@ fn training_and_evaluation_use_the_live_features() {
     run(&mut c, &history_sql("public.t_fraud_history"));
     let version: i32 = one(
         &mut c,
-        "SELECT platform.fraud_train('t_logit', 'SELECT * FROM public.t_fraud_history', 'is_fraud', 'logistic')",
+        "SELECT platform.fraud_train('t_logit', 'SELECT * FROM public.t_fraud_history; ', 'is_fraud', 'logistic')",
     );
     let metrics: String = one(
         &mut c,
