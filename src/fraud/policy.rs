@@ -295,6 +295,16 @@ fn unscore_payments(tbl: crate::sql::RegClass) -> bool {
     had
 }
 
+/// The index of the live column `name` in `desc`.
+unsafe fn column_index(desc: pg_sys::TupleDesc, name: &str) -> Option<usize> {
+    unsafe {
+        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        attrs.iter().position(|a| {
+            !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == name.as_bytes()
+        })
+    }
+}
+
 /// The text of column `name` of a trigger's tuple (its type's output), None for NULL.
 unsafe fn column_text(
     desc: pg_sys::TupleDesc,
@@ -304,9 +314,7 @@ unsafe fn column_text(
     unsafe {
         let natts = (*desc).natts as usize;
         let attrs = (*desc).attrs.as_slice(natts);
-        let at = attrs.iter().position(|a| {
-            !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == name.as_bytes()
-        })?;
+        let at = column_index(desc, name)?;
         let mut isnull = false;
         let datum = pg_sys::heap_getattr(tuple, at as i32 + 1, desc, &mut isnull);
         if isnull {
@@ -383,10 +391,7 @@ fn fraud_score_trigger<'a>(
         let at = key("occurred_at").and_then(|c| {
             let natts = (*desc).natts as usize;
             let attrs = (*desc).attrs.as_slice(natts);
-            let i = attrs.iter().position(|a| {
-                !a.attisdropped
-                    && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == c.as_bytes()
-            })?;
+            let i = column_index(desc, &c)?;
             let mut isnull = false;
             let d = pg_sys::heap_getattr(tuple, i as i32 + 1, desc, &mut isnull);
             // timestamptz is stored as microseconds since 2000-01-01.
@@ -441,10 +446,7 @@ fn fraud_score_trigger<'a>(
         let mut values: Vec<pg_sys::Datum> = Vec::new();
         let mut nulls: Vec<bool> = Vec::new();
         for (column, text) in &changes {
-            let Some(i) = attrs.iter().position(|a| {
-                !a.attisdropped
-                    && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == column.as_bytes()
-            }) else {
+            let Some(i) = column_index(desc, column) else {
                 continue;
             };
             let Some(d) = datum_from_text(&attrs[i], text) else {

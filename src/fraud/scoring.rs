@@ -557,17 +557,18 @@ pub fn replay(
     profiles
 }
 
-/// Rebuilds every card's profile from a payment history, in time order: `source` returns
-/// card, amount, occurred_at, merchant, category and optionally lat, lon. The profiles of
-/// cards the history does not name are removed. Returns the number of cards.
+/// Rebuilds the profiles of the cards a payment history names, from that history in time
+/// order: `source` returns card, amount, occurred_at, merchant, category and optionally
+/// lat, lon. Each named card's profile is replaced; other cards' profiles are left as they
+/// are. Returns the number of cards.
 #[pg_extern(volatile)]
 fn fraud_rebuild_profiles(source: &str) -> i64 {
     let profiles = replay(source, None, |_, _| {});
     sql::as_extension_owner(|| {
-        sql::modify("DELETE FROM platform.fraud_profile", &[]);
         for (card, profile) in &profiles {
             sql::modify(
-                "INSERT INTO platform.fraud_profile (card_key, state, payments) VALUES ($1, $2, $3)",
+                "INSERT INTO platform.fraud_profile (card_key, state, payments) VALUES ($1, $2, $3)
+                 ON CONFLICT (card_key) DO UPDATE SET state = EXCLUDED.state, payments = EXCLUDED.payments, updated_at = now()",
                 &[
                     card_key(card).into(),
                     profile.to_bytes().into(),

@@ -494,6 +494,66 @@ fn training_and_evaluation_use_the_live_features() {
     assert_eq!(live, replayed);
     run(&mut c, "RESET platform.fraud_model");
 
+    // The exported features are the ones the model saw: the backtest's score is the
+    // model applied to them (logistic: a function of the exported vector alone).
+    let exported: String = one(
+        &mut c,
+        "SELECT count(*) || ' ' || min(array_length(features, 1)) || ' ' || min(names[5]) || ' ' || count(*) FILTER (WHERE label)
+           FROM platform.fraud_features('SELECT * FROM public.t_fraud_history ORDER BY occurred_at LIMIT 3000', 'is_fraud')",
+    );
+    let frauds: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM (SELECT * FROM public.t_fraud_history ORDER BY occurred_at LIMIT 3000) h WHERE is_fraud",
+    );
+    assert_eq!(
+        exported,
+        format!("3000 22 amount_to_category_mean {frauds}")
+    );
+    let first: String = one(
+        &mut c,
+        "SELECT features[19]::text || ' ' || features[8]::text FROM platform.fraud_features('SELECT * FROM public.t_fraud_history')
+          WHERE card = 'c7' ORDER BY occurred_at LIMIT 1",
+    );
+    assert_eq!(
+        first, "0 0",
+        "a card's first payment has no history (card_payment_count, count_7d)"
+    );
+    // The built-in score is evaluated too, and beaten by the trained model here.
+    let builtin: f64 = one(
+        &mut c,
+        "SELECT auc_pr FROM platform.fraud_evaluate('builtin', NULL, 'SELECT * FROM public.t_fraud_history', 'is_fraud')",
+    );
+    let trained: f64 = one(
+        &mut c,
+        &format!("SELECT auc_pr FROM platform.fraud_evaluate('t_logit', {version}, 'SELECT * FROM public.t_fraud_history', 'is_fraud')"),
+    );
+    assert!(
+        (0.0..=1.0).contains(&builtin) && trained > builtin,
+        "{trained} vs {builtin}"
+    );
+    let (code, _) = expect_error(
+        &mut c,
+        "SELECT * FROM platform.fraud_evaluate('t_no_model', NULL, 'SELECT * FROM public.t_fraud_history', 'is_fraud')",
+    );
+    assert_eq!(code, "42704");
+
+    // Rebuilding profiles from history: the named cards' profiles hold all of it, the
+    // others are untouched.
+    let live_before = payments(&mut c, "live-c7");
+    let cards: i64 = one(
+        &mut c,
+        "SELECT platform.fraud_rebuild_profiles('SELECT ''rebuilt-'' || card AS card, amount, occurred_at, merchant, category FROM public.t_fraud_history')",
+    );
+    assert_eq!(cards, 200);
+    assert_eq!(payments(&mut c, "rebuilt-c7"), 100);
+    assert_eq!(payments(&mut c, "live-c7"), live_before);
+    assert!(live_before > 0);
+    let (code, _) = expect_error(
+        &mut c,
+        "SELECT platform.fraud_rebuild_profiles('SELECT card FROM public.t_fraud_history')",
+    );
+    assert_eq!(code, "42703");
+
     // Bad training input.
     for (sql, code) in [
         ("SELECT platform.fraud_train('t_x', 'SELECT * FROM public.t_fraud_history', 'no_such', 'logistic')", "42703"),

@@ -18,4 +18,10 @@ echo "$err" | grep -q "HINT:  Add pg_platform to shared_preload_libraries" || { 
 err=$(q -c "\\set VERBOSITY verbose" -c "SELECT * FROM platform.pii_access" 2>&1 || true)
 echo "$err" | grep -q "ERROR:  55000: platform.pii_access needs pg_platform in shared_preload_libraries" \
     || { echo "unexpected from pii_access: $err"; exit 1; }
-echo "not preloaded: generator and RBAC work, worker_status and pii_access explain what is missing"
+# Fraud scoring needs no preloading; only its shared counters do.
+[ "$(q -c "SELECT risk_level FROM platform.fraud_score('4000-1', 10, now())")" = normal ] \
+    || { echo "fraud_score does not work without preloading"; exit 1; }
+err=$(q -c "\\set VERBOSITY verbose" -c "SELECT * FROM platform.fraud_stats()" 2>&1 || true)
+echo "$err" | grep -q "ERROR:  55000: platform.fraud_stats needs pg_platform in shared_preload_libraries" \
+    || { echo "unexpected from fraud_stats: $err"; exit 1; }
+echo "not preloaded: generator, RBAC and fraud scoring work, worker_status, pii_access and fraud_stats explain what is missing"
