@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-apt_packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config make gcc iproute2 procps bsdextrautils
+apt_packages=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang sudo pkg-config make gcc iproute2 procps bsdextrautils python3 python3-venv
               postgresql-$PG_MAJOR-wal2json postgresql-$PG_MAJOR-decoderbufs postgresql-$PG_MAJOR-partman
               postgresql-$PG_MAJOR-pgaudit)
 missing=()

@@ -44,6 +44,16 @@ pub static AUDIT_DDL: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static FRAUD_MODEL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"payments"));
 
+/// The most WAL one lake batch decodes (MB): bounds a batch's time and its files' size.
+pub static LAKE_BATCH_WAL_MB: GucSetting<i32> = GucSetting::<i32>::new(256);
+
+/// The size at which a lake file is closed and the next part of the same table started (MB).
+pub static LAKE_FILE_TARGET_MB: GucSetting<i32> = GucSetting::<i32>::new(128);
+
+/// Test hook: the lake sink step after which a batch fails with an ERROR, as a crash there
+/// would leave it (`after_files`, `after_manifest`, `after_advance`). Superuser only.
+pub static LAKE_FAULT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 pub fn register() {
     // A postmaster-context setting can only be defined while the postmaster preloads the
     // library; defining it later (CREATE EXTENSION without preloading) is FATAL. Without
@@ -88,6 +98,34 @@ pub fn register() {
         3_600_000,
         GucContext::Suset,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"platform.lake_batch_wal_mb",
+        c"The most WAL (in MB) one lake sink batch decodes.",
+        c"A batch lands every change committed up to the flushed WAL, at most this much of it; the rest goes to the next batch.",
+        &LAKE_BATCH_WAL_MB,
+        1,
+        1_048_576,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"platform.lake_file_target_mb",
+        c"Size (in MB) at which a lake file is closed and the next part of the table begun.",
+        c"Within one batch a table's rows of one commit day go to one file until it reaches this size.",
+        &LAKE_FILE_TARGET_MB,
+        1,
+        65_536,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"platform.lake_fault",
+        c"Test hook: the lake batch step after which an ERROR is raised.",
+        c"after_files, after_manifest or after_advance; empty (the default) for none. Used by the crash-recovery tests.",
+        &LAKE_FAULT,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
     );
     // Only postgresql.conf (or ALTER SYSTEM) can name the master key, and only superusers
     // can even read where it is.

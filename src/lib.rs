@@ -10,6 +10,7 @@ pub mod cdc;
 pub mod error;
 pub mod fraud;
 pub mod gucs;
+pub mod lake;
 pub mod partition;
 pub mod payments;
 pub mod pii;

@@ -739,14 +739,25 @@ impl crate::error::SqlError for SlotError {
     }
 }
 
-/// Creates a logical replication slot decoded by the pg_platform output plugin, after
-/// checking that the server can run it (wal_level, and output_plugin_libraries on minors
-/// that have it); each missing setting is reported with the exact command that fixes it.
-#[pg_extern]
-fn create_cdc_slot(
-    slot_name: &str,
-    temporary: default!(bool, false),
-) -> TableIterator<'static, (name!(slot_name, String), name!(lsn, String))> {
+/// The plugin's own table selection for `include_tables` / `exclude_tables` values, so a
+/// consumer (the lake sink) checks the very tables the plugin will send.
+pub fn table_filter(
+    include: Option<&str>,
+    exclude: Option<&str>,
+) -> Result<options::Options, options::OptionError> {
+    let mut pairs = Vec::new();
+    if let Some(i) = include {
+        pairs.push(("include_tables", Some(i)));
+    }
+    if let Some(e) = exclude {
+        pairs.push(("exclude_tables", Some(e)));
+    }
+    Options::parse(pairs)
+}
+
+/// Raises the ERROR that names the missing setting when this server cannot decode with the
+/// plugin (wal_level, and output_plugin_libraries on minors that have it).
+pub fn check_slot_settings() {
     use crate::error::raise;
     // crate::sql::read is read-only SPI: PostgreSQL refuses to create a logical slot in a
     // transaction that has a transaction id.
@@ -761,6 +772,17 @@ fn create_cdc_slot(
             raise(SlotError::NotAllowed(allowed));
         }
     }
+}
+
+/// Creates a logical replication slot decoded by the pg_platform output plugin, after
+/// checking that the server can run it (wal_level, and output_plugin_libraries on minors
+/// that have it); each missing setting is reported with the exact command that fixes it.
+#[pg_extern]
+fn create_cdc_slot(
+    slot_name: &str,
+    temporary: default!(bool, false),
+) -> TableIterator<'static, (name!(slot_name, String), name!(lsn, String))> {
+    check_slot_settings();
     // Read-only SPI again; the slot's LSN comes back as text.
     let lsn = crate::sql::read::<String>(
         "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pg_platform', $2)",

@@ -1,0 +1,124 @@
+-- pg_platform 0.4.0 -> 0.5.0
+
+-- The lake sink: its tables, views and functions (nothing existing changes).
+
+CREATE TABLE platform.lake_sink (
+    name           text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]{0,39}$'),
+    lake_url       text NOT NULL,
+    slot_name      name NOT NULL UNIQUE,
+    tables         text,
+    start_lsn      pg_lsn NOT NULL,
+    last_end_lsn   pg_lsn NOT NULL,
+    last_batch_at  timestamptz,
+    batches        bigint NOT NULL DEFAULT 0,
+    rows_landed    bigint NOT NULL DEFAULT 0,
+    files_landed   bigint NOT NULL DEFAULT 0,
+    bytes_landed   bigint NOT NULL DEFAULT 0,
+    last_error     text,
+    last_error_at  timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    created_by     text NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE platform.lake_sink IS 'pg_platform lake sinks: where each lands its files, which tables, and how far it got.';
+CREATE TABLE platform.lake_batch (
+    sink        text NOT NULL REFERENCES platform.lake_sink (name) ON DELETE CASCADE,
+    start_lsn   pg_lsn NOT NULL,
+    end_lsn     pg_lsn NOT NULL,
+    files       integer NOT NULL,
+    rows        bigint NOT NULL,
+    bytes       bigint NOT NULL,
+    landed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sink, start_lsn)
+);
+COMMENT ON TABLE platform.lake_batch IS 'pg_platform lake batches with data, one per manifest under <lake>/_pg_platform/<sink>/commits/.';
+CREATE TABLE platform.lake_file (
+    sink        text NOT NULL,
+    path        text NOT NULL,
+    schema_name text NOT NULL,
+    table_name  text NOT NULL,
+    commit_day  date NOT NULL,
+    rows        bigint NOT NULL,
+    bytes       bigint NOT NULL,
+    start_lsn   pg_lsn NOT NULL,
+    end_lsn     pg_lsn NOT NULL,
+    min_lsn     pg_lsn NOT NULL,
+    max_lsn     pg_lsn NOT NULL,
+    landed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sink, path),
+    FOREIGN KEY (sink, start_lsn) REFERENCES platform.lake_batch (sink, start_lsn) ON DELETE CASCADE
+);
+COMMENT ON TABLE platform.lake_file IS 'pg_platform lake files (paths relative to the lake root).';
+SELECT pg_catalog.pg_extension_config_dump('platform.lake_sink', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.lake_batch', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.lake_file', '');
+GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file
+    TO platform_admin, platform_developer, platform_readonly;
+GRANT INSERT, UPDATE, DELETE ON platform.lake_sink, platform.lake_batch, platform.lake_file TO platform_admin;
+
+CREATE VIEW platform.lake_status AS
+SELECT s.name AS sink, s.lake_url, s.slot_name, s.tables,
+       r.confirmed_flush_lsn,
+       CASE WHEN r.slot_name IS NULL THEN 'missing' ELSE coalesce(r.wal_status, 'unknown') END AS wal_status,
+       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), coalesce(r.confirmed_flush_lsn, s.last_end_lsn))::bigint AS lag_bytes,
+       CASE WHEN pg_catalog.pg_current_wal_flush_lsn() > coalesce(r.confirmed_flush_lsn, s.last_end_lsn)
+            THEN extract(epoch FROM now() - coalesce(s.last_batch_at, s.created_at))::float8 ELSE 0 END AS lag_seconds,
+       s.last_batch_at, s.batches, s.rows_landed, s.files_landed, s.bytes_landed,
+       CASE WHEN r.slot_name IS NULL THEN 'replication slot is missing: recreate the sink and backfill'
+            WHEN r.wal_status = 'lost' THEN 'replication slot is invalidated: recreate the sink and backfill'
+            ELSE s.last_error END AS last_error,
+       s.last_error_at
+  FROM platform.lake_sink s
+  LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name;
+COMMENT ON VIEW platform.lake_status IS 'Per lake sink: its slot, how far behind it is (bytes of WAL, seconds since the last batch while behind), what it landed and its last error.';
+
+CREATE VIEW platform.lake_files AS
+SELECT sink, schema_name, table_name, count(*) AS files, sum(rows)::bigint AS rows,
+       sum(bytes)::bigint AS bytes, min(commit_day) AS first_day, max(commit_day) AS last_day,
+       max(landed_at) AS last_landed_at
+  FROM platform.lake_file
+ GROUP BY sink, schema_name, table_name;
+COMMENT ON VIEW platform.lake_files IS 'Per lake sink and table: files and rows landed.';
+GRANT SELECT ON platform.lake_status, platform.lake_files TO platform_admin, platform_developer, platform_readonly;
+
+-- pg_platform::lake::create_lake_sink
+CREATE  FUNCTION "create_lake_sink"(
+	"name" TEXT, /* & str */
+	"lake_url" TEXT, /* & str */
+	"tables" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"sink" TEXT,  /* String */
+	"slot_name" TEXT,  /* String */
+	"lsn" TEXT  /* String */
+)
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'create_lake_sink_wrapper';
+
+-- pg_platform::lake::drop_lake_sink
+CREATE  FUNCTION "drop_lake_sink"(
+	"name" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_lake_sink_wrapper';
+
+-- pg_platform::lake::lake_sync
+CREATE  FUNCTION "lake_sync"(
+	"sink" TEXT /* & str */
+) RETURNS TABLE (
+	"start_lsn" TEXT,  /* String */
+	"end_lsn" TEXT,  /* String */
+	"files" INT,  /* i32 */
+	"rows" bigint,  /* i64 */
+	"bytes" bigint,  /* i64 */
+	"recovered" bool  /* bool */
+)
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lake_sync_wrapper';
+
+REVOKE EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text), platform.drop_lake_sink(text),
+                          platform.lake_sync(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text), platform.drop_lake_sink(text),
+                          platform.lake_sync(text)
+    TO platform_admin;

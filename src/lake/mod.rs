@@ -1,0 +1,442 @@
+//! Lake sink: committed changes land as Parquet files, exactly once.
+//!
+//! A sink is a row of `platform.lake_sink` and a logical slot decoded by this extension's
+//! own output plugin (binary format). `platform.lake_sync(sink)` runs one batch in the
+//! calling backend: it peeks the slot up to the flushed WAL, writes one zstd Parquet file
+//! per table and commit day, makes them durable, writes the batch manifest (the commit
+//! point), and only then advances the slot. The protocol and its crash cases are in
+//! `sync.rs` and the README.
+
+mod columns;
+mod decode;
+mod files;
+mod sync;
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+use crate::error::{raise, OrRaise, SpiFailure, SqlError};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lake sink \"{0}\" does not exist")]
+    UnknownSink(String),
+    #[error("lake sink \"{0}\" already exists")]
+    SinkExists(String),
+    #[error("replication slot \"{0}\" already exists")]
+    SlotExists(String),
+    #[error("invalid lake sink name \"{0}\"")]
+    BadName(String),
+    #[error("lake_url \"{0}\" is not supported")]
+    BadUrl(String),
+    #[error("lake_url \"{0}\": S3 lakes are not supported by this version")]
+    S3NotSupported(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("permission denied in the lake: {0}")]
+    Permission(String),
+    #[error("the lake's file system is full: {0}")]
+    DiskFull(String),
+    #[error("cannot decode the change stream: {0}")]
+    Decode(String),
+    #[error("cannot write Parquet: {0}")]
+    Parquet(String),
+    #[error("the lake is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("table {0} has a column named \"{1}\", a name the lake reserves")]
+    ReservedColumn(String, String),
+    #[error("table {0} has no replica identity, so its updates and deletes cannot be landed")]
+    NoIdentity(String),
+    #[error("the replication slot \"{slot}\" of lake sink \"{sink}\" is missing")]
+    SlotMissing { sink: String, slot: String },
+    #[error("the replication slot \"{slot}\" of lake sink \"{sink}\" is invalidated (wal_status {status}): WAL it needed was removed")]
+    SlotLost {
+        sink: String,
+        slot: String,
+        status: String,
+    },
+    #[error("replication slot \"{0}\" uses output plugin \"{1}\", not pg_platform")]
+    SlotPlugin(String, String),
+    #[error("replication slot \"{0}\" is in use by process {1}")]
+    SlotActive(String, i32),
+    #[error("the replication slot of lake sink \"{sink}\" is at {slot_lsn} but the lake ends at {lake_lsn}: changes in between were consumed outside the sink")]
+    Gap {
+        sink: String,
+        slot_lsn: String,
+        lake_lsn: String,
+    },
+    #[error("permission denied to write lake files on the server")]
+    NoFilePrivilege,
+}
+
+impl LakeError {
+    pub fn io(path: &Path, e: std::io::Error) -> LakeError {
+        let what = format!("{}: {e}", path.display());
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                LakeError::Permission(what)
+            }
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                LakeError::DiskFull(what)
+            }
+            _ => LakeError::Io(format!("lake I/O failed on {what}")),
+        }
+    }
+}
+
+impl SqlError for LakeError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            Self::UnknownSink(_) => ERRCODE_UNDEFINED_OBJECT,
+            Self::SinkExists(_) | Self::SlotExists(_) => ERRCODE_DUPLICATE_OBJECT,
+            Self::BadName(_) | Self::BadUrl(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::S3NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
+            Self::Io(_) => ERRCODE_IO_ERROR,
+            Self::Permission(_) | Self::NoFilePrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Self::DiskFull(_) => ERRCODE_DISK_FULL,
+            Self::Decode(_) | Self::Corrupt(_) => ERRCODE_DATA_CORRUPTED,
+            Self::Parquet(_) => ERRCODE_INTERNAL_ERROR,
+            Self::ReservedColumn(..) => ERRCODE_RESERVED_NAME,
+            Self::NoIdentity(_)
+            | Self::SlotMissing { .. }
+            | Self::SlotLost { .. }
+            | Self::SlotPlugin(..)
+            | Self::Gap { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::SlotActive(..) => ERRCODE_OBJECT_IN_USE,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::UnknownSink(_) => "SELECT name FROM platform.lake_sink lists the sinks.".into(),
+            Self::SinkExists(_) => "Choose another name, or platform.drop_lake_sink it first.".into(),
+            Self::SlotExists(s) => format!("A sink owns the slot it creates; drop the leftover slot with SELECT pg_drop_replication_slot('{s}') if nothing uses it."),
+            Self::BadName(_) => "A sink name is 1 to 40 lowercase letters, digits or underscores, starting with a letter or underscore (it names the slot and a lake directory).".into(),
+            Self::BadUrl(_) => "Use an absolute directory path (/srv/lake or file:///srv/lake).".into(),
+            Self::S3NotSupported(_) => "Land in a local directory (an absolute path) with this version.".into(),
+            Self::Io(_) => "Check the lake directory exists and is usable by the server's operating-system user; the sink resumes by itself once it is.".into(),
+            Self::Permission(_) => "Give the server's operating-system user write access to the lake directory; the sink resumes by itself once it has it.".into(),
+            Self::DiskFull(_) => "Free space on the lake's file system; nothing was committed and the sink resumes by itself.".into(),
+            Self::Decode(_) | Self::Corrupt(_) => "Report this to the pg_platform maintainers with the server log.".into(),
+            Self::Parquet(_) => "Report this to the pg_platform maintainers with the server log.".into(),
+            Self::ReservedColumn(t, c) => format!("Rename the column (ALTER TABLE {t} RENAME COLUMN {c} TO ...) or leave the table out of the sink's tables."),
+            Self::NoIdentity(t) => format!("Give the table a primary key, or ALTER TABLE {t} REPLICA IDENTITY FULL."),
+            Self::SlotMissing { sink, .. } | Self::SlotLost { sink, .. } => format!("The lake cannot be completed from WAL: SELECT platform.drop_lake_sink('{sink}'), create it again and backfill the tables (files already landed stay)."),
+            Self::SlotPlugin(..) => "Use another sink name, or drop that slot if nothing uses it.".into(),
+            Self::SlotActive(..) => "Another consumer (pg_recvlogical, a walsender, another lake_sync) is reading the slot; stop it and retry.".into(),
+            Self::Gap { sink, .. } => format!("Something read the slot with pg_logical_slot_get_changes or advanced it. Recreate the sink (SELECT platform.drop_lake_sink('{sink}'); then platform.create_lake_sink) and backfill."),
+            Self::NoFilePrivilege => "Lake sinks write files as the server: a superuser, or a member of pg_write_server_files, creates and syncs them.".into(),
+        })
+    }
+}
+
+/// Where a sink lands its files.
+pub enum LakeUrl {
+    Local(PathBuf),
+}
+
+pub fn parse_url(url: &str) -> Result<LakeUrl, LakeError> {
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    if url.starts_with("s3://") {
+        return Err(LakeError::S3NotSupported(url.into()));
+    }
+    if path.starts_with('/') && !path.contains('\0') {
+        let p = PathBuf::from(path);
+        if p.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(LakeError::BadUrl(url.into()));
+        }
+        return Ok(LakeUrl::Local(p));
+    }
+    Err(LakeError::BadUrl(url.into()))
+}
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 40
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+pub fn slot_name(sink: &str) -> String {
+    format!("pg_platform_lake_{sink}")
+}
+
+/// Lake files are written by the server process, so creating and syncing a sink needs the
+/// right to write server files (like COPY TO a file).
+fn check_file_privilege() {
+    let ok = crate::sql::read::<bool>(
+        "SELECT pg_catalog.pg_has_role(current_user, 'pg_write_server_files', 'USAGE')",
+        &[],
+    )
+    .unwrap_or(false);
+    if !ok {
+        raise(LakeError::NoFilePrivilege);
+    }
+}
+
+/// The tables of the database the sink's patterns select, checked for what the lake needs:
+/// a replica identity and no column named like a lake column.
+fn check_tables(tables: Option<&str>) {
+    let filter = crate::cdc::table_filter(tables, Some(EXCLUDED_TABLES)).or_raise();
+    let rows: Vec<(String, String, String, bool, Vec<String>)> = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT n.nspname::text, c.relname::text, c.relreplident::text,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                    coalesce((SELECT array_agg(a.attname::text) FROM pg_catalog.pg_attribute a
+                               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}')
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<bool>(4)?.unwrap_or(false),
+                r.get::<Vec<String>>(5)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .map_err(SpiFailure::from)
+    .or_raise();
+    for (schema, table, ident, has_pk, cols) in rows {
+        if !filter.wants(&schema, &table) {
+            continue;
+        }
+        let qualified = format!("{schema}.{table}");
+        if ident == "n" || (ident == "d" && !has_pk) {
+            raise(LakeError::NoIdentity(qualified));
+        }
+        if let Some(c) = cols.iter().find(|c| {
+            files::META_COLUMNS.contains(&c.as_str()) || files::PARTITION_KEYS.contains(&c.as_str())
+        }) {
+            raise(LakeError::ReservedColumn(qualified, c.clone()));
+        }
+    }
+}
+
+/// The extension's own tables never go to the lake (the audit log has its own retention).
+pub const EXCLUDED_TABLES: &str = "platform.*";
+
+/// Creates a lake sink: checks the lake directory is writable by the server, checks the
+/// selected tables (replica identity, no reserved column names), creates the replication
+/// slot `pg_platform_lake_<name>` decoded by the pg_platform plugin and records the sink.
+/// `tables` is a comma-separated list of `schema.table` globs (all tables when NULL).
+/// Nothing is landed until `platform.lake_sync(name)` runs.
+#[pg_extern(volatile)]
+fn create_lake_sink(
+    name: &str,
+    lake_url: &str,
+    tables: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(sink, String),
+        name!(slot_name, String),
+        name!(lsn, String),
+    ),
+> {
+    if !valid_name(name) {
+        raise(LakeError::BadName(name.into()));
+    }
+    check_file_privilege();
+    let LakeUrl::Local(root) = parse_url(lake_url).or_raise();
+    if crate::sql::read::<bool>(
+        "SELECT true FROM platform.lake_sink WHERE name = $1",
+        &[name.into()],
+    )
+    .is_some()
+    {
+        raise(LakeError::SinkExists(name.into()));
+    }
+    let slot = slot_name(name);
+    if let Some(plugin) = crate::sql::read::<String>(
+        "SELECT coalesce(plugin::text, '') FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+        &[slot.as_str().into()],
+    ) {
+        if plugin != "pg_platform" {
+            raise(LakeError::SlotPlugin(slot, plugin));
+        }
+        raise(LakeError::SlotExists(slot));
+    }
+    check_tables(tables);
+    if let Err(e) = std::fs::create_dir_all(&root) {
+        raise(LakeError::io(&root, e));
+    }
+    let lake = files::Lake {
+        root,
+        sink: name.into(),
+    };
+    lake.prepare().or_raise();
+    crate::cdc::check_slot_settings();
+    // Read-only SPI: a slot cannot be created once the transaction has an xid, so the slot
+    // comes first and the sink row after it.
+    let lsn = crate::sql::read::<String>(
+        "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pg_platform')",
+        &[slot.as_str().into()],
+    )
+    .unwrap_or_default();
+    crate::sql::modify(
+        "INSERT INTO platform.lake_sink (name, lake_url, slot_name, tables, start_lsn, last_end_lsn)
+         VALUES ($1, $2, $3, $4, $5::pg_lsn, $5::pg_lsn)",
+        &[
+            name.into(),
+            lake_url.into(),
+            slot.as_str().into(),
+            tables.into(),
+            lsn.as_str().into(),
+        ],
+    );
+    TableIterator::once((name.to_string(), slot, lsn))
+}
+
+/// Drops a lake sink and its replication slot. The files already in the lake stay.
+#[pg_extern(volatile)]
+fn drop_lake_sink(name: &str) -> bool {
+    let slot = crate::sql::read::<String>(
+        "SELECT slot_name::text FROM platform.lake_sink WHERE name = $1",
+        &[name.into()],
+    );
+    let Some(slot) = slot else {
+        raise(LakeError::UnknownSink(name.into()));
+    };
+    if let Some(pid) = crate::sql::read::<i32>(
+        "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
+        &[slot.as_str().into()],
+    ) {
+        raise(LakeError::SlotActive(slot, pid));
+    }
+    crate::sql::modify(
+        "DELETE FROM platform.lake_sink WHERE name = $1",
+        &[name.into()],
+    );
+    // Last: dropping a slot cannot be rolled back.
+    crate::sql::modify(
+        "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+        &[slot.as_str().into()],
+    );
+    true
+}
+
+/// Runs one batch of the sink in this backend: recovers what a crash left, lands every
+/// change committed up to the flushed WAL (at most `platform.lake_batch_wal_mb` of WAL) as
+/// Parquet, commits the batch with its manifest and advances the slot. Idle sinks advance
+/// their slot too, so WAL never piles up behind them. Returns what it landed.
+#[pg_extern(volatile)]
+fn lake_sync(
+    sink: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(start_lsn, String),
+        name!(end_lsn, String),
+        name!(files, i32),
+        name!(rows, i64),
+        name!(bytes, i64),
+        name!(recovered, bool),
+    ),
+> {
+    check_file_privilege();
+    let r = sync::run(sink);
+    TableIterator::once((
+        files::lsn_text(r.start),
+        files::lsn_text(r.end),
+        r.files as i32,
+        r.rows as i64,
+        r.bytes as i64,
+        r.recovered,
+    ))
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE TABLE platform.lake_sink (
+    name           text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]{0,39}$'),
+    lake_url       text NOT NULL,
+    slot_name      name NOT NULL UNIQUE,
+    tables         text,
+    start_lsn      pg_lsn NOT NULL,
+    last_end_lsn   pg_lsn NOT NULL,
+    last_batch_at  timestamptz,
+    batches        bigint NOT NULL DEFAULT 0,
+    rows_landed    bigint NOT NULL DEFAULT 0,
+    files_landed   bigint NOT NULL DEFAULT 0,
+    bytes_landed   bigint NOT NULL DEFAULT 0,
+    last_error     text,
+    last_error_at  timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    created_by     text NOT NULL DEFAULT current_user
+);
+COMMENT ON TABLE platform.lake_sink IS 'pg_platform lake sinks: where each lands its files, which tables, and how far it got.';
+CREATE TABLE platform.lake_batch (
+    sink        text NOT NULL REFERENCES platform.lake_sink (name) ON DELETE CASCADE,
+    start_lsn   pg_lsn NOT NULL,
+    end_lsn     pg_lsn NOT NULL,
+    files       integer NOT NULL,
+    rows        bigint NOT NULL,
+    bytes       bigint NOT NULL,
+    landed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sink, start_lsn)
+);
+COMMENT ON TABLE platform.lake_batch IS 'pg_platform lake batches with data, one per manifest under <lake>/_pg_platform/<sink>/commits/.';
+CREATE TABLE platform.lake_file (
+    sink        text NOT NULL,
+    path        text NOT NULL,
+    schema_name text NOT NULL,
+    table_name  text NOT NULL,
+    commit_day  date NOT NULL,
+    rows        bigint NOT NULL,
+    bytes       bigint NOT NULL,
+    start_lsn   pg_lsn NOT NULL,
+    end_lsn     pg_lsn NOT NULL,
+    min_lsn     pg_lsn NOT NULL,
+    max_lsn     pg_lsn NOT NULL,
+    landed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sink, path),
+    FOREIGN KEY (sink, start_lsn) REFERENCES platform.lake_batch (sink, start_lsn) ON DELETE CASCADE
+);
+COMMENT ON TABLE platform.lake_file IS 'pg_platform lake files (paths relative to the lake root).';
+SELECT pg_catalog.pg_extension_config_dump('platform.lake_sink', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.lake_batch', '');
+SELECT pg_catalog.pg_extension_config_dump('platform.lake_file', '');
+GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file
+    TO platform_admin, platform_developer, platform_readonly;
+GRANT INSERT, UPDATE, DELETE ON platform.lake_sink, platform.lake_batch, platform.lake_file TO platform_admin;
+
+CREATE VIEW platform.lake_status AS
+SELECT s.name AS sink, s.lake_url, s.slot_name, s.tables,
+       r.confirmed_flush_lsn,
+       CASE WHEN r.slot_name IS NULL THEN 'missing' ELSE coalesce(r.wal_status, 'unknown') END AS wal_status,
+       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), coalesce(r.confirmed_flush_lsn, s.last_end_lsn))::bigint AS lag_bytes,
+       CASE WHEN pg_catalog.pg_current_wal_flush_lsn() > coalesce(r.confirmed_flush_lsn, s.last_end_lsn)
+            THEN extract(epoch FROM now() - coalesce(s.last_batch_at, s.created_at))::float8 ELSE 0 END AS lag_seconds,
+       s.last_batch_at, s.batches, s.rows_landed, s.files_landed, s.bytes_landed,
+       CASE WHEN r.slot_name IS NULL THEN 'replication slot is missing: recreate the sink and backfill'
+            WHEN r.wal_status = 'lost' THEN 'replication slot is invalidated: recreate the sink and backfill'
+            ELSE s.last_error END AS last_error,
+       s.last_error_at
+  FROM platform.lake_sink s
+  LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = s.slot_name;
+COMMENT ON VIEW platform.lake_status IS 'Per lake sink: its slot, how far behind it is (bytes of WAL, seconds since the last batch while behind), what it landed and its last error.';
+
+CREATE VIEW platform.lake_files AS
+SELECT sink, schema_name, table_name, count(*) AS files, sum(rows)::bigint AS rows,
+       sum(bytes)::bigint AS bytes, min(commit_day) AS first_day, max(commit_day) AS last_day,
+       max(landed_at) AS last_landed_at
+  FROM platform.lake_file
+ GROUP BY sink, schema_name, table_name;
+COMMENT ON VIEW platform.lake_files IS 'Per lake sink and table: files and rows landed.';
+GRANT SELECT ON platform.lake_status, platform.lake_files TO platform_admin, platform_developer, platform_readonly;
+"#,
+    name = "lake_tables",
+);

@@ -1,0 +1,478 @@
+#[cfg(test)]
+mod integration {
+    use crate::testing::{client, expect_error, one};
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType};
+    use arrow_array::{Array, RecordBatch};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::path::{Path, PathBuf};
+
+    /// A fresh lake directory for one test (the server, as postgres, creates it).
+    fn lake_dir(name: &str) -> PathBuf {
+        let p = PathBuf::from(format!("/tmp/pg_platform-test-lake/{name}"));
+        let _ = std::fs::remove_dir_all(&p);
+        p
+    }
+
+    fn drop_sink(c: &mut postgres::Client, name: &str) {
+        let _ = c.batch_execute(&format!(
+            "SELECT platform.drop_lake_sink(name) FROM platform.lake_sink WHERE name = '{name}';
+             SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'pg_platform_lake_{name}';"
+        ));
+    }
+
+    fn files_under(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                files_under(&p, suffix, out);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+
+    /// Every row the lake holds for a table, files in name (= LSN) order.
+    fn read_table(lake: &Path, table: &str) -> Vec<RecordBatch> {
+        let mut paths = Vec::new();
+        files_under(&lake.join("public").join(table), ".parquet", &mut paths);
+        paths.sort();
+        let mut out = Vec::new();
+        for p in paths {
+            let f = std::fs::File::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+                .and_then(|b| b.build())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            for b in reader {
+                out.push(b.unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+            }
+        }
+        out
+    }
+
+    fn strings(b: &RecordBatch, col: &str) -> Vec<Option<String>> {
+        let a = b
+            .column_by_name(col)
+            .unwrap_or_else(|| panic!("no column {col}"));
+        let a = arrow_cast_to_strings(a.as_ref());
+        a
+    }
+
+    /// Utf8 or dictionary-of-utf8 values as strings.
+    fn arrow_cast_to_strings(a: &dyn Array) -> Vec<Option<String>> {
+        if let Some(d) = a.as_any_dictionary_opt() {
+            let values = d.values().as_string::<i32>().clone();
+            let keys = d.normalized_keys();
+            return (0..a.len())
+                .map(|i| (!a.is_null(i)).then(|| values.value(keys[i]).to_string()))
+                .collect();
+        }
+        let s = a.as_string::<i32>();
+        (0..a.len())
+            .map(|i| (!s.is_null(i)).then(|| s.value(i).to_string()))
+            .collect()
+    }
+
+    fn sync(c: &mut postgres::Client, sink: &str) -> (i32, i64, bool) {
+        let row = c
+            .query_one(
+                "SELECT files, rows, recovered FROM platform.lake_sync($1)",
+                &[&sink],
+            )
+            .unwrap_or_else(|e| panic!("lake_sync({sink}): {e}"));
+        (row.get(0), row.get(1), row.get(2))
+    }
+
+    #[test]
+    fn committed_changes_land_once_with_their_types_and_lake_columns() {
+        let mut c = client();
+        let lake = lake_dir("types");
+        drop_sink(&mut c, "types");
+        c.batch_execute(
+            "DROP TABLE IF EXISTS lake_types;
+             CREATE TABLE lake_types (id int PRIMARY KEY, amount numeric(12,2), note text,
+                                      at timestamptz, tags text[], raw bytea, big text, n int8);",
+        )
+        .expect("create table");
+        let created: String = one(
+            &mut c,
+            &format!(
+                "SELECT slot_name FROM platform.create_lake_sink('types', '{}', tables => 'public.lake_types')",
+                lake.display()
+            ),
+        );
+        assert_eq!(created, "pg_platform_lake_types");
+        // An incompressible 20 kB value is stored out of line, so an update that does not
+        // touch it sends it as an unchanged TOAST value.
+        c.batch_execute(
+            "INSERT INTO lake_types VALUES
+               (1, 1234.50, 'first', '2026-03-01 12:00:00+00', '{a,NULL}', '\\x00ff', NULL, 9007199254740993),
+               (2, -0.01, NULL, NULL, NULL, NULL, (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 700) g), NULL);",
+        )
+        .expect("inserts");
+        let mut t = c.transaction().expect("begin");
+        t.batch_execute("INSERT INTO lake_types VALUES (3, 1, 'rolled back')")
+            .expect("insert");
+        t.rollback().expect("rollback");
+        c.batch_execute(
+            "UPDATE lake_types SET note = 'second' WHERE id = 2;
+             DELETE FROM lake_types WHERE id = 1;",
+        )
+        .expect("writes");
+        let (files, rows, recovered) = sync(&mut c, "types");
+        assert_eq!((files, rows, recovered), (1, 4, false));
+
+        let batches = read_table(&lake, "lake_types");
+        assert_eq!(batches.len(), 1, "one file, one row group");
+        let b = &batches[0];
+        assert_eq!(b.num_rows(), 4);
+        assert_eq!(
+            strings(b, "_op"),
+            ["i", "i", "u", "d"].map(|s| Some(s.to_string()))
+        );
+        let ids = b
+            .column_by_name("id")
+            .expect("id")
+            .as_primitive::<Int32Type>();
+        assert_eq!(ids.values().to_vec(), vec![1, 2, 2, 1]);
+        let amount = b
+            .column_by_name("amount")
+            .expect("amount")
+            .as_primitive::<Decimal128Type>();
+        assert_eq!(amount.value(0), 123450);
+        assert_eq!(amount.value(1), -1);
+        assert_eq!(amount.precision(), 12);
+        assert_eq!(amount.scale(), 2);
+        assert!(amount.is_null(3), "a delete carries the key only");
+        let at = b
+            .column_by_name("at")
+            .expect("at")
+            .as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(at.value(0), 1_772_366_400_000_000);
+        let n = b
+            .column_by_name("n")
+            .expect("n")
+            .as_primitive::<Int64Type>();
+        assert_eq!(n.value(0), 9_007_199_254_740_993);
+        let tags = b.column_by_name("tags").expect("tags").as_list::<i32>();
+        let first = tags.value(0);
+        let first = first.as_string::<i32>();
+        assert_eq!((first.value(0), first.is_null(1)), ("a", true));
+        assert!(tags.is_null(1));
+        let raw = b.column_by_name("raw").expect("raw").as_binary::<i32>();
+        assert_eq!(raw.value(0), &[0x00, 0xff]);
+        // The update did not carry the unchanged TOAST value: NULL and named as unchanged.
+        assert_eq!(strings(b, "big")[1].as_ref().map(|s| s.len()), Some(22_400));
+        assert!(b.column_by_name("big").expect("big").is_null(2));
+        let unchanged = b
+            .column_by_name("_unchanged_toast")
+            .expect("_unchanged_toast")
+            .as_list::<i32>();
+        assert!(unchanged.is_null(1));
+        assert_eq!(
+            strings_of(&unchanged.value(2)),
+            vec![Some("big".to_string())]
+        );
+        let commit_lsn = b
+            .column_by_name("_commit_lsn")
+            .expect("_commit_lsn")
+            .as_primitive::<Int64Type>();
+        assert!(commit_lsn.value(0) > 0 && commit_lsn.value(3) > commit_lsn.value(0));
+
+        // Hive-style commit day directories, the manifest, nothing pending.
+        let mut all = Vec::new();
+        files_under(&lake, "", &mut all);
+        let names: Vec<String> = all
+            .iter()
+            .map(|p| p.strip_prefix(&lake).unwrap_or(p).display().to_string())
+            .collect();
+        let today: String = one(&mut c, "SELECT to_char(now() AT TIME ZONE 'UTC', '\"_commit_year=\"YYYY/\"_commit_month=\"MM/\"_commit_day=\"DD')");
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(&format!("public/lake_types/{today}/"))
+                    && n.ends_with(".parquet")),
+            "{names:?}"
+        );
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| n.starts_with("_pg_platform/types/commits/"))
+                .count(),
+            1,
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.ends_with(".pending")), "{names:?}");
+
+        // Nothing new: an empty batch, but the slot still moves to the flushed WAL.
+        c.batch_execute(
+            "INSERT INTO lake_types VALUES (10, 1, 'later'); DELETE FROM lake_types WHERE id = 10;",
+        )
+        .expect("writes");
+        assert_eq!(sync(&mut c, "types").1, 2);
+        c.batch_execute("CREATE TABLE IF NOT EXISTS lake_other (id int PRIMARY KEY); INSERT INTO lake_other VALUES (1) ON CONFLICT DO NOTHING;")
+            .expect("other table");
+        let flushed: String = one(&mut c, "SELECT pg_current_wal_flush_lsn()::text");
+        assert_eq!(sync(&mut c, "types"), (0, 0, false));
+        let behind: bool = one(
+            &mut c,
+            &format!("SELECT confirmed_flush_lsn < '{flushed}' FROM pg_replication_slots WHERE slot_name = 'pg_platform_lake_types'"),
+        );
+        assert!(
+            !behind,
+            "the idle slot was left behind the WAL flushed before the sync"
+        );
+        let status: (i64, i64, String) = {
+            let r = c
+                .query_one(
+                    "SELECT rows_landed, files_landed, wal_status FROM platform.lake_status WHERE sink = 'types'",
+                    &[],
+                )
+                .expect("status");
+            (r.get(0), r.get(1), r.get(2))
+        };
+        assert_eq!(status, (6, 2, "reserved".to_string()));
+        let per_table: i64 = one(
+            &mut c,
+            "SELECT rows FROM platform.lake_files WHERE sink = 'types' AND table_name = 'lake_types'",
+        );
+        assert_eq!(per_table, 6);
+        drop_sink(&mut c, "types");
+    }
+
+    fn strings_of(a: &dyn Array) -> Vec<Option<String>> {
+        arrow_cast_to_strings(a)
+    }
+
+    #[test]
+    fn a_batch_that_fails_at_any_step_is_finished_or_undone_by_the_next() {
+        let mut c = client();
+        let lake = lake_dir("faults");
+        drop_sink(&mut c, "faults");
+        c.batch_execute(
+            "DROP TABLE IF EXISTS lake_faults; CREATE TABLE lake_faults (id int PRIMARY KEY, v text);",
+        )
+        .expect("table");
+        c.query(
+            "SELECT platform.create_lake_sink('faults', $1, tables => 'public.lake_faults')",
+            &[&lake.display().to_string()],
+        )
+        .expect("sink");
+        let mut expected = 0i64;
+        for (i, step) in ["after_files", "after_manifest", "after_advance"]
+            .iter()
+            .enumerate()
+        {
+            c.batch_execute(&format!(
+                "INSERT INTO lake_faults SELECT g, 'v' FROM generate_series({0} * 100 + 1, {0} * 100 + 100) g",
+                i
+            ))
+            .expect("rows");
+            expected += 100;
+            let (code, msg) = expect_error(
+                &mut c,
+                &format!(
+                    "SET platform.lake_fault = '{step}'; SELECT platform.lake_sync('faults');"
+                ),
+            );
+            assert_eq!(code, "XX000", "{msg}");
+            c.batch_execute("RESET platform.lake_fault").expect("reset");
+            // The next run finishes a committed batch (recording it) or redoes an undone one.
+            let (_, rows, recovered) = sync(&mut c, "faults");
+            if *step == "after_files" {
+                assert_eq!((rows, recovered), (100, false), "{step}");
+            } else {
+                assert_eq!((rows, recovered), (100, true), "{step}");
+                assert_eq!(sync(&mut c, "faults"), (0, 0, false), "{step}");
+            }
+            let ids: Vec<i32> = read_table(&lake, "lake_faults")
+                .iter()
+                .flat_map(|b| {
+                    b.column_by_name("id")
+                        .expect("id")
+                        .as_primitive::<Int32Type>()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            let mut sorted = ids.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(ids.len() as i64, expected, "{step}: every row once");
+            assert_eq!(sorted.len() as i64, expected, "{step}: no row twice");
+            let mut pending = Vec::new();
+            files_under(&lake, ".pending", &mut pending);
+            assert!(pending.is_empty(), "{step}: {pending:?}");
+        }
+        let landed: i64 = one(
+            &mut c,
+            "SELECT rows_landed FROM platform.lake_sink WHERE name = 'faults'",
+        );
+        assert_eq!(landed, 300);
+        drop_sink(&mut c, "faults");
+    }
+
+    #[test]
+    fn added_and_dropped_columns_keep_flowing_into_one_file() {
+        let mut c = client();
+        let lake = lake_dir("shape");
+        drop_sink(&mut c, "shape");
+        c.batch_execute("DROP TABLE IF EXISTS lake_shape; CREATE TABLE lake_shape (id int PRIMARY KEY, a text, b int);")
+            .expect("table");
+        c.query(
+            "SELECT platform.create_lake_sink('shape', $1, tables => 'public.lake_shape')",
+            &[&lake.display().to_string()],
+        )
+        .expect("sink");
+        c.batch_execute(
+            "INSERT INTO lake_shape VALUES (1, 'x', 1);
+             ALTER TABLE lake_shape ADD COLUMN c bool;
+             INSERT INTO lake_shape VALUES (2, 'y', 2, true);
+             ALTER TABLE lake_shape DROP COLUMN b;
+             INSERT INTO lake_shape VALUES (3, 'z', false);",
+        )
+        .expect("writes");
+        assert_eq!(sync(&mut c, "shape").0, 1, "one file for the three shapes");
+        let batches = read_table(&lake, "lake_shape");
+        let b = &batches[0];
+        let bcol = b
+            .column_by_name("b")
+            .expect("b")
+            .as_primitive::<Int32Type>();
+        assert_eq!(
+            (0..3)
+                .map(|i| (!bcol.is_null(i)).then(|| bcol.value(i)))
+                .collect::<Vec<_>>(),
+            vec![Some(1), Some(2), None]
+        );
+        let ccol = b.column_by_name("c").expect("c").as_boolean();
+        assert!(ccol.is_null(0) && ccol.value(1) && !ccol.value(2));
+        // A changed type cannot share a file: the next part begins.
+        c.batch_execute(
+            "INSERT INTO lake_shape VALUES (4, 'w', true);
+             ALTER TABLE lake_shape ALTER COLUMN a TYPE int USING length(a);
+             INSERT INTO lake_shape VALUES (5, 7, true);",
+        )
+        .expect("retype");
+        assert_eq!(sync(&mut c, "shape").0, 2);
+        drop_sink(&mut c, "shape");
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_nothing_left_behind() {
+        let mut c = client();
+        let lake = lake_dir("bad");
+        let url = lake.display().to_string();
+        let rootonly = lake_dir("rootonly");
+        std::fs::create_dir_all(&rootonly).expect("root-only directory");
+        drop_sink(&mut c, "bad");
+        c.batch_execute(
+            "DROP TABLE IF EXISTS lake_noident, lake_reserved;
+             CREATE TABLE lake_noident (v text);
+             CREATE TABLE lake_reserved (id int PRIMARY KEY, _op text);",
+        )
+        .expect("tables");
+        let cases = [
+            ("SELECT * FROM platform.lake_sync('nope')".to_string(), "42704"),
+            ("SELECT platform.drop_lake_sink('nope')".to_string(), "42704"),
+            (format!("SELECT * FROM platform.create_lake_sink('Bad-Name', '{url}')"), "22023"),
+            ("SELECT * FROM platform.create_lake_sink('bad', 'relative/dir')".to_string(), "22023"),
+            ("SELECT * FROM platform.create_lake_sink('bad', 'ftp://host/x')".to_string(), "22023"),
+            ("SELECT * FROM platform.create_lake_sink('bad', '/tmp/../etc')".to_string(), "22023"),
+            ("SELECT * FROM platform.create_lake_sink('bad', 's3://bucket/prefix')".to_string(), "0A000"),
+            (format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_noident')"), "55000"),
+            (format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_reserved')"), "42939"),
+            // The server's user cannot create a directory in one only root may write.
+            (format!("SELECT * FROM platform.create_lake_sink('bad', '{}/lake', tables => 'public.lake_x')", rootonly.display()), "42501"),
+        ];
+        for (sql, code) in cases {
+            let (got, msg) = expect_error(&mut c, &sql);
+            assert_eq!(got, code, "{sql}: {msg}");
+            let slots: i64 = one(&mut c, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pg_platform_lake_bad'");
+            let sinks: i64 = one(
+                &mut c,
+                "SELECT count(*) FROM platform.lake_sink WHERE name = 'bad'",
+            );
+            assert_eq!((slots, sinks), (0, 0), "{sql} left a slot or a sink");
+        }
+        // A slot of the same name owned by another plugin, and a duplicate sink.
+        c.batch_execute(
+            "SELECT pg_create_logical_replication_slot('pg_platform_lake_bad', 'test_decoding')",
+        )
+        .expect("foreign slot");
+        let (got, msg) = expect_error(&mut c, &format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_x')"));
+        assert_eq!(got, "55000", "{msg}");
+        assert!(msg.contains("test_decoding"), "{msg}");
+        c.batch_execute("SELECT pg_drop_replication_slot('pg_platform_lake_bad')")
+            .expect("drop");
+        c.batch_execute(&format!(
+            "SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_x')"
+        ))
+        .expect("create");
+        let (got, _) = expect_error(
+            &mut c,
+            &format!("SELECT * FROM platform.create_lake_sink('bad', '{url}')"),
+        );
+        assert_eq!(got, "42710");
+
+        // The slot consumed behind the sink's back: a gap, never silently skipped.
+        c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS lake_x (id int PRIMARY KEY); INSERT INTO lake_x VALUES (1) ON CONFLICT DO NOTHING;
+             SELECT pg_replication_slot_advance('pg_platform_lake_bad', pg_current_wal_flush_lsn());",
+        )
+        .expect("advance");
+        let (got, msg) = expect_error(&mut c, "SELECT * FROM platform.lake_sync('bad')");
+        assert_eq!(got, "55000", "{msg}");
+        assert!(msg.contains("consumed outside the sink"), "{msg}");
+
+        // A missing slot is reported in the status and by lake_sync.
+        c.batch_execute("SELECT pg_drop_replication_slot('pg_platform_lake_bad')")
+            .expect("drop slot");
+        let status: String = one(
+            &mut c,
+            "SELECT wal_status FROM platform.lake_status WHERE sink = 'bad'",
+        );
+        assert_eq!(status, "missing");
+        let (got, msg) = expect_error(&mut c, "SELECT * FROM platform.lake_sync('bad')");
+        assert_eq!(got, "55000", "{msg}");
+        assert!(c
+            .query_one("SELECT platform.drop_lake_sink('bad')", &[])
+            .is_ok());
+    }
+
+    #[test]
+    fn an_unwritable_lake_fails_the_batch_and_resumes_when_fixed() {
+        let mut c = client();
+        let lake = lake_dir("readonly");
+        drop_sink(&mut c, "readonly");
+        c.batch_execute("DROP TABLE IF EXISTS lake_ro; CREATE TABLE lake_ro (id int PRIMARY KEY);")
+            .expect("table");
+        c.query(
+            "SELECT platform.create_lake_sink('readonly', $1, tables => 'public.lake_ro')",
+            &[&lake.display().to_string()],
+        )
+        .expect("sink");
+        c.batch_execute("INSERT INTO lake_ro SELECT generate_series(1, 50)")
+            .expect("rows");
+        use std::os::unix::fs::PermissionsExt;
+        let set_mode = |mode: u32| {
+            std::fs::set_permissions(&lake, std::fs::Permissions::from_mode(mode))
+                .expect("chmod lake");
+        };
+        set_mode(0o555);
+        let (got, msg) = expect_error(&mut c, "SELECT * FROM platform.lake_sync('readonly')");
+        set_mode(0o755);
+        assert_eq!(got, "42501", "{msg}");
+        let confirmed: String = one(&mut c, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'pg_platform_lake_readonly'");
+        let start: String = one(
+            &mut c,
+            "SELECT start_lsn::text FROM platform.lake_sink WHERE name = 'readonly'",
+        );
+        assert_eq!(confirmed, start, "the slot did not move");
+        assert_eq!(sync(&mut c, "readonly").1, 50);
+        drop_sink(&mut c, "readonly");
+    }
+}

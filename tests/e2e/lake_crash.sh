@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Exactly once through crashes: writers change public.ledger (recording each committed
+# change in public.history in the same transaction) while platform.lake_sync runs in a
+# loop; in each of LAKE_CRASH_ITERATIONS (default 50) rounds the backend running the
+# batch, or the whole server, is killed with SIGKILL at a random moment. At the end the
+# lake must hold every committed change exactly once (DuckDB and pyarrow read it), every
+# file must belong to a manifest, and replaying the lake must give the table.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/scripts/lib.sh"
+py=$(lake_python) || { echo "cannot make the Python venv with DuckDB and pyarrow"; exit 1; }
+throwaway_server e2e-lake yes
+lake=$dir/lake
+iterations=${LAKE_CRASH_ITERATIONS:-50}
+q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+up() { for _ in $(seq 1 300); do q -c "SELECT 1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "server does not come back"; cat "$dir/server.log"; exit 1; }
+
+q -c "CREATE EXTENSION pg_platform" >/dev/null
+q >/dev/null <<'SQL'
+CREATE TABLE public.ledger (id bigserial PRIMARY KEY, account int NOT NULL, amount numeric(12,2) NOT NULL, note text);
+CREATE TABLE public.history (seq bigserial PRIMARY KEY, id bigint NOT NULL, op text NOT NULL, amount numeric(12,2));
+-- One transaction of n inserts, n/2 updates and n/5 deletes, each recorded in history.
+CREATE FUNCTION public.write_some(n int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  FOR r IN INSERT INTO ledger (account, amount, note)
+           SELECT (random() * 100)::int, round((random() * 1000)::numeric, 2), repeat('x', (random() * 40)::int)
+             FROM generate_series(1, n) RETURNING id, amount LOOP
+    INSERT INTO history (id, op, amount) VALUES (r.id, 'i', r.amount);
+  END LOOP;
+  FOR r IN UPDATE ledger SET amount = amount + 0.01
+            WHERE id IN (SELECT id FROM ledger WHERE id > (SELECT max(id) - 300 FROM ledger) ORDER BY random() LIMIT n / 2)
+           RETURNING id, amount LOOP
+    INSERT INTO history (id, op, amount) VALUES (r.id, 'u', r.amount);
+  END LOOP;
+  FOR r IN DELETE FROM ledger
+            WHERE id IN (SELECT id FROM ledger WHERE id > (SELECT max(id) - 300 FROM ledger) ORDER BY random() LIMIT n / 5)
+           RETURNING id LOOP
+    INSERT INTO history (id, op) VALUES (r.id, 'd');
+  END LOOP;
+END $$;
+SQL
+q -c "SELECT * FROM platform.create_lake_sink('crash', '$lake', tables => 'public.ledger')" >/dev/null
+
+# Writers: a failed transaction (crash, deadlock) is simply not in the history.
+stop=$dir/stop-writers
+writer() { while [ ! -e "$stop" ]; do q -c "SELECT public.write_some($((RANDOM % 30 + 1)))" >/dev/null 2>&1 || sleep 0.2; done; }
+writer & w1=$!
+writer & w2=$!
+trap 'touch "$stop"; kill $w1 $w2 2>/dev/null || true; stop_server "$dir"' EXIT
+
+interrupted=0
+for i in $(seq 1 "$iterations"); do
+    sleep "0.$((RANDOM % 6))"
+    PGAPPNAME=lake_crash q -c "SELECT rows FROM platform.lake_sync('crash')" >"$dir/sync.out" 2>&1 &
+    sync_pid=$!
+    sleep "0.$(printf '%03d' $((RANDOM % 400)))"
+    if [ $((RANDOM % 2)) = 0 ]; then
+        mode=backend
+        pid=$(q -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'lake_crash'" 2>/dev/null || true)
+        [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    else
+        mode=server
+        pm=$(head -1 "$dir/data/postmaster.pid")
+        pkill -9 -P "$pm" 2>/dev/null || true
+        kill -9 "$pm" 2>/dev/null || true
+        while kill -0 "$pm" 2>/dev/null; do sleep 0.05; done
+        as_server_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null 2>&1
+    fi
+    if wait "$sync_pid"; then result="finished first"; else result="killed mid-batch"; interrupted=$((interrupted + 1)); fi
+    up
+    echo "round $i: killed the $mode, lake_sync $result"
+done
+touch "$stop"
+wait $w1 $w2 2>/dev/null || true
+
+# Drain: batches until one lands nothing.
+for _ in $(seq 1 50); do
+    rows=$(q -c "SELECT rows FROM platform.lake_sync('crash')")
+    [ "$rows" = 0 ] && break
+done
+[ "$rows" = 0 ] || { echo "the sink does not catch up"; exit 1; }
+q -c "\\copy (SELECT id, op, amount FROM public.history) TO '$dir/history.csv' CSV"
+q -c "\\copy (SELECT id, amount FROM public.ledger) TO '$dir/state.csv' CSV"
+echo "$interrupted of $iterations kills interrupted a running batch"
+[ "$interrupted" -ge $((iterations / 10)) ] || { echo "too few kills hit a running batch to test recovery"; exit 1; }
+"$py" "$root/tests/e2e/lake/check.py" "$lake" "$dir/history.csv" "$dir/state.csv"
