@@ -7,6 +7,7 @@ CREATE TABLE platform.lake_sink (
     lake_url       text NOT NULL,
     slot_name      name NOT NULL UNIQUE,
     tables         text,
+    background     boolean NOT NULL DEFAULT true,
     start_lsn      pg_lsn NOT NULL,
     last_end_lsn   pg_lsn NOT NULL,
     last_batch_at  timestamptz,
@@ -56,7 +57,7 @@ GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file
 GRANT INSERT, UPDATE, DELETE ON platform.lake_sink, platform.lake_batch, platform.lake_file TO platform_admin;
 
 CREATE VIEW platform.lake_status AS
-SELECT s.name AS sink, s.lake_url, s.slot_name, s.tables,
+SELECT s.name AS sink, s.lake_url, s.slot_name, s.tables, s.background,
        r.confirmed_flush_lsn,
        CASE WHEN r.slot_name IS NULL THEN 'missing' ELSE coalesce(r.wal_status, 'unknown') END AS wal_status,
        pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), coalesce(r.confirmed_flush_lsn, s.last_end_lsn))::bigint AS lag_bytes,
@@ -84,7 +85,8 @@ GRANT SELECT ON platform.lake_status, platform.lake_files TO platform_admin, pla
 CREATE  FUNCTION "create_lake_sink"(
 	"name" TEXT, /* & str */
 	"lake_url" TEXT, /* & str */
-	"tables" TEXT DEFAULT NULL /* Option < & str > */
+	"tables" TEXT DEFAULT NULL, /* Option < & str > */
+	"background" bool DEFAULT true /* bool */
 ) RETURNS TABLE (
 	"sink" TEXT,  /* String */
 	"slot_name" TEXT,  /* String */
@@ -117,8 +119,8 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lake_sync_wrapper';
 
-REVOKE EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text), platform.drop_lake_sink(text),
+REVOKE EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean), platform.drop_lake_sink(text),
                           platform.lake_sync(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text), platform.drop_lake_sink(text),
+GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean), platform.drop_lake_sink(text),
                           platform.lake_sync(text)
     TO platform_admin;

@@ -50,6 +50,16 @@ pub static LAKE_BATCH_WAL_MB: GucSetting<i32> = GucSetting::<i32>::new(256);
 /// The size at which a lake file is closed and the next part of the same table started (MB).
 pub static LAKE_FILE_TARGET_MB: GucSetting<i32> = GucSetting::<i32>::new(128);
 
+/// Milliseconds between two looks of the worker at the lake sinks.
+pub static LAKE_SYNC_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(500);
+
+/// Milliseconds the worker lets changes wait before it lands them (the age at which a
+/// batch is due even if small): the freshness of the lake against the number of files.
+pub static LAKE_BATCH_MAX_AGE: GucSetting<i32> = GucSetting::<i32>::new(2000);
+
+/// MB of waiting WAL that make a batch due at once, whatever its age.
+pub static LAKE_BATCH_MIN_MB: GucSetting<i32> = GucSetting::<i32>::new(16);
+
 /// Test hook: the lake sink step after which a batch fails with an ERROR, as a crash there
 /// would leave it (`after_files`, `after_manifest`, `after_advance`). Superuser only.
 pub static LAKE_FAULT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -117,6 +127,36 @@ pub fn register() {
         1,
         65_536,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"platform.lake_sync_interval",
+        c"Milliseconds between two looks of pg_platform's worker at the lake sinks.",
+        c"Each look reads how much WAL waits for each sink and runs the batches that are due.",
+        &LAKE_SYNC_INTERVAL,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"platform.lake_batch_max_age",
+        c"Milliseconds the worker lets committed changes wait before landing them.",
+        c"A sink's batch is due when this long has passed since its last one, or when platform.lake_batch_min_mb of WAL waits.",
+        &LAKE_BATCH_MAX_AGE,
+        0,
+        86_400_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"platform.lake_batch_min_mb",
+        c"MB of waiting WAL that make a lake batch due at once.",
+        c"Larger batches make fewer, larger files; platform.lake_batch_max_age bounds how long changes wait.",
+        &LAKE_BATCH_MIN_MB,
+        0,
+        1_048_576,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(

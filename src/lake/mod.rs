@@ -13,6 +13,7 @@ mod files;
 mod sync;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
+pub mod worker;
 
 use crate::error::{raise, OrRaise, SpiFailure, SqlError};
 use pgrx::prelude::*;
@@ -232,12 +233,14 @@ pub const EXCLUDED_TABLES: &str = "platform.*";
 /// selected tables (replica identity, no reserved column names), creates the replication
 /// slot `pg_platform_lake_<name>` decoded by the pg_platform plugin and records the sink.
 /// `tables` is a comma-separated list of `schema.table` globs (all tables when NULL).
-/// Nothing is landed until `platform.lake_sync(name)` runs.
+/// With `background` (the default) the worker lands changes continuously; otherwise only
+/// `platform.lake_sync(name)` does.
 #[pg_extern(volatile)]
 fn create_lake_sink(
     name: &str,
     lake_url: &str,
     tables: default!(Option<&str>, "NULL"),
+    background: default!(bool, true),
 ) -> TableIterator<
     'static,
     (
@@ -287,14 +290,15 @@ fn create_lake_sink(
     )
     .unwrap_or_default();
     crate::sql::modify(
-        "INSERT INTO platform.lake_sink (name, lake_url, slot_name, tables, start_lsn, last_end_lsn)
-         VALUES ($1, $2, $3, $4, $5::pg_lsn, $5::pg_lsn)",
+        "INSERT INTO platform.lake_sink (name, lake_url, slot_name, tables, start_lsn, last_end_lsn, background)
+         VALUES ($1, $2, $3, $4, $5::pg_lsn, $5::pg_lsn, $6)",
         &[
             name.into(),
             lake_url.into(),
             slot.as_str().into(),
             tables.into(),
             lsn.as_str().into(),
+            background.into(),
         ],
     );
     TableIterator::once((name.to_string(), slot, lsn))
@@ -365,6 +369,7 @@ CREATE TABLE platform.lake_sink (
     lake_url       text NOT NULL,
     slot_name      name NOT NULL UNIQUE,
     tables         text,
+    background     boolean NOT NULL DEFAULT true,
     start_lsn      pg_lsn NOT NULL,
     last_end_lsn   pg_lsn NOT NULL,
     last_batch_at  timestamptz,
@@ -414,7 +419,7 @@ GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file
 GRANT INSERT, UPDATE, DELETE ON platform.lake_sink, platform.lake_batch, platform.lake_file TO platform_admin;
 
 CREATE VIEW platform.lake_status AS
-SELECT s.name AS sink, s.lake_url, s.slot_name, s.tables,
+SELECT s.name AS sink, s.lake_url, s.slot_name, s.tables, s.background,
        r.confirmed_flush_lsn,
        CASE WHEN r.slot_name IS NULL THEN 'missing' ELSE coalesce(r.wal_status, 'unknown') END AS wal_status,
        pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), coalesce(r.confirmed_flush_lsn, s.last_end_lsn))::bigint AS lag_bytes,

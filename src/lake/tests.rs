@@ -100,7 +100,7 @@ mod integration {
         let created: String = one(
             &mut c,
             &format!(
-                "SELECT slot_name FROM platform.create_lake_sink('types', '{}', tables => 'public.lake_types')",
+                "SELECT slot_name FROM platform.create_lake_sink('types', '{}', tables => 'public.lake_types', background => false)",
                 lake.display()
             ),
         );
@@ -257,7 +257,7 @@ mod integration {
         )
         .expect("table");
         c.query(
-            "SELECT platform.create_lake_sink('faults', $1, tables => 'public.lake_faults')",
+            "SELECT platform.create_lake_sink('faults', $1, tables => 'public.lake_faults', background => false)",
             &[&lake.display().to_string()],
         )
         .expect("sink");
@@ -323,7 +323,7 @@ mod integration {
         c.batch_execute("DROP TABLE IF EXISTS lake_shape; CREATE TABLE lake_shape (id int PRIMARY KEY, a text, b int);")
             .expect("table");
         c.query(
-            "SELECT platform.create_lake_sink('shape', $1, tables => 'public.lake_shape')",
+            "SELECT platform.create_lake_sink('shape', $1, tables => 'public.lake_shape', background => false)",
             &[&lake.display().to_string()],
         )
         .expect("sink");
@@ -383,10 +383,10 @@ mod integration {
             ("SELECT * FROM platform.create_lake_sink('bad', 'ftp://host/x')".to_string(), "22023"),
             ("SELECT * FROM platform.create_lake_sink('bad', '/tmp/../etc')".to_string(), "22023"),
             ("SELECT * FROM platform.create_lake_sink('bad', 's3://bucket/prefix')".to_string(), "0A000"),
-            (format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_noident')"), "55000"),
-            (format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_reserved')"), "42939"),
+            (format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_noident', background => false)"), "55000"),
+            (format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_reserved', background => false)"), "42939"),
             // The server's user cannot create a directory in one only root may write.
-            (format!("SELECT * FROM platform.create_lake_sink('bad', '{}/lake', tables => 'public.lake_x')", rootonly.display()), "42501"),
+            (format!("SELECT * FROM platform.create_lake_sink('bad', '{}/lake', tables => 'public.lake_x', background => false)", rootonly.display()), "42501"),
         ];
         for (sql, code) in cases {
             let (got, msg) = expect_error(&mut c, &sql);
@@ -403,13 +403,13 @@ mod integration {
             "SELECT pg_create_logical_replication_slot('pg_platform_lake_bad', 'test_decoding')",
         )
         .expect("foreign slot");
-        let (got, msg) = expect_error(&mut c, &format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_x')"));
+        let (got, msg) = expect_error(&mut c, &format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_x', background => false)"));
         assert_eq!(got, "55000", "{msg}");
         assert!(msg.contains("test_decoding"), "{msg}");
         c.batch_execute("SELECT pg_drop_replication_slot('pg_platform_lake_bad')")
             .expect("drop");
         c.batch_execute(&format!(
-            "SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_x')"
+            "SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_x', background => false)"
         ))
         .expect("create");
         let (got, _) = expect_error(
@@ -451,7 +451,7 @@ mod integration {
         c.batch_execute("DROP TABLE IF EXISTS lake_ro; CREATE TABLE lake_ro (id int PRIMARY KEY);")
             .expect("table");
         c.query(
-            "SELECT platform.create_lake_sink('readonly', $1, tables => 'public.lake_ro')",
+            "SELECT platform.create_lake_sink('readonly', $1, tables => 'public.lake_ro', background => false)",
             &[&lake.display().to_string()],
         )
         .expect("sink");
@@ -474,5 +474,74 @@ mod integration {
         assert_eq!(confirmed, start, "the slot did not move");
         assert_eq!(sync(&mut c, "readonly").1, 50);
         drop_sink(&mut c, "readonly");
+    }
+
+    fn wait_for<T: PartialEq + std::fmt::Debug + for<'a> postgres::types::FromSql<'a>>(
+        c: &mut postgres::Client,
+        sql: &str,
+        want: T,
+    ) {
+        let mut got = None;
+        for _ in 0..120 {
+            let v: T = one(c, sql);
+            if v == want {
+                return;
+            }
+            got = Some(v);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        panic!("{sql}: waited 60 s for {want:?}, last {got:?}");
+    }
+
+    #[test]
+    fn the_worker_lands_changes_reports_a_fault_and_resumes() {
+        let mut c = client();
+        let lake = lake_dir("worker");
+        drop_sink(&mut c, "worker");
+        c.batch_execute("DROP TABLE IF EXISTS lake_w; CREATE TABLE lake_w (id int PRIMARY KEY);")
+            .expect("table");
+        c.query(
+            "SELECT platform.create_lake_sink('worker', $1, tables => 'public.lake_w')",
+            &[&lake.display().to_string()],
+        )
+        .expect("sink");
+        c.batch_execute("INSERT INTO lake_w SELECT generate_series(1, 30)")
+            .expect("rows");
+        let landed = "SELECT rows_landed FROM platform.lake_status WHERE sink = 'worker'";
+        wait_for(&mut c, landed, 30i64);
+        // Every directory the next file could go to is made read-only.
+        fn chmod_dirs(dir: &Path, mode: u32) {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.path().is_dir() {
+                        chmod_dirs(&e.path(), mode);
+                    }
+                }
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        let table_dir = lake.join("public");
+        chmod_dirs(&table_dir, 0o555);
+        c.batch_execute("INSERT INTO lake_w SELECT generate_series(31, 40)")
+            .expect("rows");
+        wait_for(
+            &mut c,
+            "SELECT coalesce(last_error LIKE 'permission denied in the lake:%(42501)', false) FROM platform.lake_status WHERE sink = 'worker'",
+            true,
+        );
+        let still: i64 = one(&mut c, landed);
+        chmod_dirs(&table_dir, 0o755);
+        assert_eq!(still, 30, "nothing landed while the lake was read-only");
+        wait_for(&mut c, landed, 40i64);
+        wait_for(
+            &mut c,
+            "SELECT last_error IS NULL FROM platform.lake_status WHERE sink = 'worker'",
+            true,
+        );
+        let mut pending = Vec::new();
+        files_under(&lake, ".pending", &mut pending);
+        assert!(pending.is_empty(), "{pending:?}");
+        drop_sink(&mut c, "worker");
     }
 }

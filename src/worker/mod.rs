@@ -136,27 +136,40 @@ pub extern "C-unwind" fn pg_platform_worker_main(_arg: pg_sys::Datum) {
     log!("pg_platform worker started in database \"{database}\"");
 
     let naptime = || Duration::from_secs(gucs::WORKER_NAPTIME.get().max(1) as u64);
-    while BackgroundWorker::wait_latch(Some(naptime())) {
+    // Lake sinks are looked at every platform.lake_sync_interval (a read of one small
+    // table); the other tasks run once per naptime.
+    let start = std::time::Instant::now();
+    let mut last_round: Option<std::time::Instant> = None;
+    while BackgroundWorker::wait_latch(Some(naptime().min(crate::lake::worker::interval()))) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        run_round();
+        if !installed() {
+            continue;
+        }
+        let since = last_round.unwrap_or(start);
+        if since.elapsed() >= naptime() {
+            last_round = Some(std::time::Instant::now());
+            run_round();
+        }
+        crate::lake::worker::task();
     }
     log!("pg_platform worker in database \"{database}\" is exiting");
 }
 
-/// One round: skipped when the extension is not installed in the database.
-fn run_round() {
-    let installed = BackgroundWorker::transaction(|| {
+/// Whether the extension is installed in the worker's database.
+fn installed() -> bool {
+    BackgroundWorker::transaction(|| {
         crate::sql::read::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_platform')",
             &[],
         )
         .unwrap_or(false)
-    });
-    if !installed {
-        return;
-    }
+    })
+}
+
+/// One round of the periodic tasks.
+fn run_round() {
     for (name, task) in TASKS {
         debug1!("pg_platform worker: running {name}");
         task();

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Exactly once through crashes: writers change public.ledger (recording each committed
 # change in public.history in the same transaction) while platform.lake_sync runs in a
-# loop; in each of LAKE_CRASH_ITERATIONS (default 50) rounds the backend running the
-# batch, or the whole server, is killed with SIGKILL at a random moment. At the end the
+# loop and the background worker lands batches too; in each of LAKE_CRASH_ITERATIONS
+# (default 50) rounds the backend running lake_sync, the worker, or the whole server is
+# killed with SIGKILL at a random moment. At the end the
 # lake must hold every committed change exactly once (DuckDB and pyarrow read it), every
 # file must belong to a manifest, and replaying the lake must give the table.
 set -euo pipefail
@@ -41,6 +42,8 @@ BEGIN
 END $$;
 SQL
 q -c "SELECT * FROM platform.create_lake_sink('crash', '$lake', tables => 'public.ledger')" >/dev/null
+# The worker lands a batch whenever changes are 0.2 s old.
+q -c "ALTER SYSTEM SET platform.lake_batch_max_age = 200" -c "ALTER SYSTEM SET platform.lake_sync_interval = 50" -c "SELECT pg_reload_conf()" >/dev/null
 
 # Writers: a failed transaction (crash, deadlock) is simply not in the history.
 stop=$dir/stop-writers
@@ -55,9 +58,14 @@ for i in $(seq 1 "$iterations"); do
     PGAPPNAME=lake_crash q -c "SELECT rows FROM platform.lake_sync('crash')" >"$dir/sync.out" 2>&1 &
     sync_pid=$!
     sleep "0.$(printf '%03d' $((RANDOM % 400)))"
-    if [ $((RANDOM % 2)) = 0 ]; then
+    choice=$((RANDOM % 3))
+    if [ $choice = 0 ]; then
         mode=backend
         pid=$(q -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'lake_crash'" 2>/dev/null || true)
+        [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    elif [ $choice = 1 ]; then
+        mode=worker
+        pid=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_platform worker'" 2>/dev/null || true)
         [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
     else
         mode=server
@@ -82,6 +90,6 @@ done
 [ "$rows" = 0 ] || { echo "the sink does not catch up"; exit 1; }
 q -c "\\copy (SELECT id, op, amount FROM public.history) TO '$dir/history.csv' CSV"
 q -c "\\copy (SELECT id, amount FROM public.ledger) TO '$dir/state.csv' CSV"
-echo "$interrupted of $iterations kills interrupted a running batch"
-[ "$interrupted" -ge $((iterations / 10)) ] || { echo "too few kills hit a running batch to test recovery"; exit 1; }
+echo "$interrupted of $iterations kills interrupted the lake_sync call (the worker's batches are killed too)"
+[ "$interrupted" -ge $((iterations / 20)) ] || { echo "too few kills hit a running batch to test recovery"; exit 1; }
 "$py" "$root/tests/e2e/lake/check.py" "$lake" "$dir/history.csv" "$dir/state.csv"
