@@ -118,7 +118,7 @@ lake_python() {
     local venv=${LAKE_VENV:-/tmp/pg_platform-lake-venv}
     local req
     req=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e/lake/requirements.txt
-    if ! "$venv/bin/python" -c 'import duckdb, pyarrow, pytz' 2>/dev/null; then
+    if ! "$venv/bin/python" -c 'import duckdb, pyarrow, pytz, psycopg2' 2>/dev/null; then
         python3 -m venv "$venv" >&2 || return 1
         "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2 || return 1
     fi

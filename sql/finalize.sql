@@ -71,6 +71,6 @@ GRANT EXECUTE ON FUNCTION platform.fraud_stats() TO platform_admin, platform_dev
 GRANT EXECUTE ON FUNCTION platform.fraud_reset_stats() TO platform_admin;
 -- Lake sinks write server files and own replication slots: the caller also needs
 -- pg_write_server_files (checked) and REPLICATION (checked by PostgreSQL).
-GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean), platform.drop_lake_sink(text),
-                          platform.lake_sync(text)
+GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, boolean), platform.drop_lake_sink(text),
+                          platform.lake_sync(text), platform.lake_backfill(text, regclass)
     TO platform_admin;

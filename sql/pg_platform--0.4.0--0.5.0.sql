@@ -32,6 +32,18 @@ CREATE TABLE platform.lake_batch (
     PRIMARY KEY (sink, start_lsn)
 );
 COMMENT ON TABLE platform.lake_batch IS 'pg_platform lake batches with data, one per manifest under <lake>/_pg_platform/<sink>/commits/.';
+CREATE TABLE platform.lake_backfill (
+    sink        text NOT NULL REFERENCES platform.lake_sink (name) ON DELETE CASCADE,
+    table_name  text NOT NULL,
+    state       text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done')),
+    last_key    text[],
+    rows        bigint NOT NULL DEFAULT 0,
+    chunks      integer NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    PRIMARY KEY (sink, table_name)
+);
+COMMENT ON TABLE platform.lake_backfill IS 'pg_platform lake backfills: the snapshot of a table''s existing rows, landed in primary key order, a chunk per batch.';
 CREATE TABLE platform.lake_file (
     sink        text NOT NULL,
     path        text NOT NULL,
@@ -52,9 +64,11 @@ COMMENT ON TABLE platform.lake_file IS 'pg_platform lake files (paths relative t
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_sink', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_batch', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_file', '');
-GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file
+SELECT pg_catalog.pg_extension_config_dump('platform.lake_backfill', '');
+GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file, platform.lake_backfill
     TO platform_admin, platform_developer, platform_readonly;
-GRANT INSERT, UPDATE, DELETE ON platform.lake_sink, platform.lake_batch, platform.lake_file TO platform_admin;
+GRANT INSERT, UPDATE, DELETE ON platform.lake_sink, platform.lake_batch, platform.lake_file, platform.lake_backfill
+    TO platform_admin;
 
 CREATE VIEW platform.lake_status AS
 SELECT s.name AS sink, s.lake_url, s.slot_name, s.tables, s.background,
@@ -79,14 +93,25 @@ SELECT sink, schema_name, table_name, count(*) AS files, sum(rows)::bigint AS ro
   FROM platform.lake_file
  GROUP BY sink, schema_name, table_name;
 COMMENT ON VIEW platform.lake_files IS 'Per lake sink and table: files and rows landed.';
-GRANT SELECT ON platform.lake_status, platform.lake_files TO platform_admin, platform_developer, platform_readonly;
+CREATE VIEW platform.lake_backfills AS
+SELECT b.sink, b.table_name, b.state, b.rows, b.chunks, b.last_key,
+       greatest(c.reltuples, 0)::bigint AS estimated_rows,
+       CASE WHEN b.state = 'done' THEN 100
+            WHEN coalesce(c.reltuples, 0) <= 0 THEN NULL
+            ELSE least(99.9, round((100.0 * b.rows / c.reltuples)::numeric, 1)) END AS percent,
+       b.started_at, b.finished_at
+  FROM platform.lake_backfill b
+  LEFT JOIN pg_catalog.pg_class c ON c.oid = to_regclass(b.table_name);
+COMMENT ON VIEW platform.lake_backfills IS 'Per lake sink and table: how far the backfill of existing rows got.';
+GRANT SELECT ON platform.lake_status, platform.lake_files, platform.lake_backfills TO platform_admin, platform_developer, platform_readonly;
 
 -- pg_platform::lake::create_lake_sink
 CREATE  FUNCTION "create_lake_sink"(
 	"name" TEXT, /* & str */
 	"lake_url" TEXT, /* & str */
 	"tables" TEXT DEFAULT NULL, /* Option < & str > */
-	"background" bool DEFAULT true /* bool */
+	"background" bool DEFAULT true, /* bool */
+	"backfill" bool DEFAULT true /* bool */
 ) RETURNS TABLE (
 	"sink" TEXT,  /* String */
 	"slot_name" TEXT,  /* String */
@@ -104,6 +129,15 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'drop_lake_sink_wrapper';
 
+-- pg_platform::lake::lake_backfill
+CREATE  FUNCTION "lake_backfill"(
+	"sink" TEXT, /* & str */
+	"table" regclass /* crate :: sql :: RegClass */
+) RETURNS bool /* bool */
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lake_backfill_wrapper';
+
 -- pg_platform::lake::lake_sync
 CREATE  FUNCTION "lake_sync"(
 	"sink" TEXT /* & str */
@@ -119,8 +153,8 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lake_sync_wrapper';
 
-REVOKE EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean), platform.drop_lake_sink(text),
-                          platform.lake_sync(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean), platform.drop_lake_sink(text),
-                          platform.lake_sync(text)
+REVOKE EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, boolean), platform.drop_lake_sink(text),
+                          platform.lake_sync(text), platform.lake_backfill(text, regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, boolean), platform.drop_lake_sink(text),
+                          platform.lake_sync(text), platform.lake_backfill(text, regclass)
     TO platform_admin;

@@ -60,6 +60,9 @@ pub static LAKE_BATCH_MAX_AGE: GucSetting<i32> = GucSetting::<i32>::new(2000);
 /// MB of waiting WAL that make a batch due at once, whatever its age.
 pub static LAKE_BATCH_MIN_MB: GucSetting<i32> = GucSetting::<i32>::new(16);
 
+/// Rows of one backfill chunk (one chunk per table per batch).
+pub static LAKE_BACKFILL_CHUNK_ROWS: GucSetting<i32> = GucSetting::<i32>::new(50_000);
+
 /// Test hook: the lake sink step after which a batch fails with an ERROR, as a crash there
 /// would leave it (`after_files`, `after_manifest`, `after_advance`). Superuser only.
 pub static LAKE_FAULT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -157,6 +160,16 @@ pub fn register() {
         0,
         1_048_576,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"platform.lake_backfill_chunk_rows",
+        c"Rows of one lake backfill chunk.",
+        c"A caught-up sink batch reads one chunk of each table it backfills, in primary key order.",
+        &LAKE_BACKFILL_CHUNK_ROWS,
+        1,
+        10_000_000,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(

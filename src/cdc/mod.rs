@@ -14,6 +14,7 @@ mod relation;
 
 /// The typed JSON encoding of CDC messages, for other capabilities (audit row images).
 pub mod encoding {
+    pub use super::binary::{relation as binary_relation, value as binary_value};
     pub use super::json::{string, value};
     pub use super::relation::{Column, Kind, RelCache, RelInfo};
 }

@@ -81,6 +81,35 @@ impl ColType {
         })
     }
 
+    /// Moves past one non-null value of this type.
+    pub fn skip(&self, r: &mut Reader) -> Result<(), LakeError> {
+        match self {
+            ColType::Bool => r.take(1).map(|_| ()),
+            ColType::I16 => r.take(2).map(|_| ()),
+            ColType::I32 | ColType::F32 | ColType::Date32 => r.take(4).map(|_| ()),
+            ColType::I64 | ColType::F64 | ColType::Time64 | ColType::Timestamp { .. } => {
+                r.take(8).map(|_| ())
+            }
+            ColType::Interval | ColType::Uuid => r.take(16).map(|_| ()),
+            ColType::Decimal(..) | ColType::Utf8 | ColType::Json | ColType::Binary => {
+                r.bytes().map(|_| ())
+            }
+            ColType::List(elem) => {
+                let ndim = r.u8()? as usize;
+                let mut count: usize = if ndim == 0 { 0 } else { 1 };
+                for _ in 0..ndim {
+                    count = count.saturating_mul(r.u32()? as usize);
+                }
+                for _ in 0..count {
+                    if r.u8()? != b'n' {
+                        elem.skip(r)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub fn data_type(&self) -> DataType {
         match self {
             ColType::Bool => DataType::Boolean,

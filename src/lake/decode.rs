@@ -64,7 +64,13 @@ pub enum Message<'a> {
         head: Head,
         relid: u32,
     },
-    /// Anything a lake does not store (logical messages, stream control).
+    /// A logical message (`pg_logical_emit_message`): the lake reads its own watermarks.
+    Logical {
+        head: Head,
+        prefix: &'a [u8],
+        content: &'a [u8],
+    },
+    /// Anything a lake does not store (stream control).
     Other,
 }
 
@@ -82,6 +88,15 @@ impl<'a> Reader<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
+    }
+
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The bytes between two positions of this reader.
+    pub fn span(&self, from: usize, to: usize) -> &'a [u8] {
+        &self.buf[from.min(self.buf.len())..to.min(self.buf.len())]
     }
 
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], LakeError> {
@@ -215,6 +230,17 @@ pub fn message(buf: &[u8]) -> Result<Message<'_>, LakeError> {
             let head = head(&mut r)?;
             let relid = r.u32()?;
             Message::Truncate { head, relid }
+        }
+        b'M' => {
+            let head = head(&mut r)?;
+            let _transactional = r.u8()?;
+            let prefix = r.bytes()?;
+            let content = r.bytes()?;
+            Message::Logical {
+                head,
+                prefix,
+                content,
+            }
         }
         _ => Message::Other,
     })

@@ -478,7 +478,8 @@ impl BatchWriter {
         })
     }
 
-    /// Writes the rows of one change message (`I`, `U`, `D`) or a truncate (`T`, no tuples).
+    /// Writes the rows of one change message (`I`, `U`, `D`), a snapshot row (`R`) or a
+    /// truncate (`T`, no tuples).
     pub fn change(
         &mut self,
         rel: &Relation,
@@ -507,6 +508,7 @@ impl BatchWriter {
                 let n = tuples.u16()? as usize;
                 let row_op = match (op, which) {
                     (b'I', _) => b'i',
+                    (b'R', _) => b'r',
                     // The old image of an update (key changed, or identity full) is the
                     // removal of that row; the new image follows.
                     (b'U', b'O') | (b'D', _) => b'd',
@@ -651,6 +653,7 @@ impl TableFile {
             b'i' => "i",
             b'u' => "u",
             b'd' => "d",
+            b'r' => "r",
             _ => "t",
         });
         m.lsn.append_value(head.lsn as i64);

@@ -7,6 +7,7 @@
 //! point), and only then advances the slot. The protocol and its crash cases are in
 //! `sync.rs` and the README.
 
+mod backfill;
 mod columns;
 mod decode;
 mod files;
@@ -68,6 +69,10 @@ pub enum LakeError {
         slot_lsn: String,
         lake_lsn: String,
     },
+    #[error("table {0} has no primary key, so it cannot be backfilled in chunks")]
+    NoPrimaryKey(String),
+    #[error("table {0} is not one lake sink \"{1}\" lands")]
+    NotInSink(String, String),
     #[error("permission denied to write lake files on the server")]
     NoFilePrivilege,
 }
@@ -101,7 +106,9 @@ impl SqlError for LakeError {
             Self::Decode(_) | Self::Corrupt(_) => ERRCODE_DATA_CORRUPTED,
             Self::Parquet(_) => ERRCODE_INTERNAL_ERROR,
             Self::ReservedColumn(..) => ERRCODE_RESERVED_NAME,
+            Self::NotInSink(..) => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::NoIdentity(_)
+            | Self::NoPrimaryKey(_)
             | Self::SlotMissing { .. }
             | Self::SlotLost { .. }
             | Self::SlotPlugin(..)
@@ -129,6 +136,8 @@ impl SqlError for LakeError {
             Self::SlotPlugin(..) => "Use another sink name, or drop that slot if nothing uses it.".into(),
             Self::SlotActive(..) => "Another consumer (pg_recvlogical, a walsender, another lake_sync) is reading the slot; stop it and retry.".into(),
             Self::Gap { sink, .. } => format!("Something read the slot with pg_logical_slot_get_changes or advanced it. Recreate the sink (SELECT platform.drop_lake_sink('{sink}'); then platform.create_lake_sink) and backfill."),
+            Self::NoPrimaryKey(t) => format!("Add a primary key to {t}; its changes still land, only the snapshot of existing rows needs the key."),
+            Self::NotInSink(_, s) => format!("The sink's tables are in SELECT tables FROM platform.lake_sink WHERE name = '{s}'."),
             Self::NoFilePrivilege => "Lake sinks write files as the server: a superuser, or a member of pg_write_server_files, creates and syncs them.".into(),
         })
     }
@@ -181,18 +190,22 @@ fn check_file_privilege() {
 }
 
 /// The tables of the database the sink's patterns select, checked for what the lake needs:
-/// a replica identity and no column named like a lake column.
-fn check_tables(tables: Option<&str>) {
+/// a replica identity and no column named like a lake column. Returns the qualified names
+/// of those a backfill reads (not partitions: their root is read).
+fn check_tables(tables: Option<&str>) -> Vec<String> {
     let filter = crate::cdc::table_filter(tables, Some(EXCLUDED_TABLES)).or_raise();
-    let rows: Vec<(String, String, String, bool, Vec<String>)> = Spi::connect(|c| {
+    type Row = (String, String, String, bool, Vec<String>, bool, String);
+    let rows: Vec<Row> = Spi::connect(|c| {
         let t = c.select(
             "SELECT n.nspname::text, c.relname::text, c.relreplident::text,
                     EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
                     coalesce((SELECT array_agg(a.attname::text) FROM pg_catalog.pg_attribute a
-                               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}')
+                               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}'),
+                    c.relispartition, c.oid::regclass::text
                FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
+                AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+              ORDER BY 1, 2",
             None,
             &[],
         )?;
@@ -204,13 +217,16 @@ fn check_tables(tables: Option<&str>) {
                 r.get::<String>(3)?.unwrap_or_default(),
                 r.get::<bool>(4)?.unwrap_or(false),
                 r.get::<Vec<String>>(5)?.unwrap_or_default(),
+                r.get::<bool>(6)?.unwrap_or(false),
+                r.get::<String>(7)?.unwrap_or_default(),
             ));
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })
     .map_err(SpiFailure::from)
     .or_raise();
-    for (schema, table, ident, has_pk, cols) in rows {
+    let mut selected = Vec::new();
+    for (schema, table, ident, has_pk, cols, is_partition, regclass) in rows {
         if !filter.wants(&schema, &table) {
             continue;
         }
@@ -223,7 +239,11 @@ fn check_tables(tables: Option<&str>) {
         }) {
             raise(LakeError::ReservedColumn(qualified, c.clone()));
         }
+        if !is_partition && has_pk {
+            selected.push(regclass);
+        }
     }
+    selected
 }
 
 /// The extension's own tables never go to the lake (the audit log has its own retention).
@@ -234,13 +254,15 @@ pub const EXCLUDED_TABLES: &str = "platform.*";
 /// slot `pg_platform_lake_<name>` decoded by the pg_platform plugin and records the sink.
 /// `tables` is a comma-separated list of `schema.table` globs (all tables when NULL).
 /// With `background` (the default) the worker lands changes continuously; otherwise only
-/// `platform.lake_sync(name)` does.
+/// `platform.lake_sync(name)` does. With `backfill` (the default) the rows the tables
+/// already hold are landed too (`_op = 'r'`), in chunks, consistently with the changes.
 #[pg_extern(volatile)]
 fn create_lake_sink(
     name: &str,
     lake_url: &str,
     tables: default!(Option<&str>, "NULL"),
     background: default!(bool, true),
+    backfill: default!(bool, true),
 ) -> TableIterator<
     'static,
     (
@@ -272,7 +294,7 @@ fn create_lake_sink(
         }
         raise(LakeError::SlotExists(slot));
     }
-    check_tables(tables);
+    let selected = check_tables(tables);
     if let Err(e) = std::fs::create_dir_all(&root) {
         raise(LakeError::io(&root, e));
     }
@@ -301,6 +323,20 @@ fn create_lake_sink(
             background.into(),
         ],
     );
+    if backfill {
+        // An empty table has nothing before the slot: its rows all come as changes.
+        for t in selected {
+            let has_rows =
+                crate::sql::read::<bool>(&format!("SELECT EXISTS (SELECT 1 FROM {t})"), &[])
+                    .unwrap_or(false);
+            if has_rows {
+                crate::sql::modify(
+                    "INSERT INTO platform.lake_backfill (sink, table_name) VALUES ($1, $2)",
+                    &[name.into(), t.as_str().into()],
+                );
+            }
+        }
+    }
     TableIterator::once((name.to_string(), slot, lsn))
 }
 
@@ -328,6 +364,42 @@ fn drop_lake_sink(name: &str) -> bool {
     crate::sql::modify(
         "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
         &[slot.as_str().into()],
+    );
+    true
+}
+
+/// Starts (or restarts from the beginning) the backfill of one table of a sink: its
+/// existing rows land as `_op = 'r'` rows, a chunk per batch, consistently with the change
+/// stream. The table needs a primary key. Progress is in `platform.lake_backfills`.
+#[pg_extern(volatile)]
+fn lake_backfill(sink: &str, table: crate::sql::RegClass) -> bool {
+    let tables = crate::sql::read::<String>(
+        "SELECT coalesce(tables, '') FROM platform.lake_sink WHERE name = $1",
+        &[sink.into()],
+    );
+    let Some(tables) = tables else {
+        raise(LakeError::UnknownSink(sink.into()));
+    };
+    let name = crate::sql::read::<String>("SELECT $1::oid::regclass::text", &[table.0.into()])
+        .unwrap_or_default();
+    let selected = check_tables((!tables.is_empty()).then_some(tables.as_str()));
+    if !selected.contains(&name) {
+        let has_pk = crate::sql::read::<bool>(
+            "SELECT true FROM pg_catalog.pg_index WHERE indrelid = $1 AND indisprimary",
+            &[table.0.into()],
+        )
+        .is_some();
+        if !has_pk {
+            raise(LakeError::NoPrimaryKey(name));
+        }
+        raise(LakeError::NotInSink(name, sink.into()));
+    }
+    crate::sql::modify(
+        "INSERT INTO platform.lake_backfill (sink, table_name) VALUES ($1, $2)
+         ON CONFLICT (sink, table_name) DO UPDATE
+            SET state = 'running', last_key = NULL, rows = 0, chunks = 0,
+                started_at = clock_timestamp(), finished_at = NULL",
+        &[sink.into(), name.as_str().into()],
     );
     true
 }
@@ -394,6 +466,18 @@ CREATE TABLE platform.lake_batch (
     PRIMARY KEY (sink, start_lsn)
 );
 COMMENT ON TABLE platform.lake_batch IS 'pg_platform lake batches with data, one per manifest under <lake>/_pg_platform/<sink>/commits/.';
+CREATE TABLE platform.lake_backfill (
+    sink        text NOT NULL REFERENCES platform.lake_sink (name) ON DELETE CASCADE,
+    table_name  text NOT NULL,
+    state       text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done')),
+    last_key    text[],
+    rows        bigint NOT NULL DEFAULT 0,
+    chunks      integer NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    PRIMARY KEY (sink, table_name)
+);
+COMMENT ON TABLE platform.lake_backfill IS 'pg_platform lake backfills: the snapshot of a table''s existing rows, landed in primary key order, a chunk per batch.';
 CREATE TABLE platform.lake_file (
     sink        text NOT NULL,
     path        text NOT NULL,
@@ -414,9 +498,11 @@ COMMENT ON TABLE platform.lake_file IS 'pg_platform lake files (paths relative t
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_sink', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_batch', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_file', '');
-GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file
+SELECT pg_catalog.pg_extension_config_dump('platform.lake_backfill', '');
+GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file, platform.lake_backfill
     TO platform_admin, platform_developer, platform_readonly;
-GRANT INSERT, UPDATE, DELETE ON platform.lake_sink, platform.lake_batch, platform.lake_file TO platform_admin;
+GRANT INSERT, UPDATE, DELETE ON platform.lake_sink, platform.lake_batch, platform.lake_file, platform.lake_backfill
+    TO platform_admin;
 
 CREATE VIEW platform.lake_status AS
 SELECT s.name AS sink, s.lake_url, s.slot_name, s.tables, s.background,
@@ -441,7 +527,17 @@ SELECT sink, schema_name, table_name, count(*) AS files, sum(rows)::bigint AS ro
   FROM platform.lake_file
  GROUP BY sink, schema_name, table_name;
 COMMENT ON VIEW platform.lake_files IS 'Per lake sink and table: files and rows landed.';
-GRANT SELECT ON platform.lake_status, platform.lake_files TO platform_admin, platform_developer, platform_readonly;
+CREATE VIEW platform.lake_backfills AS
+SELECT b.sink, b.table_name, b.state, b.rows, b.chunks, b.last_key,
+       greatest(c.reltuples, 0)::bigint AS estimated_rows,
+       CASE WHEN b.state = 'done' THEN 100
+            WHEN coalesce(c.reltuples, 0) <= 0 THEN NULL
+            ELSE least(99.9, round((100.0 * b.rows / c.reltuples)::numeric, 1)) END AS percent,
+       b.started_at, b.finished_at
+  FROM platform.lake_backfill b
+  LEFT JOIN pg_catalog.pg_class c ON c.oid = to_regclass(b.table_name);
+COMMENT ON VIEW platform.lake_backfills IS 'Per lake sink and table: how far the backfill of existing rows got.';
+GRANT SELECT ON platform.lake_status, platform.lake_files, platform.lake_backfills TO platform_admin, platform_developer, platform_readonly;
 "#,
     name = "lake_tables",
 );

@@ -16,6 +16,7 @@
 //! only moves after the manifest is durable, and the range of a batch is fixed before it
 //! starts, so a replay never duplicates or loses a change.
 
+use super::backfill::{self, Chunks, Progress};
 use super::columns::ColType;
 use super::decode::{self, Message, Relation};
 use super::files::{self, lsn_text, parse_lsn, BatchWriter, FileStat, Lake};
@@ -136,7 +137,13 @@ fn advance(slot: &str, to: u64) {
     );
 }
 
-fn manifest_json(sink: &str, start: u64, end: u64, stats: &[FileStat]) -> Vec<u8> {
+fn manifest_json(
+    sink: &str,
+    start: u64,
+    end: u64,
+    stats: &[FileStat],
+    progress: &[Progress],
+) -> Vec<u8> {
     let files: Vec<serde_json::Value> = stats
         .iter()
         .map(|s| {
@@ -154,13 +161,16 @@ fn manifest_json(sink: &str, start: u64, end: u64, stats: &[FileStat]) -> Vec<u8
         "end_lsn": lsn_text(end),
         "rows": stats.iter().map(|s| s.rows).sum::<u64>(),
         "files": files,
+        "backfill": progress.iter().map(|p| serde_json::json!({
+            "table": p.table, "last_key": p.last_key, "done": p.done, "rows": p.rows,
+        })).collect::<Vec<_>>(),
     });
     let mut out = serde_json::to_vec_pretty(&m).unwrap_or_default();
     out.push(b'\n');
     out
 }
 
-fn read_manifest(path: &std::path::Path) -> Result<Vec<FileStat>, LakeError> {
+fn read_manifest(path: &std::path::Path) -> Result<(Vec<FileStat>, Vec<Progress>), LakeError> {
     let text = std::fs::read(path).map_err(|e| LakeError::io(path, e))?;
     let v: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| LakeError::Corrupt(format!("manifest {}: {e}", path.display())))?;
@@ -185,7 +195,22 @@ fn read_manifest(path: &std::path::Path) -> Result<Vec<FileStat>, LakeError> {
             max_lsn,
         });
     }
-    Ok(out)
+    let progress = v["backfill"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| Progress {
+            table: s(b, "table"),
+            last_key: b["last_key"].as_array().map(|k| {
+                k.iter()
+                    .map(|x| x.as_str().unwrap_or_default().to_string())
+                    .collect()
+            }),
+            done: b["done"].as_bool().unwrap_or(false),
+            rows: b["rows"].as_u64().unwrap_or(0),
+        })
+        .collect();
+    Ok((out, progress))
 }
 
 fn batch_recorded(sink: &str, start: u64) -> bool {
@@ -197,14 +222,30 @@ fn batch_recorded(sink: &str, start: u64) -> bool {
 }
 
 /// Step 6: what the batch landed, in the database.
-fn record(sink: &str, start: u64, end: u64, stats: &[FileStat]) {
+fn record(sink: &str, start: u64, end: u64, stats: &[FileStat], progress: &[Progress]) {
+    for p in progress {
+        crate::sql::modify(
+            "UPDATE platform.lake_backfill
+                SET last_key = $3, rows = rows + $4, chunks = chunks + 1,
+                    state = CASE WHEN $5 THEN 'done' ELSE state END,
+                    finished_at = CASE WHEN $5 THEN clock_timestamp() END
+              WHERE sink = $1 AND table_name = $2 AND state = 'running'",
+            &[
+                sink.into(),
+                p.table.as_str().into(),
+                p.last_key.clone().into(),
+                (p.rows as i64).into(),
+                p.done.into(),
+            ],
+        );
+    }
     let (s, e) = (lsn_text(start), lsn_text(end));
     let rows: u64 = stats.iter().map(|f| f.rows).sum();
     let bytes: u64 = stats.iter().map(|f| f.bytes).sum();
     if !stats.is_empty() {
         crate::sql::modify(
-            "INSERT INTO platform.lake_batch (sink, start_lsn, end_lsn, files, rows, bytes)
-             VALUES ($1, $2::pg_lsn, $3::pg_lsn, $4, $5, $6)",
+            "INSERT INTO platform.lake_batch (sink, start_lsn, end_lsn, files, rows, bytes, landed_at)
+             VALUES ($1, $2::pg_lsn, $3::pg_lsn, $4, $5, $6, clock_timestamp())",
             &[
                 sink.into(),
                 s.as_str().into(),
@@ -217,8 +258,8 @@ fn record(sink: &str, start: u64, end: u64, stats: &[FileStat]) {
         let col = |f: fn(&FileStat) -> String| stats.iter().map(f).collect::<Vec<String>>();
         crate::sql::modify(
             "INSERT INTO platform.lake_file (sink, path, schema_name, table_name, commit_day, rows, bytes,
-                                             start_lsn, end_lsn, min_lsn, max_lsn)
-             SELECT $1, p, sc, t, d::date, r, b, $2::pg_lsn, $3::pg_lsn, mi::pg_lsn, ma::pg_lsn
+                                             start_lsn, end_lsn, min_lsn, max_lsn, landed_at)
+             SELECT $1, p, sc, t, d::date, r, b, $2::pg_lsn, $3::pg_lsn, mi::pg_lsn, ma::pg_lsn, clock_timestamp()
                FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[],
                            $10::text[], $11::text[]) AS u(p, sc, t, d, r, b, mi, ma)",
             &[
@@ -247,7 +288,7 @@ fn record(sink: &str, start: u64, end: u64, stats: &[FileStat]) {
     crate::sql::modify(
         "UPDATE platform.lake_sink
             SET last_end_lsn = greatest(last_end_lsn, $2::pg_lsn),
-                last_batch_at = CASE WHEN $3 > 0 THEN now() ELSE last_batch_at END,
+                last_batch_at = CASE WHEN $3 > 0 THEN clock_timestamp() ELSE last_batch_at END,
                 batches = batches + ($3 > 0)::int,
                 rows_landed = rows_landed + $4, files_landed = files_landed + $3,
                 bytes_landed = bytes_landed + $5, last_error = NULL, last_error_at = NULL
@@ -279,7 +320,7 @@ fn recover(sink: &Sink, lake: &Lake, slot: &mut Slot) -> Option<SyncResult> {
     let intent = files::read_intent(lake).or_raise()?;
     let manifest = lake.manifest_path(intent.start, intent.end);
     if manifest.exists() {
-        let stats = read_manifest(&manifest).or_raise();
+        let (stats, progress) = read_manifest(&manifest).or_raise();
         let paths: Vec<String> = stats.iter().map(|f| f.path.clone()).collect();
         files::publish(lake, &paths).or_raise();
         if slot.confirmed > intent.end {
@@ -292,13 +333,13 @@ fn recover(sink: &Sink, lake: &Lake, slot: &mut Slot) -> Option<SyncResult> {
             slot.confirmed = intent.end;
         }
         if !batch_recorded(&sink.name, intent.start) {
-            record(&sink.name, intent.start, intent.end, &stats);
+            record(&sink.name, intent.start, intent.end, &stats, &progress);
             // The intent stays until a later run sees this record committed.
             return Some(result(intent.start, intent.end, &stats, true));
         }
         files::remove_intent(lake).or_raise();
     } else if intent.empty && slot.confirmed == intent.end {
-        record(&sink.name, intent.start, intent.end, &[]);
+        record(&sink.name, intent.start, intent.end, &[], &[]);
         files::remove_intent(lake).or_raise();
         if sink.last_end < intent.end {
             return Some(result(intent.start, intent.end, &[], true));
@@ -356,20 +397,36 @@ pub fn run(name: &str) -> SyncResult {
     }
     let start = slot.confirmed;
     let max_bytes = (crate::gucs::LAKE_BATCH_WAL_MB.get().max(1) as u64) << 20;
-    let end = slot.flush.min(start.saturating_add(max_bytes));
+    // Backfill chunks are read only by a caught-up sink, so that their watermarks fall in
+    // this batch's range (a chunk whose watermark does not is simply read again).
+    let mut chunks = if slot.flush.saturating_sub(start) < max_bytes / 2 {
+        backfill::read_chunks(&sink.name)
+    } else {
+        Chunks::default()
+    };
+    let flush = if chunks.is_empty() {
+        slot.flush
+    } else {
+        crate::sql::read::<String>("SELECT pg_catalog.pg_current_wal_flush_lsn()::text", &[])
+            .and_then(|s| parse_lsn(&s))
+            .unwrap_or(slot.flush)
+    };
+    let end = flush.min(start.saturating_add(max_bytes));
     if end <= start {
         return result(start, start, &[], false);
     }
     lake.prepare().or_raise();
     let target = (crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize) << 20;
     let mut w = BatchWriter::new(&lake, start, end, target).or_raise();
-    decode_range(&sink, end, &mut w);
+    decode_range(&sink, end, &mut w, &mut chunks);
     let stats = w.finish().or_raise();
+    let progress = chunks.progress();
+    drop(chunks);
     fault("after_files");
     if !stats.is_empty() {
         files::write_atomic(
             &lake.manifest_path(start, end),
-            &manifest_json(&sink.name, start, end, &stats),
+            &manifest_json(&sink.name, start, end, &stats, &progress),
         )
         .or_raise();
         let paths: Vec<String> = stats.iter().map(|f| f.path.clone()).collect();
@@ -378,19 +435,21 @@ pub fn run(name: &str) -> SyncResult {
     fault("after_manifest");
     advance(&sink.slot, end);
     fault("after_advance");
-    record(&sink.name, start, end, &stats);
+    record(&sink.name, start, end, &stats, &progress);
     result(start, end, &stats, false)
 }
 
 /// Peeks the slot up to `end` and hands every change to the writer. The decoded stream is
 /// materialised by PostgreSQL in a tuplestore (spilling to disk past work_mem) and read
 /// through a cursor, so the backend's memory stays bounded whatever the transaction size.
-fn decode_range(sink: &Sink, end: u64, w: &mut BatchWriter) {
-    let mut options: Vec<String> = [
+fn decode_range(sink: &Sink, end: u64, w: &mut BatchWriter, chunks: &mut Chunks) {
+    // Tables are selected here rather than by the plugin: a partition's changes belong to
+    // the table at the root of its tree, which the patterns name.
+    let options: Vec<String> = [
         "format",
         "binary",
         "include_messages",
-        "off",
+        "on",
         "include_empty_transactions",
         "off",
         "exclude_tables",
@@ -399,11 +458,12 @@ fn decode_range(sink: &Sink, end: u64, w: &mut BatchWriter) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if let Some(t) = &sink.tables {
-        options.push("include_tables".into());
-        options.push(t.clone());
-    }
-    let mut rels: HashMap<u32, (Relation, Vec<ColType>)> = HashMap::new();
+    let filter = crate::cdc::table_filter(sink.tables.as_deref(), Some(EXCLUDED_TABLES)).or_raise();
+    let mut d = Decoder {
+        rels: HashMap::new(),
+        wants: Box::new(move |s: &str, t: &str| filter.wants(s, t)),
+        chunks,
+    };
     let end_text = lsn_text(end);
     spi(Spi::connect(|c| {
         let mut cursor = c.try_open_cursor(
@@ -423,52 +483,121 @@ fn decode_range(sink: &Sink, end: u64, w: &mut BatchWriter) {
                 let Some(data) = row.get::<&[u8]>(1)? else {
                     continue;
                 };
-                handle(&mut rels, w, data).or_raise();
+                d.handle(w, data).or_raise();
             }
         }
         Ok(())
     }));
 }
 
-fn handle(
-    rels: &mut HashMap<u32, (Relation, Vec<ColType>)>,
-    w: &mut BatchWriter,
-    data: &[u8],
-) -> Result<(), LakeError> {
-    match decode::message(data)? {
-        Message::Relation(rel) => {
-            let types = rel
-                .columns
-                .iter()
-                .map(|c| ColType::parse(&c.arrow))
-                .collect::<Result<Vec<_>, _>>()?;
-            rels.insert(rel.relid, (rel, types));
+/// A relation of the stream as the lake sees it: under its partition root's name, or
+/// not landed at all.
+struct LakeRel {
+    rel: Relation,
+    types: Vec<ColType>,
+    root: u32,
+}
+
+/// Whether the sink lands a `schema.table`.
+type TableFilter = Box<dyn Fn(&str, &str) -> bool>;
+
+struct Decoder<'c> {
+    rels: HashMap<u32, Option<LakeRel>>,
+    wants: TableFilter,
+    chunks: &'c mut Chunks,
+}
+
+/// The schema, name and oid of the root of `relid`'s partition tree (itself if none).
+fn partition_root(relid: u32) -> Option<(String, String, u32)> {
+    Spi::connect(|c| {
+        let t = c.select(
+            "SELECT n.nspname::text, r.relname::text, r.oid::int8
+               FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+              WHERE r.oid = coalesce(pg_catalog.pg_partition_root($1::oid), $1::oid)",
+            Some(1),
+            &[(relid as i64).into()],
+        )?;
+        if t.is_empty() {
+            return Ok::<_, pgrx::spi::SpiError>(None);
         }
-        Message::Change {
-            op,
-            head,
-            relid,
-            tuples,
-        } => {
-            let Some((rel, types)) = rels.get(&relid) else {
-                return Err(LakeError::Decode(format!(
-                    "change of relation {relid} before its relation message"
-                )));
-            };
-            if op == b'D' && tuples.is_empty() {
-                return Err(LakeError::NoIdentity(format!(
-                    "{}.{}",
-                    rel.schema, rel.table
-                )));
+        let r = t.first();
+        Ok(Some((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+            r.get::<i64>(3)?.unwrap_or(0) as u32,
+        )))
+    })
+    .unwrap_or(None)
+}
+
+impl Decoder<'_> {
+    fn handle(&mut self, w: &mut BatchWriter, data: &[u8]) -> Result<(), LakeError> {
+        match decode::message(data)? {
+            Message::Relation(mut rel) => {
+                let (root_schema, root_table, root) = partition_root(rel.relid).unwrap_or((
+                    rel.schema.clone(),
+                    rel.table.clone(),
+                    rel.relid,
+                ));
+                if !(self.wants)(&root_schema, &root_table)
+                    && !(self.wants)(&rel.schema, &rel.table)
+                {
+                    self.rels.insert(rel.relid, None);
+                    return Ok(());
+                }
+                let types = rel
+                    .columns
+                    .iter()
+                    .map(|c| ColType::parse(&c.arrow))
+                    .collect::<Result<Vec<_>, _>>()?;
+                rel.schema = root_schema;
+                rel.table = root_table;
+                self.rels
+                    .insert(rel.relid, Some(LakeRel { rel, types, root }));
             }
-            w.change(rel, types, op, &head, tuples)?;
-        }
-        Message::Truncate { head, relid } => {
-            if let Some((rel, types)) = rels.get(&relid) {
-                w.change(rel, types, b'T', &head, decode::Reader::new(&[]))?;
+            Message::Change {
+                op,
+                head,
+                relid,
+                tuples,
+            } => {
+                let Some(entry) = self.rels.get(&relid) else {
+                    return Err(LakeError::Decode(format!(
+                        "change of relation {relid} before its relation message"
+                    )));
+                };
+                let Some(lr) = entry else {
+                    return Ok(());
+                };
+                if op == b'D' && tuples.is_empty() {
+                    return Err(LakeError::NoIdentity(format!(
+                        "{}.{}",
+                        lr.rel.schema, lr.rel.table
+                    )));
+                }
+                if !self.chunks.is_empty() {
+                    self.chunks.change(lr.root, &head, &tuples)?;
+                }
+                w.change(&lr.rel, &lr.types, op, &head, tuples)?;
             }
+            Message::Truncate { head, relid } => {
+                if let Some(Some(lr)) = self.rels.get(&relid) {
+                    self.chunks.truncate(lr.root, &head);
+                    w.change(&lr.rel, &lr.types, b'T', &head, decode::Reader::new(&[]))?;
+                }
+            }
+            Message::Logical {
+                head,
+                prefix,
+                content,
+            } => {
+                if prefix == backfill::MESSAGE_PREFIX.as_bytes() && !self.chunks.is_empty() {
+                    let content = String::from_utf8_lossy(content);
+                    self.chunks.message(head.lsn, &content, w)?;
+                }
+            }
+            Message::Transaction | Message::Other => {}
         }
-        Message::Transaction | Message::Other => {}
+        Ok(())
     }
-    Ok(())
 }

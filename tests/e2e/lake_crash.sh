@@ -41,6 +41,11 @@ BEGIN
   END LOOP;
 END $$;
 SQL
+# Rows from before the sink: its backfill lands them (200-row chunks) while the writers
+# and the kills go on.
+for _ in $(seq 1 40); do q -c "SELECT public.write_some(60)" >/dev/null; done
+boundary=$(q -c "SELECT max(seq) FROM public.history")
+q -c "ALTER SYSTEM SET platform.lake_backfill_chunk_rows = 200" -c "SELECT pg_reload_conf()" >/dev/null
 q -c "SELECT * FROM platform.create_lake_sink('crash', '$lake', tables => 'public.ledger')" >/dev/null
 # The worker lands a batch whenever changes are 0.2 s old.
 q -c "ALTER SYSTEM SET platform.lake_batch_max_age = 200" -c "ALTER SYSTEM SET platform.lake_sync_interval = 50" -c "SELECT pg_reload_conf()" >/dev/null
@@ -82,13 +87,15 @@ done
 touch "$stop"
 wait $w1 $w2 2>/dev/null || true
 
-# Drain: batches until one lands nothing.
-for _ in $(seq 1 50); do
+# Drain: batches until one lands nothing (and the backfill is done).
+for _ in $(seq 1 200); do
     rows=$(q -c "SELECT rows FROM platform.lake_sync('crash')")
-    [ "$rows" = 0 ] && break
+    [ "$rows" = 0 ] && [ "$(q -c "SELECT state FROM platform.lake_backfills WHERE sink = 'crash'")" = done ] && break
 done
 [ "$rows" = 0 ] || { echo "the sink does not catch up"; exit 1; }
-q -c "\\copy (SELECT id, op, amount FROM public.history) TO '$dir/history.csv' CSV"
+q -c "\\copy (SELECT id, op, amount FROM public.history WHERE seq > $boundary) TO '$dir/history.csv' CSV"
+[ "$(q -c "SELECT state FROM platform.lake_backfills WHERE sink = 'crash'")" = done ] \
+    || { echo "the backfill did not finish:"; q -c "SELECT * FROM platform.lake_backfills"; exit 1; }
 q -c "\\copy (SELECT id, amount FROM public.ledger) TO '$dir/state.csv' CSV"
 echo "$interrupted of $iterations kills interrupted the lake_sync call (the worker's batches are killed too)"
 [ "$interrupted" -ge $((iterations / 20)) ] || { echo "too few kills hit a running batch to test recovery"; exit 1; }

@@ -2,8 +2,10 @@
 
     python check.py LAKE_DIR HISTORY_CSV STATE_CSV
 
-HISTORY_CSV: every committed change of public.ledger (id, op, amount), as the writers
-recorded it in the same transactions. STATE_CSV: the table's rows at the end (id, amount).
+HISTORY_CSV: every committed change of public.ledger (id, op, amount) made after the sink
+was created, as the writers recorded it in the same transactions. Rows from before come
+as the backfill's snapshot rows (_op = 'r'): each at most once, and the replay of
+snapshot rows and changes in commit order must give the table. STATE_CSV: the table's rows at the end (id, amount).
 Read with DuckDB (Hive partitions, all files) and pyarrow (types). Exits non-zero with
 what differs.
 """
@@ -54,7 +56,11 @@ if dups:
 
 lake_changes = collections.Counter(
     (r[0], r[1], None if r[2] is None else decimal.Decimal(r[2]).quantize(decimal.Decimal("0.01")))
-    for r in rows)
+    for r in rows if r[1] != "r")
+snap = collections.Counter(r[0] for r in rows if r[1] == "r")
+twice = [k for k, n in snap.items() if n > 1]
+if twice:
+    problems.append(f"{len(twice)} rows snapshot twice, e.g. {twice[:3]}")
 with open(history_csv) as f:
     history = collections.Counter(
         (int(r[0]), r[1], decimal.Decimal(r[2]) if r[2] else None) for r in csv.reader(f))
@@ -92,5 +98,5 @@ if problems:
     for p in problems:
         print("  " + p)
     sys.exit(1)
-print(f"lake check: {sum(history.values())} committed changes, each exactly once in {len(on_disk)} files; "
-      f"replay equals the table ({len(final)} rows)")
+print(f"lake check: {sum(history.values())} committed changes, each exactly once, and {sum(snap.values())} "
+      f"backfilled rows in {len(on_disk)} files; replay equals the table ({len(final)} rows)")
