@@ -138,6 +138,30 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lake_backfill_wrapper';
 
+-- pg_platform::lake::lake_compact
+CREATE  FUNCTION "lake_compact"(
+	"sink" TEXT, /* & str */
+	"table" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"table_name" TEXT,  /* String */
+	"path" TEXT,  /* String */
+	"rows" bigint,  /* i64 */
+	"merged_files" INT  /* i32 */
+)
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lake_compact_wrapper';
+
+-- pg_platform::lake::lake_read_sql
+CREATE  FUNCTION "lake_read_sql"(
+	"sink" TEXT, /* & str */
+	"table" TEXT, /* & str */
+	"zone" TEXT DEFAULT 'bronze' /* & str */
+) RETURNS TEXT /* String */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lake_read_sql_wrapper';
+
 -- pg_platform::lake::lake_sync
 CREATE  FUNCTION "lake_sync"(
 	"sink" TEXT /* & str */
@@ -158,3 +182,9 @@ REVOKE EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, 
 GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, boolean), platform.drop_lake_sink(text),
                           platform.lake_sync(text), platform.lake_backfill(text, regclass)
     TO platform_admin;
+
+REVOKE EXECUTE ON FUNCTION platform.lake_compact(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text) TO platform_admin;
+
+REVOKE EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text) TO platform_admin, platform_developer, platform_readonly;

@@ -262,6 +262,51 @@ pub struct FileStat {
     pub bytes: u64,
     pub min_lsn: u64,
     pub max_lsn: u64,
+    /// The file's Arrow schema as JSON (published next to the table's files), when known.
+    pub arrow_schema: Option<String>,
+}
+
+/// A schema as the JSON published in `<lake>/<schema>/<table>/_schema.json`.
+fn schema_json(
+    schema: &Schema,
+    pg_types: &HashMap<String, String>,
+    fingerprints: &[String],
+) -> String {
+    let fields: Vec<serde_json::Value> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name(),
+                "arrow_type": f.data_type().to_string(),
+                "nullable": f.is_nullable(),
+                "extension": f.metadata().get("ARROW:extension:name"),
+                "pg_type": pg_types.get(f.name()),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "format_version": 1,
+        "fields": fields,
+        "partition_keys": PARTITION_KEYS.iter().map(|k| serde_json::json!({"name": k, "type": "INTEGER"})).collect::<Vec<_>>(),
+        "schema_fingerprints": fingerprints,
+    })
+    .to_string()
+}
+
+/// Publishes the newest schema of each table the batch landed, next to its files.
+pub fn publish_schemas(lake: &Lake, stats: &[FileStat]) -> Result<(), LakeError> {
+    let mut latest: HashMap<(&str, &str), &str> = HashMap::new();
+    for s in stats {
+        if let Some(j) = &s.arrow_schema {
+            latest.insert((&s.schema, &s.table), j);
+        }
+    }
+    for ((schema, table), json) in latest {
+        let path = lake.root.join(schema).join(table).join("_schema.json");
+        write_atomic(&path, json.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// A column of a file: its name, type and values so far.
@@ -336,6 +381,8 @@ struct TableFile {
     meta: MetaColumns,
     buffered: usize,
     writer: Option<ArrowWriter<File>>,
+    /// PostgreSQL type of each column, for the published schema.
+    pg_types: HashMap<String, String>,
     /// Relation fingerprint the mapping below was made for, and for each relation
     /// column its file column.
     shape: String,
@@ -465,9 +512,15 @@ impl BatchWriter {
                 bytes: 0,
                 min_lsn: u64::MAX,
                 max_lsn: 0,
+                arrow_schema: None,
             },
             abs,
             columns,
+            pg_types: rel
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.pg_type.clone()))
+                .collect(),
             meta: MetaColumns::new(),
             buffered: 0,
             writer: None,
@@ -598,6 +651,9 @@ impl TableFile {
             return Ok(false);
         }
         BatchWriter::check_names(rel)?;
+        for c in &rel.columns {
+            self.pg_types.insert(c.name.clone(), c.pg_type.clone());
+        }
         for (name, ty) in added {
             let mut values = Builder::new(&ty);
             values.append_nulls(self.buffered);
@@ -727,6 +783,11 @@ impl TableFile {
         w.append_key_value_metadata(KeyValue::new(
             "pg_platform.schema_fingerprints".into(),
             self.fingerprints.join(","),
+        ));
+        self.stat.arrow_schema = Some(schema_json(
+            &self.schema(),
+            &self.pg_types,
+            &self.fingerprints,
         ));
         let file = w
             .into_inner()

@@ -9,6 +9,7 @@
 
 mod backfill;
 mod columns;
+mod compact;
 mod decode;
 mod files;
 mod sync;
@@ -73,6 +74,14 @@ pub enum LakeError {
     NoPrimaryKey(String),
     #[error("table {0} is not one lake sink \"{1}\" lands")]
     NotInSink(String, String),
+    #[error("zone \"{0}\" is not bronze or current")]
+    BadZone(String),
+    #[error("cannot compact: {0} is not a key type the current zone supports")]
+    CompactKey(String),
+    #[error("cannot compact: column \"{0}\" changed type from {1} to {2}")]
+    CompactType(String, String, String),
+    #[error("table {0} has no current-zone file yet")]
+    NotCompacted(String),
     #[error("permission denied to write lake files on the server")]
     NoFilePrivilege,
 }
@@ -98,7 +107,9 @@ impl SqlError for LakeError {
         match self {
             Self::UnknownSink(_) => ERRCODE_UNDEFINED_OBJECT,
             Self::SinkExists(_) | Self::SlotExists(_) => ERRCODE_DUPLICATE_OBJECT,
-            Self::BadName(_) | Self::BadUrl(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::BadName(_) | Self::BadUrl(_) | Self::BadZone(_) => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
             Self::S3NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             Self::Io(_) => ERRCODE_IO_ERROR,
             Self::Permission(_) | Self::NoFilePrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -107,6 +118,8 @@ impl SqlError for LakeError {
             Self::Parquet(_) => ERRCODE_INTERNAL_ERROR,
             Self::ReservedColumn(..) => ERRCODE_RESERVED_NAME,
             Self::NotInSink(..) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::CompactKey(_) | Self::CompactType(..) => ERRCODE_FEATURE_NOT_SUPPORTED,
+            Self::NotCompacted(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Self::NoIdentity(_)
             | Self::NoPrimaryKey(_)
             | Self::SlotMissing { .. }
@@ -138,6 +151,10 @@ impl SqlError for LakeError {
             Self::Gap { sink, .. } => format!("Something read the slot with pg_logical_slot_get_changes or advanced it. Recreate the sink (SELECT platform.drop_lake_sink('{sink}'); then platform.create_lake_sink) and backfill."),
             Self::NoPrimaryKey(t) => format!("Add a primary key to {t}; its changes still land, only the snapshot of existing rows needs the key."),
             Self::NotInSink(_, s) => format!("The sink's tables are in SELECT tables FROM platform.lake_sink WHERE name = '{s}'."),
+            Self::BadZone(_) => "Use zone => 'bronze' (every change) or 'current' (the compacted state).".into(),
+            Self::CompactKey(_) => "The current zone needs a primary key of integer, text, numeric, date, timestamp, bytea, uuid or boolean columns; the table's changes still land in the bronze zone.".into(),
+            Self::CompactType(..) => "Read the bronze zone with platform.lake_read_sql (union_by_name); a retyped column is not folded into one current file by this version.".into(),
+            Self::NotCompacted(_) => "Run SELECT * FROM platform.lake_compact(sink) first (the worker also does every platform.lake_compact_interval).".into(),
             Self::NoFilePrivilege => "Lake sinks write files as the server: a superuser, or a member of pg_write_server_files, creates and syncs them.".into(),
         })
     }
@@ -402,6 +419,230 @@ fn lake_backfill(sink: &str, table: crate::sql::RegClass) -> bool {
         &[sink.into(), name.as_str().into()],
     );
     true
+}
+
+/// The DuckDB query that reads one table of a sink's lake. Zone `bronze` (the default):
+/// every change file across schema versions (`union_by_name`), the commit-day partition
+/// keys typed as integers. Zone `current`: the table's file of the current-zone cut
+/// (`platform.lake_compact`). `table` is `schema.table` as landed (a partitioned table by
+/// its root).
+#[pg_extern(stable)]
+fn lake_read_sql(sink: &str, table: &str, zone: default!(&str, "'bronze'")) -> String {
+    let url = crate::sql::read::<String>(
+        "SELECT lake_url FROM platform.lake_sink WHERE name = $1",
+        &[sink.into()],
+    );
+    let Some(url) = url else {
+        raise(LakeError::UnknownSink(sink.into()));
+    };
+    let LakeUrl::Local(root) = parse_url(&url).or_raise();
+    let Some((schema, name)) = table.split_once('.') else {
+        raise(LakeError::NotInSink(table.into(), sink.into()));
+    };
+    let quote = |p: &Path| p.display().to_string().replace('\'', "''");
+    match zone {
+        "bronze" => {
+            let glob = root.join(schema).join(name).join("**").join("*.parquet");
+            format!(
+                "SELECT * FROM read_parquet('{}', hive_partitioning = true, union_by_name = true, \
+                 hive_types = {{'_commit_year': INTEGER, '_commit_month': INTEGER, '_commit_day': INTEGER}})",
+                quote(&glob)
+            )
+        }
+        "current" => {
+            let lake = files::Lake {
+                root: root.clone(),
+                sink: sink.into(),
+            };
+            let pointer = compact::read_pointer(&lake).or_raise();
+            let Some(entry) = pointer.tables.iter().find(|t| t.0 == table) else {
+                raise(LakeError::NotCompacted(table.into()));
+            };
+            format!(
+                "SELECT * FROM read_parquet('{}')",
+                quote(&root.join(&entry.1))
+            )
+        }
+        other => raise(LakeError::BadZone(other.into())),
+    }
+}
+
+/// Writes the current-state zone of a sink: every table (or the one named) as of the
+/// sink's last committed batch, with updates and deletes applied and unchanged TOAST values
+/// taken from the row's earlier image, folded incrementally into the previous current
+/// file. The pointer `_pg_platform/<sink>/current.json` names the files of the cut.
+#[pg_extern(volatile)]
+fn lake_compact(
+    sink: &str,
+    table: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(table_name, String),
+        name!(path, String),
+        name!(rows, i64),
+        name!(merged_files, i32),
+    ),
+> {
+    check_file_privilege();
+    let out = compact_sink(sink, table);
+    TableIterator::new(
+        out.into_iter()
+            .map(|c| (c.table, c.path, c.rows as i64, c.merged_files as i32)),
+    )
+}
+
+/// The work of `lake_compact` (also run by the worker).
+pub fn compact_sink(sink: &str, only: Option<&str>) -> Vec<compact::Compacted> {
+    let row = Spi::connect_mut(|c| {
+        let t = c.update(
+            "SELECT lake_url, last_end_lsn::text FROM platform.lake_sink WHERE name = $1 FOR UPDATE",
+            Some(1),
+            &[sink.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        Ok::<_, pgrx::spi::SpiError>(Some((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+        )))
+    })
+    .map_err(SpiFailure::from)
+    .or_raise();
+    let Some((url, cut)) = row else {
+        raise(LakeError::UnknownSink(sink.into()));
+    };
+    let cut = files::parse_lsn(&cut).unwrap_or(0);
+    let LakeUrl::Local(root) = parse_url(&url).or_raise();
+    let lake = files::Lake {
+        root,
+        sink: sink.into(),
+    };
+    let mut pointer = compact::read_pointer(&lake).or_raise();
+    let previous = pointer.clone();
+    let tables: Vec<String> = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT DISTINCT schema_name || '.' || table_name FROM platform.lake_file
+              WHERE sink = $1 AND ($2::text IS NULL OR schema_name || '.' || table_name = $2) ORDER BY 1",
+            None,
+            &[sink.into(), only.into()],
+        )?;
+        let mut v = Vec::new();
+        for r in t {
+            v.push(r.get::<String>(1)?.unwrap_or_default());
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    })
+    .map_err(SpiFailure::from)
+    .or_raise();
+    if let Some(t) = only {
+        if tables.is_empty() {
+            raise(LakeError::NotInSink(t.into(), sink.into()));
+        }
+    }
+    let mut out = Vec::new();
+    for t in tables {
+        let entry = pointer.tables.iter().position(|e| e.0 == t);
+        let prev_cut = entry.map_or(0, |i| pointer.tables[i].2);
+        if prev_cut >= cut {
+            continue;
+        }
+        let Some((schema, name)) = t.split_once('.') else {
+            continue;
+        };
+        let bronze: Vec<String> = Spi::connect(|c| {
+            let r = c.select(
+                "SELECT path FROM platform.lake_file
+                  WHERE sink = $1 AND schema_name = $2 AND table_name = $3
+                    AND end_lsn > $4::pg_lsn AND end_lsn <= $5::pg_lsn
+                  ORDER BY start_lsn, path",
+                None,
+                &[
+                    sink.into(),
+                    schema.into(),
+                    name.into(),
+                    files::lsn_text(prev_cut).as_str().into(),
+                    files::lsn_text(cut).as_str().into(),
+                ],
+            )?;
+            let mut v = Vec::new();
+            for row in r {
+                v.push(row.get::<String>(1)?.unwrap_or_default());
+            }
+            Ok::<_, pgrx::spi::SpiError>(v)
+        })
+        .map_err(SpiFailure::from)
+        .or_raise();
+        if bronze.is_empty() {
+            if let Some(i) = entry {
+                pointer.tables[i].2 = cut;
+            }
+            continue;
+        }
+        let mut key = crate::sql::read::<Vec<String>>(
+            "SELECT array_agg(a.attname::text ORDER BY k.ord)
+               FROM pg_catalog.pg_index i
+               CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
+            &[t.as_str().into()],
+        )
+        .unwrap_or_default();
+        if key.is_empty() {
+            key = entry
+                .map(|i| pointer.tables[i].4.clone())
+                .unwrap_or_default();
+        }
+        if key.is_empty() {
+            raise(LakeError::CompactKey(format!("{t} has no primary key")));
+        }
+        let path = format!("current/{schema}/{name}/{:016X}.parquet", cut);
+        let base = entry.map(|i| pointer.tables[i].1.clone());
+        let rows = compact::compact_table(&lake, base.as_deref(), &bronze, &key, &path).or_raise();
+        let e = (t.clone(), path.clone(), cut, rows, key);
+        match entry {
+            Some(i) => pointer.tables[i] = e,
+            None => pointer.tables.push(e),
+        }
+        out.push(compact::Compacted {
+            table: t,
+            path,
+            rows,
+            merged_files: bronze.len(),
+        });
+    }
+    pointer.cut = cut;
+    compact::write_pointer(&lake, &pointer).or_raise();
+    // Files of cuts before the previous one: no reader that followed a pointer needs them.
+    for (t, path, ..) in &pointer.tables {
+        let keep_prev = previous
+            .tables
+            .iter()
+            .find(|e| &e.0 == t)
+            .map(|e| e.1.clone());
+        let dir = lake.root.join(path).parent().map(Path::to_path_buf);
+        if let Some(dir) = dir {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let rel = format!(
+                        "{}/{}",
+                        Path::new(path)
+                            .parent()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        e.file_name().to_string_lossy()
+                    );
+                    if &rel != path && Some(&rel) != keep_prev.as_ref() && rel.ends_with(".parquet")
+                    {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Runs one batch of the sink in this backend: recovers what a crash left, lands every

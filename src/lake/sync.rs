@@ -193,6 +193,7 @@ fn read_manifest(path: &std::path::Path) -> Result<(Vec<FileStat>, Vec<Progress>
             bytes: f["bytes"].as_u64().unwrap_or(0),
             min_lsn,
             max_lsn,
+            arrow_schema: None,
         });
     }
     let progress = v["backfill"]
@@ -431,6 +432,7 @@ pub fn run(name: &str) -> SyncResult {
         .or_raise();
         let paths: Vec<String> = stats.iter().map(|f| f.path.clone()).collect();
         files::publish(&lake, &paths).or_raise();
+        files::publish_schemas(&lake, &stats).or_raise();
     }
     fault("after_manifest");
     advance(&sink.slot, end);
@@ -476,6 +478,9 @@ fn decode_range(sink: &Sink, end: u64, w: &mut BatchWriter, chunks: &mut Chunks)
         )?;
         loop {
             let t = cursor.fetch(1000)?;
+            // The fetched rows live until freed here; left to the end of the SPI
+            // connection they would add up to the whole batch.
+            let raw = unsafe { pg_sys::SPI_tuptable };
             if t.is_empty() {
                 break;
             }
@@ -484,6 +489,9 @@ fn decode_range(sink: &Sink, end: u64, w: &mut BatchWriter, chunks: &mut Chunks)
                     continue;
                 };
                 d.handle(w, data).or_raise();
+            }
+            if !raw.is_null() {
+                unsafe { pg_sys::SPI_freetuptable(raw) };
             }
         }
         Ok(())

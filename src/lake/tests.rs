@@ -713,4 +713,156 @@ mod integration {
         assert_eq!(code, "42704", "{msg}");
         drop_sink(&mut c, "backfill");
     }
+
+    fn read_file(path: &Path) -> Vec<RecordBatch> {
+        let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ParquetRecordBatchReaderBuilder::try_new(f)
+            .and_then(|b| b.build())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .map(|b| b.unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .collect()
+    }
+
+    #[test]
+    fn the_current_zone_applies_every_change_at_one_cut_across_tables() {
+        let mut c = client();
+        let lake = lake_dir("current");
+        drop_sink(&mut c, "current");
+        c.batch_execute(
+            "DROP TABLE IF EXISTS lake_cur_a, lake_cur_b;
+             CREATE TABLE lake_cur_a (id int PRIMARY KEY, v text, big text);
+             CREATE TABLE lake_cur_b (id int PRIMARY KEY, n int);",
+        )
+        .expect("tables");
+        c.query(
+            "SELECT platform.create_lake_sink('current', $1, tables => 'public.lake_cur_*', background => false)",
+            &[&lake.display().to_string()],
+        )
+        .expect("sink");
+        c.batch_execute(
+            "INSERT INTO lake_cur_a SELECT g, 'v' || g, CASE WHEN g = 1 THEN (SELECT string_agg(md5(x::text), '') FROM generate_series(1, 700) x) END
+               FROM generate_series(1, 5) g;
+             INSERT INTO lake_cur_b SELECT g, g FROM generate_series(1, 3) g;",
+        )
+        .expect("rows");
+        sync(&mut c, "current");
+        let first: Vec<(String, i64)> = c
+            .query(
+                "SELECT table_name, rows FROM platform.lake_compact('current') ORDER BY 1",
+                &[],
+            )
+            .expect("compact")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            first,
+            vec![
+                ("public.lake_cur_a".into(), 5),
+                ("public.lake_cur_b".into(), 3)
+            ]
+        );
+        c.batch_execute(
+            "UPDATE lake_cur_a SET v = 'x' WHERE id = 1;
+             DELETE FROM lake_cur_a WHERE id = 2;
+             UPDATE lake_cur_a SET id = 10 WHERE id = 3;
+             TRUNCATE lake_cur_b;
+             INSERT INTO lake_cur_b VALUES (7, 70);",
+        )
+        .expect("changes");
+        sync(&mut c, "current");
+        let second: Vec<(String, i64, i32)> = c
+            .query("SELECT table_name, rows, merged_files FROM platform.lake_compact('current') ORDER BY 1", &[])
+            .expect("compact")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            second,
+            vec![
+                ("public.lake_cur_a".into(), 4, 1),
+                ("public.lake_cur_b".into(), 1, 1)
+            ],
+            "folded into the previous cut: only the new bronze file is read"
+        );
+        let pointer: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(lake.join("_pg_platform/current/current.json")).expect("pointer"),
+        )
+        .expect("json");
+        assert_eq!(pointer["consistent"], true);
+        let path_of = |t: &str| {
+            pointer["tables"]
+                .as_array()
+                .and_then(|a| a.iter().find(|e| e["table"] == t))
+                .and_then(|e| e["path"].as_str())
+                .map(|p| lake.join(p))
+                .unwrap_or_else(|| panic!("{t} not in {pointer}"))
+        };
+        let a = read_file(&path_of("public.lake_cur_a"));
+        let ids: Vec<i32> = a
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("id")
+                    .expect("id")
+                    .as_primitive::<Int32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(ids, vec![1, 4, 5, 10]);
+        let v = strings(&a[0], "v");
+        assert_eq!(v[0].as_deref(), Some("x"));
+        let big = strings(&a[0], "big");
+        assert_eq!(
+            big[0].as_ref().map(|s| s.len()),
+            Some(22_400),
+            "the unchanged TOAST value is resolved"
+        );
+        assert!(a[0].column_by_name("_op").is_none());
+        let b = read_file(&path_of("public.lake_cur_b"));
+        let bids: Vec<i32> = b
+            .iter()
+            .flat_map(|x| {
+                x.column_by_name("id")
+                    .expect("id")
+                    .as_primitive::<Int32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(bids, vec![7], "truncate and insert applied");
+        let sql: String = one(
+            &mut c,
+            "SELECT platform.lake_read_sql('current', 'public.lake_cur_a', 'current')",
+        );
+        assert!(
+            sql.contains(&path_of("public.lake_cur_a").display().to_string()),
+            "{sql}"
+        );
+        let bronze: String = one(
+            &mut c,
+            "SELECT platform.lake_read_sql('current', 'public.lake_cur_a')",
+        );
+        assert!(
+            bronze.contains("union_by_name = true")
+                && bronze.contains("/public/lake_cur_a/**/*.parquet"),
+            "{bronze}"
+        );
+        let (code, msg) = expect_error(
+            &mut c,
+            "SELECT platform.lake_read_sql('current', 'public.lake_cur_a', 'gold')",
+        );
+        assert_eq!(code, "22023", "{msg}");
+        let (code, msg) = expect_error(
+            &mut c,
+            "SELECT platform.lake_read_sql('current', 'public.nothing', 'current')",
+        );
+        assert_eq!(code, "55000", "{msg}");
+        let (code, msg) = expect_error(
+            &mut c,
+            "SELECT * FROM platform.lake_compact('current', 'public.nothing')",
+        );
+        assert_eq!(code, "22023", "{msg}");
+        drop_sink(&mut c, "current");
+    }
 }
