@@ -60,6 +60,9 @@ pub static LAKE_BATCH_MAX_AGE: GucSetting<i32> = GucSetting::<i32>::new(2000);
 /// MB of waiting WAL that make a batch due at once, whatever its age.
 pub static LAKE_BATCH_MIN_MB: GucSetting<i32> = GucSetting::<i32>::new(16);
 
+/// Seconds between two current-zone compactions of each sink by the worker (0: never).
+pub static LAKE_COMPACT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
+
 /// Rows of one backfill chunk (one chunk per table per batch).
 pub static LAKE_BACKFILL_CHUNK_ROWS: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 
@@ -161,6 +164,16 @@ pub fn register() {
         1_048_576,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"platform.lake_compact_interval",
+        c"Seconds between two current-zone compactions of each lake sink by the worker.",
+        c"0 leaves compaction to platform.lake_compact.",
+        &LAKE_COMPACT_INTERVAL,
+        0,
+        31_536_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
         c"platform.lake_backfill_chunk_rows",

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 thread_local! {
     /// When each sink last ran a batch (or tried to) in this worker.
     static LAST_RUN: RefCell<HashMap<String, Instant>> = RefCell::new(HashMap::new());
+    /// When each sink's current zone was last compacted by this worker.
+    static LAST_COMPACT: RefCell<HashMap<String, Instant>> = RefCell::new(HashMap::new());
 }
 
 /// How long the worker sleeps between two looks at the sinks.
@@ -50,6 +52,27 @@ fn sinks() -> Vec<(String, Option<i64>)> {
     })
 }
 
+/// The sink's current zone, compacted when `platform.lake_compact_interval` has passed
+/// since this worker last did (the first time one interval after the worker started).
+fn compact_if_due(name: &str) -> Result<(), String> {
+    let every = gucs::LAKE_COMPACT_INTERVAL.get();
+    if every <= 0 {
+        return Ok(());
+    }
+    let now = Instant::now();
+    let last = LAST_COMPACT.with(|l| *l.borrow_mut().entry(name.to_string()).or_insert(now));
+    if last.elapsed() < Duration::from_secs(every as u64) {
+        return Ok(());
+    }
+    LAST_COMPACT.with(|l| l.borrow_mut().insert(name.to_string(), now));
+    let sink = name.to_string();
+    BackgroundWorker::transaction(|| {
+        crate::sql::in_subtransaction(move || {
+            super::compact_sink(&sink, None);
+        })
+    })
+}
+
 /// One tick of the worker: the batches that are due.
 pub fn task() {
     let sinks = sinks();
@@ -74,6 +97,7 @@ pub fn task() {
                 super::sync::run(&sink);
             })
         });
+        let outcome = outcome.and_then(|_| compact_if_due(name));
         if let Err(message) = outcome {
             let changed = BackgroundWorker::transaction(|| {
                 crate::sql::modify(

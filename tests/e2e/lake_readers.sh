@@ -2,7 +2,9 @@
 # The lake as DuckDB and pyarrow read it: every type the CDC plugin maps (numeric
 # precision, timestamptz instants, NULLs, lists, bytea, uuid, json, interval), a
 # partitioned table landing under its root, the query platform.lake_read_sql returns,
-# and the published schema file; each value compared with PostgreSQL's own.
+# and the published schema file; each value compared with PostgreSQL's own. Then a
+# protected PII column: only its ciphertext reaches the lake, and forget_subject makes the
+# lake's copy unreadable too.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
@@ -99,3 +101,28 @@ if problems:
     print("lake readers FAILED:"); [print("  " + p) for p in problems]; sys.exit(1)
 print(f"lake readers: DuckDB and pyarrow read {len(rows)} typed rows and a partitioned table exactly as PostgreSQL holds them")
 PY
+
+# PII: protect customer.email per subject, write through the view, land, forget.
+od -An -tx1 -N32 /dev/urandom | tr -d ' \n' | as_server_user tee "$dir/master.key" >/dev/null
+as_server_user chmod 600 "$dir/master.key"
+q -c "ALTER SYSTEM SET platform.master_key_file = '$dir/master.key'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.3
+q -c "SELECT platform.create_key('lake_pii')" \
+  -c "CREATE TABLE public.customer (id int PRIMARY KEY, email text)" >/dev/null
+q -c "CALL platform.protect_column('public.customer', 'email', 'lake_pii', subject_column => 'id', mask => 'email')" >/dev/null
+q -c "INSERT INTO public.customer_view (id, email) VALUES (9001, 'ada.lovelace@example.com')" >/dev/null
+q -c "SELECT rows FROM platform.lake_sync('readers')" >/dev/null
+if grep -r -q -a 'ada.lovelace@example.com' "$lake"; then echo "the plaintext e-mail is in the lake"; exit 1; fi
+hex=$("$py" - "$(q -c "SELECT platform.lake_read_sql('readers', 'public.customer')")" <<'PY'
+import sys, duckdb
+rows = duckdb.connect().execute(f"SELECT email_encrypted FROM ({sys.argv[1]}) WHERE id = 9001 AND _op = 'i'").fetchall()
+print(bytes(rows[0][0]).hex())
+PY
+)
+ctx="pii:$(q -c "SELECT id FROM platform.protected_columns WHERE tbl = 'public.customer'::regclass"):9001"
+[ "$(q -c "SELECT platform.decrypt('\\x$hex'::bytea, '$ctx')")" = ada.lovelace@example.com ] \
+    || { echo "the lake's ciphertext does not decrypt with the key"; exit 1; }
+q -c "SELECT platform.forget_subject('lake_pii', '9001')" >/dev/null
+err=$(q -c "SELECT platform.decrypt('\\x$hex'::bytea, '$ctx')" 2>&1 || true)
+echo "$err" | grep -q ERROR || { echo "the lake's copy is still readable after forget_subject: $err"; exit 1; }
+echo "lake PII: only ciphertext landed; after forget_subject the lake's copy no longer decrypts"
