@@ -58,20 +58,27 @@ result "lake: committed WAL to durable Parquet ($changes changes)" "rows/s" "$ou
 result "lake: committed WAL to durable Parquet ($changes changes)" "rows/s" "$ours" "goal (200k rows/s)" 200000 higher
 sql $db "SELECT pg_drop_replication_slot('bench_w2j')" >/dev/null
 
-# Peak memory of the backend landing one transaction of $big rows, against $((big / 10)).
-peak_mb() {  # rows -> MB of peak RSS of the backend that lands them
+# Peak memory of the backend landing one transaction of $big rows, against $((big / 10)),
+# and against PostgreSQL's own decoding of the same transaction (a peek that only counts).
+vmhwm="SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\\s+(\\d+)'))[1]::int / 1024"
+peak_mb() {  # rows -> "ours decode_only" MB of peak RSS
+    sql $db "SELECT pg_create_logical_replication_slot('bench_peek', 'pg_platform')" >/dev/null
     sql $db "INSERT INTO lk.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id, device_id,
                                          location_id, ip_address, amount, currency, status_id)
              SELECT id + 10000000, occurred_at, customer_id, merchant_id, payment_method_id, device_id, location_id,
                     ip_address::inet, amount::numeric(18,2), currency, status_id
                FROM platform.generate_transaction_rows(1, $1, $1, 7, 2000, 100, '2026-01-01', 90)" >/dev/null
-    sql $db "SELECT rows FROM platform.lake_sync('bench')" \
-            "SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+)'))[1]::int / 1024" | tail -1
-    sql $db "DELETE FROM lk.transaction WHERE id > 10000000" "SELECT rows FROM platform.lake_sync('bench')" >/dev/null
+    local ours theirs
+    ours=$(sql $db "SELECT rows FROM platform.lake_sync('bench')" "$vmhwm" | tail -1)
+    theirs=$(sql $db "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('bench_peek', NULL, NULL, 'format', 'binary')" "$vmhwm" | tail -1)
+    sql $db "SELECT pg_drop_replication_slot('bench_peek')" "DELETE FROM lk.transaction WHERE id > 10000000" \
+            "SELECT rows FROM platform.lake_sync('bench')" >/dev/null
+    echo "$ours $theirs"
 }
-small_mb=$(peak_mb $((big / 10)))
-big_mb=$(peak_mb "$big")
+read -r small_mb small_decode <<<"$(peak_mb $((big / 10)))"
+read -r big_mb big_decode <<<"$(peak_mb "$big")"
 result "lake: backend peak RSS landing one transaction of $big rows" "MB" "$big_mb" "the same for $((big / 10)) rows" "$small_mb" lower
+result "lake: backend peak RSS landing one transaction of $big rows" "MB" "$big_mb" "PostgreSQL decoding it (peek, count only)" "$big_decode" lower
 sql $db "SELECT platform.drop_lake_sink('bench')" >/dev/null
 
 # Freshness: the worker (serving database postgres) lands a table pgbench inserts into.

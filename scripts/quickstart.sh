@@ -33,7 +33,7 @@ psql -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
 echo
 echo "=============================== pg_platform quickstart ==============================="
 psql -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-     -v transactions="$TRANSACTIONS" -v customers="$CUSTOMERS" -v merchants="$MERCHANTS" \
+     -v transactions="$TRANSACTIONS" -v customers="$CUSTOMERS" -v merchants="$MERCHANTS" -v lake_dir="$dir/lake" \
      -f scripts/scenario.sql
 echo "======================================================================================"
 if [ "${KEEP:-0}" = 1 ]; then

@@ -118,4 +118,17 @@ SELECT intact, blocks_checked > 0 AS chained, problem FROM platform.verify_audit
 UPDATE platform.audit_log SET role_class = 'other';
 \set ON_ERROR_STOP 1
 SELECT setting, current_value, ok FROM platform.audit_settings() ORDER BY setting;
+\echo '9. Lake: committed changes land as Parquet files, exactly once, after a backfill of what the tables hold'
+SELECT sink, slot_name FROM platform.create_lake_sink('quickstart', :'lake_dir', tables => 'payments.*', background => false);
+SELECT rows AS rows_landed, files FROM platform.lake_sync('quickstart');
+SELECT table_name, state, rows FROM platform.lake_backfills WHERE sink = 'quickstart' ORDER BY table_name;
+SELECT min(id) AS tx3 FROM payments.transaction WHERE status_id = 2 \gset
+SELECT transaction_id, to_status_id FROM payments.change_transaction_status(:tx3, 'refunded', 'merchant refunded the order');
+\echo 'the status change and its state-change row, landed by the next batch'
+SELECT rows AS rows_landed, files FROM platform.lake_sync('quickstart');
+SELECT table_name, files, rows FROM platform.lake_files WHERE sink = 'quickstart' AND table_name LIKE 'transaction%' ORDER BY table_name;
+\echo 'the current state of every table at one cut, and the DuckDB query that reads it'
+SELECT table_name, rows, merged_files FROM platform.lake_compact('quickstart') WHERE table_name LIKE 'payments.transaction%' ORDER BY 1;
+SELECT platform.lake_read_sql('quickstart', 'payments.transaction', 'current') AS duckdb_sql;
+SELECT wal_status, lag_bytes < 1000000 AS caught_up, rows_landed > 0 AS landed, last_error FROM platform.lake_status;
 \echo 'scenario complete'

@@ -147,7 +147,11 @@ pub struct IntentFile {
 
 impl IntentFile {
     pub fn create(lake: &Lake, start: u64, end: u64) -> Result<IntentFile, LakeError> {
-        let path = lake.intent_path();
+        IntentFile::create_at(&lake.intent_path(), start, end)
+    }
+
+    pub fn create_at(path: &Path, start: u64, end: u64) -> Result<IntentFile, LakeError> {
+        let path = path.to_path_buf();
         write_atomic(
             &path,
             format!("batch {} {}\n", lsn_text(start), lsn_text(end)).as_bytes(),
@@ -167,7 +171,11 @@ impl IntentFile {
 }
 
 pub fn read_intent(lake: &Lake) -> Result<Option<Intent>, LakeError> {
-    let path = lake.intent_path();
+    read_intent_at(&lake.intent_path())
+}
+
+pub fn read_intent_at(path: &Path) -> Result<Option<Intent>, LakeError> {
+    let path = path.to_path_buf();
     let f = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -198,9 +206,16 @@ pub fn read_intent(lake: &Lake) -> Result<Option<Intent>, LakeError> {
 }
 
 pub fn remove_intent(lake: &Lake) -> Result<(), LakeError> {
-    let path = lake.intent_path();
+    remove_intent_at(&lake.intent_path())
+}
+
+pub fn remove_intent_at(path: &Path) -> Result<(), LakeError> {
+    let path = path.to_path_buf();
     match std::fs::remove_file(&path) {
-        Ok(()) => sync_dir(&lake.control_dir()),
+        Ok(()) => match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(LakeError::io(&path, e)),
     }
@@ -240,6 +255,12 @@ pub fn publish(lake: &Lake, files: &[String]) -> Result<(), LakeError> {
 
 /// Removes what an uncommitted batch left behind.
 pub fn discard(lake: &Lake, intent: &Intent) -> Result<(), LakeError> {
+    remove_pending(lake, intent)?;
+    remove_intent(lake)
+}
+
+/// Removes the pending files an intent lists.
+pub fn remove_pending(lake: &Lake, intent: &Intent) -> Result<(), LakeError> {
     for f in &intent.files {
         let p = pending(&lake.root.join(f));
         match std::fs::remove_file(&p) {
@@ -248,7 +269,7 @@ pub fn discard(lake: &Lake, intent: &Intent) -> Result<(), LakeError> {
             Err(e) => return Err(LakeError::io(&p, e)),
         }
     }
-    remove_intent(lake)
+    Ok(())
 }
 
 /// What a batch landed in one file.
@@ -422,6 +443,8 @@ pub struct BatchWriter {
     start: u64,
     end: u64,
     intent: IntentFile,
+    /// File names' stem: `<start>_<end>` for a batch, `archive_<partition>` for an archive.
+    base: String,
     open: HashMap<(String, String, i64), TableFile>,
     parts: HashMap<(String, String, i64), u32>,
     done: Vec<FileStat>,
@@ -440,6 +463,28 @@ impl BatchWriter {
             start,
             end,
             intent: IntentFile::create(lake, start, end)?,
+            base: format!("{}_{}", lsn_name(start), lsn_name(end)),
+            open: HashMap::new(),
+            parts: HashMap::new(),
+            done: Vec::new(),
+            target_file_bytes,
+        })
+    }
+
+    /// A writer for one archived partition: its own intent file and file names.
+    pub fn archive(
+        lake: &Lake,
+        lsn: u64,
+        target_file_bytes: usize,
+        intent_path: &Path,
+        partition: &str,
+    ) -> Result<BatchWriter, LakeError> {
+        Ok(BatchWriter {
+            lake: lake.clone(),
+            start: lsn,
+            end: lsn,
+            intent: IntentFile::create_at(intent_path, lsn, lsn)?,
+            base: format!("archive_{partition}"),
             open: HashMap::new(),
             parts: HashMap::new(),
             done: Vec::new(),
@@ -477,13 +522,8 @@ impl BatchWriter {
         };
         *part += 1;
         let rel_path = format!(
-            "{}/{}/{}/{}_{}{}.parquet",
-            rel.schema,
-            rel.table,
-            day_path,
-            lsn_name(self.start),
-            lsn_name(self.end),
-            suffix
+            "{}/{}/{}/{}{}.parquet",
+            rel.schema, rel.table, day_path, self.base, suffix
         );
         let abs = self.lake.root.join(&rel_path);
         if let Some(dir) = abs.parent() {

@@ -7,6 +7,7 @@
 //! point), and only then advances the slot. The protocol and its crash cases are in
 //! `sync.rs` and the README.
 
+mod archive;
 mod backfill;
 mod columns;
 mod compact;
@@ -159,6 +160,8 @@ impl SqlError for LakeError {
         })
     }
 }
+
+pub use archive::archive_partition;
 
 /// Where a sink lands its files.
 pub enum LakeUrl {

@@ -865,4 +865,92 @@ mod integration {
         assert_eq!(code, "22023", "{msg}");
         drop_sink(&mut c, "current");
     }
+
+    #[test]
+    fn retention_archives_an_expiring_partition_to_the_lake_before_dropping_it() {
+        let mut c = client();
+        let lake = lake_dir("archive");
+        drop_sink(&mut c, "archive");
+        c.batch_execute(
+            "DROP TABLE IF EXISTS lake_arch, lake_arch_nosink;
+             CREATE TABLE lake_arch (id int, at timestamptz NOT NULL, v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+             CREATE TABLE lake_arch_nosink (id int, at timestamptz NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+             SELECT platform.partition_by_time('public.lake_arch', 'at', '1 day', premake => 1, start => now() - interval '10 days');
+             SELECT platform.partition_by_time('public.lake_arch_nosink', 'at', '1 day', premake => 1, start => now() - interval '10 days');
+             INSERT INTO lake_arch SELECT g, now() - interval '8 days' - g * interval '1 minute', 'old ' || g FROM generate_series(1, 40) g;
+             INSERT INTO lake_arch VALUES (100, now(), 'recent');
+             INSERT INTO lake_arch_nosink SELECT g, now() - interval '8 days' FROM generate_series(1, 5) g;",
+        )
+        .expect("tables");
+        c.query(
+            "SELECT platform.create_lake_sink('archive', $1, tables => 'public.lake_arch', background => false, backfill => false)",
+            &[&lake.display().to_string()],
+        )
+        .expect("sink");
+        let before: i64 = one(
+            &mut c,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'lake_arch'::regclass",
+        );
+        c.batch_execute(
+            "SELECT platform.set_retention('public.lake_arch', '3 days', 'archive');
+             SELECT platform.set_retention('public.lake_arch_nosink', '3 days', 'archive');
+             SELECT platform.run_maintenance('public.lake_arch');
+             SELECT platform.run_maintenance('public.lake_arch_nosink');",
+        )
+        .expect("maintenance");
+        let after: i64 = one(
+            &mut c,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'lake_arch'::regclass",
+        );
+        assert!(
+            after < before,
+            "expired partitions were retired ({before} -> {after})"
+        );
+        let left: i64 = one(&mut c, "SELECT count(*) FROM lake_arch");
+        assert_eq!(left, 1, "only the recent row is still in the table");
+        let kept: i64 = one(&mut c, "SELECT count(*) FROM lake_arch_nosink");
+        assert_eq!(kept, 5, "without a sink that lands it, nothing is dropped");
+        let mut paths = Vec::new();
+        files_under(&lake.join("public/lake_arch"), ".parquet", &mut paths);
+        assert!(
+            paths.iter().all(|p| p
+                .file_name()
+                .map(|n| n.to_string_lossy().starts_with("archive_lake_arch_p"))
+                .unwrap_or(false)),
+            "{paths:?}"
+        );
+        let mut rows = Vec::new();
+        for p in &paths {
+            for b in read_file(p) {
+                assert!(strings(&b, "_op").iter().all(|o| o.as_deref() == Some("r")));
+                rows.extend(
+                    b.column_by_name("id")
+                        .expect("id")
+                        .as_primitive::<Int32Type>()
+                        .values()
+                        .to_vec(),
+                );
+            }
+        }
+        rows.sort_unstable();
+        assert_eq!(
+            rows,
+            (1..=40).collect::<Vec<i32>>(),
+            "every archived row once"
+        );
+        let mut manifests = Vec::new();
+        files_under(
+            &lake.join("_pg_platform/archive/commits"),
+            ".json",
+            &mut manifests,
+        );
+        assert_eq!(
+            manifests.len() as i64,
+            before - after,
+            "one manifest per archived partition"
+        );
+        drop_sink(&mut c, "archive");
+        c.batch_execute("DROP TABLE lake_arch, lake_arch_nosink")
+            .expect("drop");
+    }
 }

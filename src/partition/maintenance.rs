@@ -680,21 +680,31 @@ fn create_default(p: &Parent) {
 }
 
 /// Tables of other capabilities that must have their say before a partition goes: the
-/// audit log seals and records the partition first (and may ask to wait).
+/// audit log seals and records the partition first (and may ask to wait); `archive`
+/// writes it to the lake first (and waits while no sink can take it).
 fn before_retire(p: &Parent, action: RetentionAction, partition: &str) -> Result<(), String> {
-    if p.qualified != "platform.audit_log" {
-        return Ok(());
+    if p.qualified == "platform.audit_log" {
+        let verb = match action {
+            RetentionAction::Drop | RetentionAction::Archive => "drop",
+            RetentionAction::Detach => "detach",
+        };
+        crate::audit::before_retire(partition, verb)?;
     }
-    let verb = match action {
-        RetentionAction::Drop => "drop",
-        RetentionAction::Detach => "detach",
-    };
-    crate::audit::before_retire(partition, verb)
+    if action == RetentionAction::Archive {
+        let sinks = crate::lake::archive_partition(&p.qualified, partition)?;
+        log!(
+            "pg_platform: {}: archived partition {partition} to {sinks} lake sink(s)",
+            p.qualified
+        );
+    }
+    Ok(())
 }
 
 fn retire(p: &Parent, action: RetentionAction, partition: &str) {
     match action {
-        RetentionAction::Drop => sql::run(&format!("DROP TABLE {partition}")),
+        RetentionAction::Drop | RetentionAction::Archive => {
+            sql::run(&format!("DROP TABLE {partition}"))
+        }
         RetentionAction::Detach => sql::run(&format!(
             "ALTER TABLE {} DETACH PARTITION {partition}",
             p.qualified
@@ -703,6 +713,7 @@ fn retire(p: &Parent, action: RetentionAction, partition: &str) {
     let verb = match action {
         RetentionAction::Drop => "dropped",
         RetentionAction::Detach => "detached",
+        RetentionAction::Archive => "archived and dropped",
     };
     log!(
         "pg_platform: {}: retention {verb} partition {partition}",

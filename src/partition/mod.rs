@@ -55,8 +55,6 @@ pub enum PartitionError {
     TooManyPartitions(String, usize),
     #[error("relation {0} already exists but is not a partition of {1}")]
     NameTaken(String, String),
-    #[error("retention_action \"archive\" needs pg_platform's lake sink, which this version does not have")]
-    ArchiveUnavailable,
 }
 
 impl SqlError for PartitionError {
@@ -76,7 +74,6 @@ impl SqlError for PartitionError {
             Self::NotOwner(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::TooManyPartitions(..) => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             Self::NameTaken(..) => ERRCODE_DUPLICATE_TABLE,
-            Self::ArchiveUnavailable => ERRCODE_FEATURE_NOT_SUPPORTED,
         }
     }
 
@@ -95,7 +92,6 @@ impl SqlError for PartitionError {
             Self::NotOwner(t) => format!("Run it as the owner of {t} or a member of the owning role."),
             Self::TooManyPartitions(..) => "Choose a later start or a longer step.".into(),
             Self::NameTaken(t, _) => format!("Rename or drop {t}, then run platform.run_maintenance again."),
-            Self::ArchiveUnavailable => "Use retention_action => 'detach' to keep expired partitions as plain tables until the lake sink is available.".into(),
         })
     }
 }
@@ -113,6 +109,8 @@ fn invalid(argument: &'static str, value: impl ToString, rule: &'static str) -> 
 pub enum RetentionAction {
     Drop,
     Detach,
+    /// Written to the lake of every sink that lands the table, then dropped.
+    Archive,
 }
 
 impl RetentionAction {
@@ -120,7 +118,7 @@ impl RetentionAction {
         match text {
             "drop" => Ok(Self::Drop),
             "detach" => Ok(Self::Detach),
-            "archive" => Err(PartitionError::ArchiveUnavailable),
+            "archive" => Ok(Self::Archive),
             other => Err(invalid(
                 "retention_action",
                 format!("\"{other}\""),

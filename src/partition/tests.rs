@@ -282,7 +282,6 @@ mod integration {
             ("SELECT platform.partition_by_time('pbad.ok', 'at', '1 day', premake => -1)", "22023", "premake -1"),
             ("SELECT platform.partition_by_time('pbad.ok', 'at', '1 day', retention => '-1 day')", "22023", "positive interval"),
             ("SELECT platform.partition_by_time('pbad.ok', 'at', '1 day', retention_action => 'purge')", "22023", "drop, detach or archive"),
-            ("SELECT platform.partition_by_time('pbad.ok', 'at', '1 day', retention_action => 'archive')", "0A000", "lake sink"),
             ("SELECT platform.partition_by_time('pbad.ok', 'at', '1 day', time_zone => 'Mars/Olympus')", "22023", "time zone"),
             ("SELECT platform.partition_by_time('pbad.dated', 'day', '1 hour')", "22023", "date column"),
             ("SELECT platform.partition_by_time('pbad.ok', 'at', '1 hour', start => now() - interval '5 years')", "54000", "new partitions"),
@@ -478,11 +477,6 @@ mod integration {
         .unwrap_or_else(|e| panic!("setup: {e}"));
         let (code, message) = expect_error(&mut c, "SELECT platform.set_premake('plock.t', -2)");
         assert_eq!(code, "22023", "{message}");
-        let (code, _) = expect_error(
-            &mut c,
-            "SELECT platform.set_retention('plock.t', '1 year', 'archive')",
-        );
-        assert_eq!(code, "0A000");
         // An application transaction that wrote to the table and is still open.
         let mut app = client();
         app.batch_execute("BEGIN; INSERT INTO plock.t VALUES (now())")

@@ -33,6 +33,10 @@ expect '^ UPDATE +\| payments.transaction +\| +1 \|'                   # the sta
 expect '^ INSERT +\| payments.transaction_state_change +\| +2 \|'      # ...and its state-change row
 expect '^ t +\| t +\| *$'                                               # the chain verifies
 expect 'ERROR:  platform.audit_log[a-z0-9_]* is append-only'
+expect '^ payments.transaction +\| done +\| +[0-9]+$'                     # lake: backfilled
+expect '^ +2 \| +2$'                                                     # the refund and its state-change row
+expect "read_parquet\('.*/lake/current/payments/transaction/[0-9A-F]{16}\.parquet'\)"
+expect '^ reserved +\| t +\| t +\| *$'                                    # caught up, no error
 expect 'scenario complete'
 expect 'removed'
 [ ! -d /tmp/pg_platform-e2e-quickstart ] || { echo "the throwaway server was not cleaned up"; fail=1; }

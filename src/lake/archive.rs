@@ -1,0 +1,198 @@
+//! Partition retention's `archive` action: before an expiring partition is dropped, its
+//! rows are written to the lake of every sink that lands its parent, in the same layout
+//! (`<schema>/<parent>/_commit_year=.../archive_<partition>.parquet`, `_op = 'r'`, the day
+//! and LSN of the archiving), with a manifest `commits/archive_<partition>.json`. The
+//! manifest makes it idempotent: a retirement retried after a failure finds the partition
+//! already archived and goes on to drop it; files of an archive interrupted before its
+//! manifest are removed first.
+
+use super::columns::ColType;
+use super::decode::{self, Head, Reader};
+use super::files::{self, lsn_text, parse_lsn, BatchWriter, Lake};
+use super::{parse_url, LakeError, LakeUrl, EXCLUDED_TABLES};
+use crate::cdc::encoding::{binary_relation, binary_value, RelInfo};
+use crate::error::SpiFailure;
+use pgrx::prelude::*;
+use std::ffi::CString;
+
+/// Archives `partition` (of `parent`) into every sink that lands `parent`; returns how
+/// many. An error is the reason the partition must not be dropped yet.
+pub fn archive_partition(parent: &str, partition: &str) -> Result<usize, String> {
+    let has_lake =
+        crate::sql::read::<bool>("SELECT to_regclass('platform.lake_sink') IS NOT NULL", &[])
+            .unwrap_or(false);
+    let names = crate::sql::read::<Vec<String>>(
+        "SELECT ARRAY[n.nspname::text, c.relname::text] FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::regclass",
+        &[parent.into()],
+    )
+    .unwrap_or_default();
+    let (Some(schema), Some(table)) = (names.first(), names.get(1)) else {
+        return Err(format!("{parent} is not a table"));
+    };
+    let sinks: Vec<(String, String, Option<String>)> = if has_lake {
+        Spi::connect_mut(|c| {
+            let t = c.update(
+                "SELECT name, lake_url, tables FROM platform.lake_sink ORDER BY name FOR UPDATE",
+                None,
+                &[],
+            )?;
+            let mut out = Vec::new();
+            for r in t {
+                out.push((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<String>(3)?,
+                ));
+            }
+            Ok::<_, pgrx::spi::SpiError>(out)
+        })
+        .map_err(|e| SpiFailure::from(e).to_string())?
+    } else {
+        Vec::new()
+    };
+    let mut archived = 0;
+    for (name, url, tables) in sinks {
+        let filter = crate::cdc::table_filter(tables.as_deref(), Some(EXCLUDED_TABLES))
+            .map_err(|e| e.to_string())?;
+        if !filter.wants(schema, table) {
+            continue;
+        }
+        let LakeUrl::Local(root) = parse_url(&url).map_err(|e| e.to_string())?;
+        let lake = Lake { root, sink: name };
+        archive_into(&lake, schema, table, partition).map_err(|e| e.to_string())?;
+        archived += 1;
+    }
+    if archived == 0 {
+        return Err(format!(
+            "retention_action archive: no lake sink lands {schema}.{table}; create one (platform.create_lake_sink) or use drop or detach"
+        ));
+    }
+    Ok(archived)
+}
+
+fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Result<(), LakeError> {
+    let short = partition
+        .rsplit('.')
+        .next()
+        .unwrap_or(partition)
+        .replace('"', "");
+    let manifest = lake
+        .control_dir()
+        .join("commits")
+        .join(format!("archive_{short}.json"));
+    if manifest.exists() {
+        return Ok(());
+    }
+    lake.prepare()?;
+    let intent_path = lake.control_dir().join("archive-intent");
+    if let Some(old) = files::read_intent_at(&intent_path)? {
+        files::remove_pending(lake, &old)?;
+    }
+    let lsn =
+        crate::sql::read::<String>("SELECT pg_catalog.pg_current_wal_insert_lsn()::text", &[])
+            .and_then(|s| parse_lsn(&s))
+            .unwrap_or(0);
+    let oid = crate::sql::read::<pg_sys::Oid>("SELECT $1::regclass::oid", &[partition.into()])
+        .ok_or_else(|| LakeError::Decode(format!("partition {partition} is gone")))?;
+    let info = unsafe {
+        let rel = pg_sys::relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let info = RelInfo::build(rel, |_, _| true);
+        pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        info
+    };
+    let mut msg = Vec::new();
+    binary_relation(&mut msg, &info, 1);
+    let decode::Message::Relation(mut rel) = decode::message(&msg)? else {
+        return Err(LakeError::Decode("relation message of an archive".into()));
+    };
+    rel.schema = schema.to_string();
+    rel.table = table.to_string();
+    let types = rel
+        .columns
+        .iter()
+        .map(|c| ColType::parse(&c.arrow))
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = (crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize) << 20;
+    let mut w = BatchWriter::archive(lake, lsn, target, &intent_path, &short)?;
+    let head = Head {
+        xid: 0,
+        commit_lsn: lsn,
+        commit_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0),
+        lsn,
+        streamed: false,
+    };
+    let sql = CString::new(format!("SELECT * FROM {partition}"))
+        .map_err(|_| LakeError::Decode("partition name".into()))?;
+    Spi::connect(|_c| unsafe {
+        let plan = pg_sys::SPI_prepare(sql.as_ptr(), 0, std::ptr::null_mut());
+        if plan.is_null() {
+            return Err(LakeError::Decode(format!("cannot read {partition}")));
+        }
+        let portal = pg_sys::SPI_cursor_open(
+            std::ptr::null(),
+            plan,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            true,
+        );
+        let mut row = Vec::new();
+        loop {
+            pg_sys::SPI_cursor_fetch(portal, true, 10_000);
+            let n = pg_sys::SPI_processed as usize;
+            let tt = pg_sys::SPI_tuptable;
+            if n == 0 || tt.is_null() {
+                break;
+            }
+            let td = (*tt).tupdesc;
+            let natts = (*td).natts as usize;
+            let mut vals = vec![pg_sys::Datum::from(0); natts];
+            let mut nulls = vec![true; natts];
+            for i in 0..n {
+                pg_sys::heap_deform_tuple(
+                    *(*tt).vals.add(i),
+                    td,
+                    vals.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                );
+                row.clear();
+                row.push(b'N');
+                row.extend_from_slice(&(natts as u16).to_le_bytes());
+                for (ci, col) in info.columns.iter().enumerate().take(natts) {
+                    if nulls[ci] {
+                        row.push(b'n');
+                    } else {
+                        row.push(b'v');
+                        binary_value(&mut row, &col.kind, vals[ci]);
+                    }
+                }
+                w.change(&rel, &types, b'R', &head, Reader::new(&row))?;
+            }
+            pg_sys::SPI_freetuptable(tt);
+        }
+        pg_sys::SPI_cursor_close(portal);
+        Ok(())
+    })?;
+    let stats = w.finish()?;
+    let paths: Vec<String> = stats.iter().map(|f| f.path.clone()).collect();
+    let body = serde_json::json!({
+        "format_version": 1,
+        "archive_of": partition,
+        "table": format!("{schema}.{table}"),
+        "lsn": lsn_text(lsn),
+        "rows": stats.iter().map(|f| f.rows).sum::<u64>(),
+        "files": stats.iter().map(|f| serde_json::json!({
+            "path": f.path, "schema": f.schema, "table": f.table, "commit_day": f.day,
+            "rows": f.rows, "bytes": f.bytes,
+            "min_lsn": lsn_text(f.min_lsn.min(f.max_lsn)), "max_lsn": lsn_text(f.max_lsn),
+        })).collect::<Vec<_>>(),
+    });
+    let mut out = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    out.push(b'\n');
+    files::write_atomic(&manifest, &out)?;
+    files::publish(lake, &paths)?;
+    files::remove_intent_at(&intent_path)
+}
