@@ -162,6 +162,15 @@ STRICT STABLE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lake_read_sql_wrapper';
 
+-- pg_platform::lake::lake_star_schema_sql
+CREATE  FUNCTION "lake_star_schema_sql"(
+	"sink" TEXT, /* & str */
+	"schema" TEXT DEFAULT 'payments' /* & str */
+) RETURNS TEXT /* String */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lake_star_schema_sql_wrapper';
+
 -- pg_platform::lake::lake_sync
 CREATE  FUNCTION "lake_sync"(
 	"sink" TEXT /* & str */
@@ -186,5 +195,5 @@ GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, b
 REVOKE EXECUTE ON FUNCTION platform.lake_compact(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text) TO platform_admin;
 
-REVOKE EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text) TO platform_admin, platform_developer, platform_readonly;
+REVOKE EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) TO platform_admin, platform_developer, platform_readonly;

@@ -840,3 +840,74 @@ impl TableFile {
         Ok(self.stat)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lake(name: &str) -> Lake {
+        let root =
+            std::env::temp_dir().join(format!("pg_platform-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(std::fs::create_dir_all(&root).is_ok());
+        let lake = Lake {
+            root,
+            sink: "s".into(),
+        };
+        assert!(lake.prepare().is_ok());
+        lake
+    }
+
+    #[test]
+    fn lsns_print_and_parse_like_postgresql() {
+        assert_eq!(lsn_text(0x016B_3748), "0/16B3748");
+        assert_eq!(lsn_text(0x2_0000_0010), "2/10");
+        assert_eq!(parse_lsn("2/10"), Some(0x2_0000_0010));
+        assert_eq!(parse_lsn("nope"), None);
+        assert_eq!(lsn_name(0x2_0000_0010), "0000000200000010");
+    }
+
+    #[test]
+    fn an_intent_lists_the_files_made_before_a_crash_and_ignores_a_torn_line() {
+        let l = lake("intent");
+        let mut i = match IntentFile::create(&l, 16, 32) {
+            Ok(i) => i,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(i.line("file public/t/a.parquet").is_ok());
+        assert!(i.line("file public/t/b.parquet").is_ok());
+        // A crash while appending leaves part of a line.
+        let path = l.intent_path();
+        let mut f = OpenOptions::new().append(true).open(&path).expect("intent");
+        assert!(f.write_all(b"file public/t/c.par").is_ok());
+        let got = read_intent(&l).ok().flatten().expect("an intent");
+        assert_eq!((got.start, got.end, got.empty), (16, 32, false));
+        assert_eq!(
+            got.files,
+            vec!["public/t/a.parquet", "public/t/b.parquet", "public/t/c.par"]
+        );
+        // Discarding removes the pending files it names and the intent; absent ones are fine.
+        let a = l.root.join("public/t/a.parquet");
+        assert!(ensure_dir(&l.root, a.parent().expect("dir")).is_ok());
+        assert!(std::fs::write(pending(&a), b"x").is_ok());
+        assert!(discard(&l, &got).is_ok());
+        assert!(!pending(&a).exists());
+        assert!(read_intent(&l).ok().flatten().is_none());
+        let _ = std::fs::remove_dir_all(&l.root);
+    }
+
+    #[test]
+    fn publishing_a_committed_batch_twice_is_harmless_and_a_lost_file_is_reported() {
+        let l = lake("publish");
+        let a = l.root.join("public/t/a.parquet");
+        assert!(ensure_dir(&l.root, a.parent().expect("dir")).is_ok());
+        assert!(std::fs::write(pending(&a), b"x").is_ok());
+        let files = vec!["public/t/a.parquet".to_string()];
+        assert!(publish(&l, &files).is_ok());
+        assert!(a.exists() && !pending(&a).exists());
+        assert!(publish(&l, &files).is_ok(), "a replay after the renames");
+        let missing = vec!["public/t/gone.parquet".to_string()];
+        assert!(matches!(publish(&l, &missing), Err(LakeError::Corrupt(_))));
+        let _ = std::fs::remove_dir_all(&l.root);
+    }
+}

@@ -470,6 +470,29 @@ fn lake_read_sql(sink: &str, table: &str, zone: default!(&str, "'bronze'")) -> S
     }
 }
 
+/// The DuckDB script that builds the analysts' star schema (`sql/lake/star_schema.duckdb.sql`:
+/// dim_date, dim_customer, dim_merchant, dim_location, dim_payment_method, fact_revenue,
+/// fact_fraud_analysis, fact_customer_segmentation) from the current zone of a sink that
+/// lands the reference payments schema `schema`: views over the tables' current files,
+/// then the star's tables. Run `platform.lake_compact(sink)` first.
+#[pg_extern(stable)]
+fn lake_star_schema_sql(sink: &str, schema: default!(&str, "'payments'")) -> String {
+    let mut out = String::from("-- the current zone of the sink, as the star schema's sources\n");
+    for t in [
+        "transaction",
+        "customer",
+        "merchant",
+        "location",
+        "payment_method",
+    ] {
+        let read = lake_read_sql(sink, &format!("{schema}.{t}"), "current");
+        out.push_str(&format!("CREATE OR REPLACE VIEW src_{t} AS {read};\n"));
+    }
+    out.push('\n');
+    out.push_str(include_str!("../../sql/lake/star_schema.duckdb.sql"));
+    out
+}
+
 /// Writes the current-state zone of a sink: every table (or the one named) as of the
 /// sink's last committed batch, with updates and deletes applied and unchanged TOAST values
 /// taken from the row's earlier image, folded incrementally into the previous current
