@@ -39,7 +39,8 @@ CREATE TABLE @schema@.customer (
     phone            text,
     date_of_birth    date,
     home_location_id bigint NOT NULL REFERENCES @schema@.location,
-    created_at       timestamptz NOT NULL
+    created_at       timestamptz NOT NULL,
+    segment          text NOT NULL DEFAULT 'standard' CHECK (segment IN ('standard', 'premium', 'business'))
 );
 CREATE INDEX ON @schema@.customer (email);
 CREATE INDEX ON @schema@.customer (home_location_id);
@@ -104,6 +105,8 @@ CREATE TABLE @schema@.transaction (
     currency          char(3) NOT NULL REFERENCES @schema@.currency,
     status_id         smallint NOT NULL REFERENCES @schema@.transaction_status,
     fraud_score       real CHECK (fraud_score BETWEEN 0 AND 1),
+    -- The tax of the country where the payment took place, on the (net) amount.
+    tax_amount        numeric(18,2) CHECK (tax_amount >= 0),
     PRIMARY KEY (id, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
 CREATE INDEX ON @schema@.transaction (customer_id, occurred_at);

@@ -1,6 +1,12 @@
 -- pg_platform 0.4.0 -> 0.5.0
 
--- The lake sink: its tables, views and functions (nothing existing changes).
+-- The generator's row functions now return the customer segment and the tax amount:
+-- their result types change, so they are dropped here and created again below (with
+-- their grants at the end).
+DROP FUNCTION platform.generate_customer_rows(bigint, bigint, bigint, timestamptz);
+DROP FUNCTION platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer);
+
+-- The lake sink: its tables, views and functions.
 
 CREATE TABLE platform.lake_sink (
     name           text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]{0,39}$'),
@@ -129,6 +135,55 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'drop_lake_sink_wrapper';
 
+-- pg_platform::payments::generator::generate_customer_rows
+CREATE  FUNCTION "generate_customer_rows"(
+	"count" bigint, /* i64 */
+	"seed" bigint, /* i64 */
+	"locations" bigint, /* i64 */
+	"start_at" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS TABLE (
+	"id" bigint,  /* i64 */
+	"external_id" uuid,  /* pgrx :: Uuid */
+	"full_name" TEXT,  /* String */
+	"email" TEXT,  /* String */
+	"phone" TEXT,  /* Option < String > */
+	"date_of_birth" date,  /* Option < Date > */
+	"home_location_id" bigint,  /* i64 */
+	"created_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"segment" TEXT  /* String */
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_customer_rows_wrapper';
+
+-- pg_platform::payments::generator::generate_transaction_rows
+CREATE  FUNCTION "generate_transaction_rows"(
+	"first_id" bigint, /* i64 */
+	"count" bigint, /* i64 */
+	"total" bigint, /* i64 */
+	"seed" bigint, /* i64 */
+	"customers" bigint, /* i64 */
+	"merchants" bigint, /* i64 */
+	"start_at" timestamp with time zone, /* TimestampWithTimeZone */
+	"days" INT /* i32 */
+) RETURNS TABLE (
+	"id" bigint,  /* i64 */
+	"occurred_at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"customer_id" bigint,  /* i64 */
+	"merchant_id" bigint,  /* i64 */
+	"payment_method_id" bigint,  /* i64 */
+	"device_id" bigint,  /* Option < i64 > */
+	"location_id" bigint,  /* i64 */
+	"ip_address" TEXT,  /* String */
+	"amount" TEXT,  /* String */
+	"currency" TEXT,  /* String */
+	"status_id" smallint,  /* i16 */
+	"tax_amount" TEXT  /* String */
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_transaction_rows_wrapper';
+
 -- pg_platform::lake::lake_backfill
 CREATE  FUNCTION "lake_backfill"(
 	"sink" TEXT, /* & str */
@@ -197,3 +252,9 @@ GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text) TO platform_admin;
 
 REVOKE EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) TO platform_admin, platform_developer, platform_readonly;
+
+REVOKE EXECUTE ON FUNCTION platform.generate_customer_rows(bigint, bigint, bigint, timestamptz),
+                          platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.generate_customer_rows(bigint, bigint, bigint, timestamptz),
+                          platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer)
+    TO platform_admin, platform_developer;

@@ -242,6 +242,33 @@ pub const MERCHANT_SIZES: &[(&str, u32)] = &[
     ("enterprise", 3),
 ];
 
+/// Standard VAT / GST / sales-tax rate of each country the generator uses, in basis
+/// points (rates in force in 2026; the US has no national sales tax).
+pub const TAX_RATES: &[(&str, u32)] = &[
+    ("AU", 1000),
+    ("BR", 1700),
+    ("CA", 500),
+    ("CH", 810),
+    ("DE", 1900),
+    ("ES", 2100),
+    ("FR", 2000),
+    ("GB", 2000),
+    ("IE", 2300),
+    ("IN", 1800),
+    ("IT", 2200),
+    ("JP", 1000),
+    ("MX", 1600),
+    ("NL", 2100),
+    ("PL", 2300),
+    ("SE", 2500),
+    ("SG", 900),
+    ("US", 0),
+    ("ZA", 1500),
+];
+
+/// Customer segments and relative weight.
+pub const SEGMENTS: &[(&str, u32)] = &[("standard", 85), ("premium", 10), ("business", 5)];
+
 pub const CARD_BRANDS: &[(&str, u32)] = &[
     ("visa", 55),
     ("mastercard", 33),

@@ -152,6 +152,7 @@ fn generate_customer_rows(
         name!(date_of_birth, Option<Date>),
         name!(home_location_id, i64),
         name!(created_at, TimestampWithTimeZone),
+        name!(segment, String),
     ),
 > {
     let start: i64 = start_at.into_inner();
@@ -174,6 +175,8 @@ fn generate_customer_rows(
         let dob = date(rng.random_range(-18_000..2_200)); // born 1950..2006
         let created =
             start - rng.random_range(0..1_100) * USECS_PER_DAY - rng.random_range(0..USECS_PER_DAY);
+        // Drawn last, so the other columns are those of earlier versions.
+        let segment = SEGMENTS[pick_weighted(&mut rng, SEGMENTS, |s| s.1)].0;
         (
             id,
             pgrx::Uuid::from_bytes(uuid),
@@ -187,6 +190,7 @@ fn generate_customer_rows(
             dob,
             home,
             timestamptz(created),
+            segment.to_string(),
         )
     }))
 }
@@ -418,6 +422,7 @@ fn generate_transaction_rows(
         name!(amount, String),
         name!(currency, String),
         name!(status_id, i16),
+        name!(tax_amount, String),
     ),
 > {
     let plan = TransactionPlan {
@@ -445,7 +450,22 @@ type TransactionRow = (
     String,
     String,
     i16,
+    String,
 );
+
+/// Minor units as a decimal string with `digits` decimals.
+fn decimal_text(minor: i64, digits: i16) -> String {
+    if digits == 0 {
+        return minor.to_string();
+    }
+    let s = 10i64.pow(digits as u32);
+    format!(
+        "{}.{:0width$}",
+        minor / s,
+        minor % s,
+        width = digits as usize
+    )
+}
 
 fn transaction_row(p: &TransactionPlan, id: i64) -> TransactionRow {
     let mut rng = row_rng(p.seed, TAG_TRANSACTION, id);
@@ -474,17 +494,14 @@ fn transaction_row(p: &TransactionPlan, id: i64) -> TransactionRow {
         .unwrap_or(33.0);
     let scale = 10f64.powi(i32::from(currency.2));
     let minor = ((usd.min(250_000.0) * currency.3 * scale).round() as i64).max(1);
-    let amount = if currency.2 == 0 {
-        minor.to_string()
-    } else {
-        let s = scale as i64;
-        format!(
-            "{}.{:0width$}",
-            minor / s,
-            minor % s,
-            width = currency.2 as usize
-        )
-    };
+    let amount = decimal_text(minor, currency.2);
+    // The tax of the country where the payment takes place, on the (net) amount, half up.
+    let country = CITIES[city_of_location(location)].1;
+    let rate = TAX_RATES
+        .iter()
+        .find(|t| t.0 == country)
+        .map_or(0, |t| i64::from(t.1));
+    let tax = decimal_text((minor * rate + 5_000) / 10_000, currency.2);
     let status = STATUS_WEIGHTS[pick_weighted(&mut rng, STATUS_WEIGHTS, |s| s.1)].0;
     (
         id,
@@ -498,5 +515,6 @@ fn transaction_row(p: &TransactionPlan, id: i64) -> TransactionRow {
         amount,
         currency.0.to_string(),
         status,
+        tax,
     )
 }

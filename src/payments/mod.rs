@@ -319,6 +319,29 @@ fn generate_payments(
     } else {
         0
     };
+    // Schemas made before 0.5.0 have no customer segment and no tax amount: the generator
+    // fills the columns the schema has.
+    let has_column = |table: &str, column: &str| {
+        crate::sql::read::<bool>(
+            "SELECT true FROM pg_catalog.pg_attribute
+              WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped",
+            &[format!("{q}.{table}").as_str().into(), column.into()],
+        )
+        .is_some()
+    };
+    let customer_select = if has_column("customer", "segment") {
+        "(id, external_id, full_name, email, phone, date_of_birth, home_location_id, created_at, segment)
+         SELECT * FROM platform.generate_customer_rows($1, $2, $3, $4)"
+    } else {
+        "(id, external_id, full_name, email, phone, date_of_birth, home_location_id, created_at)
+         SELECT id, external_id, full_name, email, phone, date_of_birth, home_location_id, created_at
+           FROM platform.generate_customer_rows($1, $2, $3, $4)"
+    };
+    let (tax_column, tax_value) = if has_column("transaction", "tax_amount") {
+        (", tax_amount", ", tax_amount::numeric(18,2)")
+    } else {
+        ("", "")
+    };
     let steps: [(&str, &str, Vec<DatumWithOid>); 6] = [
         (
             "location",
@@ -327,7 +350,7 @@ fn generate_payments(
         ),
         (
             "customer",
-            "SELECT * FROM platform.generate_customer_rows($1, $2, $3, $4)",
+            customer_select,
             vec![customers.into(), seed.into(), locations.into(), start_at.into()],
         ),
         (
@@ -366,9 +389,9 @@ fn generate_payments(
         inserted += insert(
             &format!(
                 "INSERT INTO {q}.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id, device_id,
-                                              location_id, ip_address, amount, currency, status_id)
+                                              location_id, ip_address, amount, currency, status_id{tax_column})
                  SELECT id, occurred_at, customer_id, merchant_id, payment_method_id, device_id,
-                        location_id, ip_address::inet, amount::numeric(18,2), currency, status_id
+                        location_id, ip_address::inet, amount::numeric(18,2), currency, status_id{tax_value}
                    FROM platform.generate_transaction_rows($1, $2, $3, $4, $5, $6, $7, $8)"
             ),
             &[

@@ -120,6 +120,45 @@ mod tests {
     }
 
     #[pg_test]
+    fn payments_carry_their_country_tax_and_customers_a_segment() {
+        Spi::run("SELECT platform.create_payments_schema('gen_tax')").unwrap();
+        Spi::run("SELECT count(*) FROM platform.generate_payments('gen_tax', 400, 30, 3000)")
+            .unwrap();
+        // French payments carry 20% of their amount (in the currency's minor units), US
+        // ones none, every one a value.
+        let wrong = Spi::get_one::<i64>(
+            "SELECT count(*) FROM gen_tax.transaction t JOIN gen_tax.location l ON l.id = t.location_id
+               JOIN gen_tax.currency c ON c.code = t.currency
+              WHERE t.tax_amount IS NULL
+                 OR (l.country = 'FR' AND t.tax_amount <> round(t.amount * 0.20, c.minor_units))
+                 OR (l.country = 'US' AND t.tax_amount <> 0)",
+        );
+        assert_eq!(wrong, Ok(Some(0)));
+        let french = Spi::get_one::<i64>(
+            "SELECT count(*) FROM gen_tax.transaction t JOIN gen_tax.location l ON l.id = t.location_id
+              WHERE l.country = 'FR' AND t.tax_amount > 0",
+        );
+        assert!(matches!(french, Ok(Some(n)) if n > 0));
+        let premium =
+            Spi::get_one::<i64>("SELECT count(*) FROM gen_tax.customer WHERE segment = 'premium'");
+        assert!(
+            matches!(premium, Ok(Some(n)) if n > 10 && n < 100),
+            "{premium:?}"
+        );
+        // A schema of an earlier version, without the columns, is still filled.
+        Spi::run(
+            "SELECT platform.create_payments_schema('gen_old');
+             ALTER TABLE gen_old.customer DROP COLUMN segment;
+             ALTER TABLE gen_old.transaction DROP COLUMN tax_amount;",
+        )
+        .unwrap();
+        let n = Spi::get_one::<i64>(
+            "SELECT rows_inserted FROM platform.generate_payments('gen_old', 50, 5, 200) WHERE table_name = 'transaction'",
+        );
+        assert_eq!(n, Ok(Some(200)));
+    }
+
+    #[pg_test]
     fn zero_rows_is_a_valid_request() {
         Spi::run("SELECT platform.create_payments_schema('gen_zero', partition_months => 0)")
             .unwrap();

@@ -22,17 +22,18 @@ SELECT count(*) FROM (SELECT payments.change_transaction_status(id, 'chargeback'
                         FROM payments.transaction WHERE status_id = 5 AND id % 2 = 0) s;
 SELECT count(*) FROM (SELECT payments.change_transaction_status(id, 'refunded', 'merchant refund')
                         FROM payments.transaction WHERE status_id = 2 AND id % 89 = 0) s;
+UPDATE payments.customer SET segment = 'premium' WHERE id % 50 = 1;
 INSERT INTO payments.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id, device_id,
-                                  location_id, ip_address, amount, currency, status_id)
+                                  location_id, ip_address, amount, currency, status_id, tax_amount)
 SELECT id + 1000000, occurred_at + interval '20 days', customer_id, merchant_id, payment_method_id, device_id,
-       location_id, ip_address::inet, amount::numeric(18,2), currency, status_id
+       location_id, ip_address::inet, amount::numeric(18,2), currency, status_id, tax_amount::numeric(18,2)
   FROM platform.generate_transaction_rows(1, 2000, 2000, 7, 800, 80, '2026-06-01', 30);
 SQL
 q -c "SELECT rows FROM platform.lake_sync('star')" >/dev/null
 q -c "SELECT count(*) FROM platform.lake_compact('star')" >/dev/null
 q -c "SELECT platform.lake_star_schema_sql('star')" >"$dir/star.sql"
 pg_answer() { q -c "\\copy ($1) TO STDOUT CSV"; }
-pg_answer "SELECT extract(year FROM d)::int, extract(month FROM d)::int, sum(round(t.amount * 0.20, 2))
+pg_answer "SELECT extract(year FROM d)::int, extract(month FROM d)::int, sum(t.tax_amount)
              FROM payments.transaction t
              JOIN payments.location l ON l.id = t.location_id
              JOIN payments.merchant m ON m.id = t.merchant_id
@@ -49,9 +50,8 @@ pg_answer "SELECT (t.occurred_at AT TIME ZONE 'UTC')::date, count(*)
 pg_answer "SELECT extract(year FROM t.occurred_at AT TIME ZONE 'UTC')::int, sum(t.amount)
              FROM payments.transaction t
              JOIN payments.location l ON l.id = t.location_id
-            WHERE t.status_id = 2 AND l.country = 'FR'
-              AND EXISTS (SELECT 1 FROM payments.payment_method p
-                           WHERE p.customer_id = t.customer_id AND p.kind = 'card' AND p.brand = 'amex')
+             JOIN payments.customer c ON c.id = t.customer_id
+            WHERE t.status_id = 2 AND l.country = 'FR' AND c.segment = 'premium'
             GROUP BY 1 ORDER BY 1" >"$dir/q3.csv"
 "$py" - "$dir/star.sql" "$root/sql/lake/star_queries.duckdb.sql" "$dir" <<'PY'
 import csv, decimal, sys
