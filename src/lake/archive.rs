@@ -140,6 +140,9 @@ fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Resu
             true,
         );
         let mut row = Vec::new();
+        // Output functions (numeric, inet, ...) allocate per value: in a context reset per
+        // fetch, so a partition of any size is archived in bounded memory.
+        let mut rows_cx = pgrx::PgMemoryContexts::new("pg_platform lake archive rows");
         loop {
             pg_sys::SPI_cursor_fetch(portal, true, 10_000);
             let n = pg_sys::SPI_processed as usize;
@@ -151,26 +154,31 @@ fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Resu
             let natts = (*td).natts as usize;
             let mut vals = vec![pg_sys::Datum::from(0); natts];
             let mut nulls = vec![true; natts];
-            for i in 0..n {
-                pg_sys::heap_deform_tuple(
-                    *(*tt).vals.add(i),
-                    td,
-                    vals.as_mut_ptr(),
-                    nulls.as_mut_ptr(),
-                );
-                row.clear();
-                row.push(b'N');
-                row.extend_from_slice(&(natts as u16).to_le_bytes());
-                for (ci, col) in info.columns.iter().enumerate().take(natts) {
-                    if nulls[ci] {
-                        row.push(b'n');
-                    } else {
-                        row.push(b'v');
-                        binary_value(&mut row, &col.kind, vals[ci]);
+            let done: Result<(), LakeError> = rows_cx.switch_to(|_| {
+                for i in 0..n {
+                    pg_sys::heap_deform_tuple(
+                        *(*tt).vals.add(i),
+                        td,
+                        vals.as_mut_ptr(),
+                        nulls.as_mut_ptr(),
+                    );
+                    row.clear();
+                    row.push(b'N');
+                    row.extend_from_slice(&(natts as u16).to_le_bytes());
+                    for (ci, col) in info.columns.iter().enumerate().take(natts) {
+                        if nulls[ci] {
+                            row.push(b'n');
+                        } else {
+                            row.push(b'v');
+                            binary_value(&mut row, &col.kind, vals[ci]);
+                        }
                     }
+                    w.change(&rel, &types, b'R', &head, Reader::new(&row))?;
                 }
-                w.change(&rel, &types, b'R', &head, Reader::new(&row))?;
-            }
+                Ok(())
+            });
+            rows_cx.reset();
+            done?;
             pg_sys::SPI_freetuptable(tt);
         }
         pg_sys::SPI_cursor_close(portal);

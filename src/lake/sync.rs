@@ -479,19 +479,26 @@ fn decode_range(sink: &Sink, end: u64, w: &mut BatchWriter, chunks: &mut Chunks)
         loop {
             let t = cursor.fetch(1000)?;
             // The fetched rows live until freed here; left to the end of the SPI
-            // connection they would add up to the whole batch.
+            // connection they would add up to the whole batch. They are read in place:
+            // pgrx's typed getters copy each value into a context that lives as long.
             let raw = unsafe { pg_sys::SPI_tuptable };
-            if t.is_empty() {
+            if t.is_empty() || raw.is_null() {
                 break;
             }
-            for row in t {
-                let Some(data) = row.get::<&[u8]>(1)? else {
-                    continue;
-                };
-                d.handle(w, data).or_raise();
-            }
-            if !raw.is_null() {
-                unsafe { pg_sys::SPI_freetuptable(raw) };
+            unsafe {
+                let td = (*raw).tupdesc;
+                for i in 0..(*raw).numvals as usize {
+                    let tuple = *(*raw).vals.add(i);
+                    let mut is_null = false;
+                    let datum = pg_sys::SPI_getbinval(tuple, td, 1, &mut is_null);
+                    if is_null {
+                        continue;
+                    }
+                    let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+                    d.handle(w, pgrx::varlena::varlena_to_byte_slice(v))
+                        .or_raise();
+                }
+                pg_sys::SPI_freetuptable(raw);
             }
         }
         Ok(())
