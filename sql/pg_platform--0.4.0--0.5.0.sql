@@ -207,6 +207,20 @@ VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lake_compact_wrapper';
 
+-- pg_platform::lake::lake_merge
+CREATE  FUNCTION "lake_merge"(
+	"sink" TEXT, /* & str */
+	"before" date DEFAULT NULL /* Option < pgrx :: datum :: Date > */
+) RETURNS TABLE (
+	"table_name" TEXT,  /* String */
+	"path" TEXT,  /* String */
+	"merged_files" INT,  /* i32 */
+	"rows" bigint  /* i64 */
+)
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lake_merge_wrapper';
+
 -- pg_platform::lake::lake_read_sql
 CREATE  FUNCTION "lake_read_sql"(
 	"sink" TEXT, /* & str */
@@ -247,8 +261,8 @@ GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, b
                           platform.lake_sync(text), platform.lake_backfill(text, regclass)
     TO platform_admin;
 
-REVOKE EXECUTE ON FUNCTION platform.lake_compact(text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text) TO platform_admin;
+REVOKE EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge(text, date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge(text, date) TO platform_admin;
 
 REVOKE EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) TO platform_admin, platform_developer, platform_readonly;

@@ -90,7 +90,7 @@ pub fn write_pointer(lake: &Lake, p: &Pointer) -> Result<(), LakeError> {
     files::write_atomic(&pointer_path(lake), &out)
 }
 
-fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
+pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
     let f = File::open(path).map_err(|e| LakeError::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(f)
         .and_then(|b| b.with_batch_size(65_536).build())

@@ -13,6 +13,7 @@ mod columns;
 mod compact;
 mod decode;
 mod files;
+mod merge;
 mod sync;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
@@ -490,6 +491,116 @@ fn lake_star_schema_sql(sink: &str, schema: default!(&str, "'payments'")) -> Str
     }
     out.push('\n');
     out.push_str(include_str!("../../sql/lake/star_schema.duckdb.sql"));
+    out
+}
+
+/// Merges the small bronze files of past days: for each table and commit day before
+/// `before` (UTC) whose files are all folded into the current zone, one file replaces
+/// them, switched in atomically (readers never see a row twice or miss one).
+#[pg_extern(volatile)]
+fn lake_merge(
+    sink: &str,
+    before: default!(Option<pgrx::datum::Date>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(table_name, String),
+        name!(path, String),
+        name!(merged_files, i32),
+        name!(rows, i64),
+    ),
+> {
+    check_file_privilege();
+    let before = match before {
+        Some(d) => d.to_string(),
+        None => {
+            crate::sql::read::<String>("SELECT ((now() AT TIME ZONE 'UTC')::date - 1)::text", &[])
+                .unwrap_or_default()
+        }
+    };
+    TableIterator::new(merge_sink(sink, &before))
+}
+
+/// The work of `lake_merge` (also run by the worker after a compaction).
+pub fn merge_sink(sink: &str, before_day: &str) -> Vec<(String, String, i32, i64)> {
+    let url = Spi::connect_mut(|c| {
+        let t = c.update(
+            "SELECT lake_url FROM platform.lake_sink WHERE name = $1 FOR UPDATE",
+            Some(1),
+            &[sink.into()],
+        )?;
+        if t.is_empty() {
+            return Ok::<_, pgrx::spi::SpiError>(None);
+        }
+        t.first().get::<String>(1)
+    })
+    .map_err(SpiFailure::from)
+    .or_raise();
+    let Some(url) = url else {
+        raise(LakeError::UnknownSink(sink.into()));
+    };
+    let LakeUrl::Local(root) = parse_url(&url).or_raise();
+    let lake = files::Lake {
+        root,
+        sink: sink.into(),
+    };
+    let mut out = Vec::new();
+    for g in merge::groups(&lake, sink, before_day).or_raise() {
+        let manifest = lake.control_dir().join("commits").join(format!(
+            "merge_{:016X}_{:016X}_{}.{}.json",
+            g.start, g.end, g.schema, g.table
+        ));
+        // A merge switched in whose record was lost: only the record is redone.
+        let (path, rows) = if manifest.exists() && !lake.root.join(&g.files[0]).exists() {
+            let v: serde_json::Value = std::fs::read(&manifest)
+                .ok()
+                .and_then(|t| serde_json::from_slice(&t).ok())
+                .unwrap_or_default();
+            (
+                v["files"][0]["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                v["rows"].as_u64().unwrap_or(0),
+            )
+        } else {
+            merge::merge_group(&lake, &g).or_raise()
+        };
+        let bytes = std::fs::metadata(lake.root.join(&path))
+            .map(|m| m.len() as i64)
+            .unwrap_or(0);
+        let day = crate::sql::read::<String>(
+            "SELECT commit_day::text FROM platform.lake_file WHERE sink = $1 AND path = $2",
+            &[sink.into(), g.files[0].as_str().into()],
+        )
+        .unwrap_or_default();
+        crate::sql::modify(
+            "DELETE FROM platform.lake_file WHERE sink = $1 AND path = ANY($2)",
+            &[sink.into(), g.files.clone().into()],
+        );
+        crate::sql::modify(
+            "INSERT INTO platform.lake_file (sink, path, schema_name, table_name, commit_day, rows, bytes,
+                                             start_lsn, end_lsn, min_lsn, max_lsn, landed_at)
+             VALUES ($1, $2, $3, $4, $5::date, $6, $7, $8::pg_lsn, $9::pg_lsn, $8::pg_lsn, $9::pg_lsn, clock_timestamp())",
+            &[
+                sink.into(),
+                path.as_str().into(),
+                g.schema.as_str().into(),
+                g.table.as_str().into(),
+                day.as_str().into(),
+                (rows as i64).into(),
+                bytes.into(),
+                files::lsn_text(g.start).as_str().into(),
+                files::lsn_text(g.end).as_str().into(),
+            ],
+        );
+        out.push((
+            format!("{}.{}", g.schema, g.table),
+            path,
+            g.files.len() as i32,
+            rows as i64,
+        ));
+    }
     out
 }
 

@@ -320,7 +320,11 @@ fn result(start: u64, end: u64, stats: &[FileStat], recovered: bool) -> SyncResu
 fn recover(sink: &Sink, lake: &Lake, slot: &mut Slot) -> Option<SyncResult> {
     let intent = files::read_intent(lake).or_raise()?;
     let manifest = lake.manifest_path(intent.start, intent.end);
-    if manifest.exists() {
+    if manifest.exists() && batch_recorded(&sink.name, intent.start) {
+        // Recorded, so published and advanced before (its files may since have been
+        // merged); a slot position that went back in a crash is moved up below.
+        files::remove_intent(lake).or_raise();
+    } else if manifest.exists() {
         let (stats, progress) = read_manifest(&manifest).or_raise();
         let paths: Vec<String> = stats.iter().map(|f| f.path.clone()).collect();
         files::publish(lake, &paths).or_raise();
@@ -333,12 +337,9 @@ fn recover(sink: &Sink, lake: &Lake, slot: &mut Slot) -> Option<SyncResult> {
             advance(&sink.slot, intent.end);
             slot.confirmed = intent.end;
         }
-        if !batch_recorded(&sink.name, intent.start) {
-            record(&sink.name, intent.start, intent.end, &stats, &progress);
-            // The intent stays until a later run sees this record committed.
-            return Some(result(intent.start, intent.end, &stats, true));
-        }
-        files::remove_intent(lake).or_raise();
+        record(&sink.name, intent.start, intent.end, &stats, &progress);
+        // The intent stays until a later run sees this record committed.
+        return Some(result(intent.start, intent.end, &stats, true));
     } else if intent.empty && slot.confirmed == intent.end {
         record(&sink.name, intent.start, intent.end, &[], &[]);
         files::remove_intent(lake).or_raise();

@@ -82,7 +82,10 @@ mod integration {
                 "SELECT files, rows, recovered FROM platform.lake_sync($1)",
                 &[&sink],
             )
-            .unwrap_or_else(|e| panic!("lake_sync({sink}): {e}"));
+            .unwrap_or_else(|e| match e.as_db_error() {
+                Some(d) => panic!("lake_sync({sink}): {} {}", d.code().code(), d.message()),
+                None => panic!("lake_sync({sink}): {e}"),
+            });
         (row.get(0), row.get(1), row.get(2))
     }
 
@@ -952,5 +955,99 @@ mod integration {
         drop_sink(&mut c, "archive");
         c.batch_execute("DROP TABLE lake_arch, lake_arch_nosink")
             .expect("drop");
+    }
+
+    #[test]
+    fn small_files_of_a_folded_day_become_one_file_with_every_row_once() {
+        let mut c = client();
+        let lake = lake_dir("merge");
+        drop_sink(&mut c, "merge");
+        c.batch_execute(
+            "DROP TABLE IF EXISTS lake_m; CREATE TABLE lake_m (id int PRIMARY KEY, v text);",
+        )
+        .expect("table");
+        c.query(
+            "SELECT platform.create_lake_sink('merge', $1, tables => 'public.lake_m', background => false)",
+            &[&lake.display().to_string()],
+        )
+        .expect("sink");
+        for i in 0..3 {
+            c.batch_execute(&format!(
+                "INSERT INTO lake_m SELECT g, 'v' FROM generate_series({0} * 10 + 1, {0} * 10 + 10) g",
+                i
+            ))
+            .expect("rows");
+            sync(&mut c, "merge");
+        }
+        c.batch_execute("UPDATE lake_m SET v = 'w' WHERE id = 5")
+            .expect("update");
+        sync(&mut c, "merge");
+        let count_files = || {
+            let mut p = Vec::new();
+            files_under(&lake.join("public/lake_m"), ".parquet", &mut p);
+            p.len()
+        };
+        assert_eq!(count_files(), 4);
+        // Not folded into the current zone yet: nothing to merge.
+        let none: i64 = one(
+            &mut c,
+            "SELECT count(*) FROM platform.lake_merge('merge', before => current_date + 1)",
+        );
+        assert_eq!(none, 0);
+        c.batch_execute("SELECT count(*) FROM platform.lake_compact('merge')")
+            .expect("compact");
+        let merged: (i32, i64) = {
+            let r = c
+                .query_one("SELECT merged_files, rows FROM platform.lake_merge('merge', before => current_date + 1)", &[])
+                .expect("merge");
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(merged, (4, 31));
+        assert_eq!(count_files(), 1);
+        let mut ids: Vec<i32> = read_table(&lake, "lake_m")
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("id")
+                    .expect("id")
+                    .as_primitive::<Int32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut want: Vec<i32> = (1..=30).collect();
+        want.push(5);
+        want.sort_unstable();
+        assert_eq!(ids, want, "every row once, the update too");
+        let recorded: (i64, i64) = {
+            let r = c
+                .query_one(
+                    "SELECT count(*), sum(rows)::int8 FROM platform.lake_file WHERE sink = 'merge'",
+                    &[],
+                )
+                .expect("files");
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(recorded, (1, 31));
+        // New changes land beside the merged file; compacted and merged again, one file.
+        c.batch_execute("INSERT INTO lake_m VALUES (100, 'late')")
+            .expect("late");
+        sync(&mut c, "merge");
+        assert_eq!(count_files(), 2);
+        c.batch_execute("SELECT count(*) FROM platform.lake_compact('merge')")
+            .expect("compact");
+        c.batch_execute(
+            "SELECT count(*) FROM platform.lake_merge('merge', before => current_date + 1)",
+        )
+        .expect("merge");
+        assert_eq!(count_files(), 1);
+        let total: usize = read_table(&lake, "lake_m")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(total, 32);
+        let (code, msg) = expect_error(&mut c, "SELECT * FROM platform.lake_merge('nope')");
+        assert_eq!(code, "42704", "{msg}");
+        drop_sink(&mut c, "merge");
     }
 }

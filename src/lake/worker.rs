@@ -69,6 +69,13 @@ fn compact_if_due(name: &str) -> Result<(), String> {
     BackgroundWorker::transaction(|| {
         crate::sql::in_subtransaction(move || {
             super::compact_sink(&sink, None);
+            // Days before yesterday are complete: their small files become one per table.
+            let before = crate::sql::read::<String>(
+                "SELECT ((now() AT TIME ZONE 'UTC')::date - 1)::text",
+                &[],
+            )
+            .unwrap_or_default();
+            super::merge_sink(&sink, &before);
         })
     })
 }

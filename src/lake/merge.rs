@@ -1,0 +1,215 @@
+//! Merging small bronze files: a table's files of one past commit day, already folded into
+//! the current zone, become one file. Readers never see a row twice or miss one: the new
+//! day directory (the merged file, plus hard links to the day's files that are not merged)
+//! is built under `_pg_platform/<sink>/merging/`, recorded in a manifest
+//! `commits/merge_<start>_<end>_<schema>.<table>.json`, then exchanged with the live day
+//! directory in one `renameat2(RENAME_EXCHANGE)`; the old directory is removed after.
+
+use super::compact::{read_file, read_pointer};
+use super::files::{self, lsn_text, parse_lsn, Lake};
+use super::LakeError;
+use arrow_array::{new_null_array, ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One table-day to merge: its files (relative paths, LSN order) and their LSN range.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub schema: String,
+    pub table: String,
+    pub files: Vec<String>,
+    pub start: u64,
+    pub end: u64,
+}
+
+fn exchange(a: &Path, b: &Path) -> Result<(), LakeError> {
+    let ca = CString::new(a.as_os_str().as_bytes()).map_err(|_| LakeError::Io("path".into()))?;
+    let cb = CString::new(b.as_os_str().as_bytes()).map_err(|_| LakeError::Io("path".into()))?;
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(LakeError::io(b, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn sync_dir(d: &Path) -> Result<(), LakeError> {
+    File::open(d)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| LakeError::io(d, e))
+}
+
+/// Merges one group; returns the merged file's relative path and its rows.
+pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
+    let Some(first) = g.files.first() else {
+        return Err(LakeError::Corrupt("an empty merge group".into()));
+    };
+    let day_rel = Path::new(first)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let live = lake.root.join(&day_rel);
+    let staging = lake.control_dir().join("merging").join(&day_rel);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
+    }
+    files::ensure_dir(&lake.root, &staging)?;
+    // The merged rows, in file order, under the union of the files' columns.
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    for f in &g.files {
+        batches.extend(read_file(&lake.root.join(f))?);
+    }
+    let mut fields: Vec<Field> = Vec::new();
+    for b in &batches {
+        for f in b.schema().fields() {
+            match fields.iter().find(|x| x.name() == f.name()) {
+                Some(x) if x.data_type() != f.data_type() => {
+                    return Err(LakeError::CompactType(
+                        f.name().clone(),
+                        x.data_type().to_string(),
+                        f.data_type().to_string(),
+                    ))
+                }
+                Some(_) => {}
+                None => fields.push(f.as_ref().clone().with_nullable(true)),
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let name = format!("merged_{:016X}_{:016X}.parquet", g.start, g.end);
+    let out = staging.join(&name);
+    let file = File::create(&out).map_err(|e| LakeError::io(&out, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))
+        .map_err(|e| LakeError::Parquet(e.to_string()))?;
+    let mut rows = 0u64;
+    for b in &batches {
+        let cols: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                b.column_by_name(f.name())
+                    .cloned()
+                    .unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
+            })
+            .collect();
+        let nb = RecordBatch::try_new(schema.clone(), cols)
+            .map_err(|e| LakeError::Parquet(e.to_string()))?;
+        rows += nb.num_rows() as u64;
+        w.write(&nb)
+            .map_err(|e| LakeError::Parquet(e.to_string()))?;
+    }
+    let f = w
+        .into_inner()
+        .map_err(|e| LakeError::Parquet(e.to_string()))?;
+    f.sync_all().map_err(|e| LakeError::io(&out, e))?;
+    drop(batches);
+    // Everything else of the live day directory stays: hard links, no copy.
+    let merged: Vec<PathBuf> = g.files.iter().map(|f| lake.root.join(f)).collect();
+    if let Ok(entries) = std::fs::read_dir(&live) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if !merged.contains(&p) {
+                let target = staging.join(e.file_name());
+                std::fs::hard_link(&p, &target).map_err(|err| LakeError::io(&target, err))?;
+            }
+        }
+    }
+    sync_dir(&staging)?;
+    let rel = format!("{}/{name}", day_rel.display());
+    let manifest = lake.control_dir().join("commits").join(format!(
+        "merge_{:016X}_{:016X}_{}.{}.json",
+        g.start, g.end, g.schema, g.table
+    ));
+    let body = serde_json::json!({
+        "format_version": 1,
+        "merge_of": g.files,
+        "table": format!("{}.{}", g.schema, g.table),
+        "start_lsn": lsn_text(g.start),
+        "end_lsn": lsn_text(g.end),
+        "rows": rows,
+        "files": [{"path": rel, "rows": rows}],
+    });
+    let mut text = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    text.push(b'\n');
+    files::write_atomic(&manifest, &text)?;
+    // The switch readers see: one directory for the other.
+    exchange(&staging, &live)?;
+    if let Some(parent) = live.parent() {
+        sync_dir(parent)?;
+    }
+    if let Some(parent) = staging.parent() {
+        sync_dir(parent)?;
+    }
+    std::fs::remove_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
+    Ok((rel, rows))
+}
+
+/// The groups worth merging: table-days before `before_day` (YYYY-MM-DD) with more than
+/// one file, all folded into the table's current-zone cut already.
+pub fn groups(lake: &Lake, sink: &str, before_day: &str) -> Result<Vec<Group>, LakeError> {
+    let pointer = read_pointer(lake)?;
+    let rows = pgrx::spi::Spi::connect(|c| {
+        let t = c.select(
+            "SELECT schema_name, table_name, array_agg(path ORDER BY start_lsn, path),
+                    min(start_lsn)::text, max(end_lsn)::text
+               FROM platform.lake_file
+              WHERE sink = $1 AND commit_day < $2::date
+              GROUP BY schema_name, table_name, commit_day
+             HAVING count(*) > 1
+              ORDER BY 1, 2, 4",
+            None,
+            &[sink.into(), before_day.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<Vec<String>>(3)?.unwrap_or_default(),
+                r.get::<String>(4)?.unwrap_or_default(),
+                r.get::<String>(5)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .map_err(|e| LakeError::Io(e.to_string()))?;
+    let mut out = Vec::new();
+    for (schema, table, paths, start, end) in rows {
+        let (Some(start), Some(end)) = (parse_lsn(&start), parse_lsn(&end)) else {
+            continue;
+        };
+        let qualified = format!("{schema}.{table}");
+        let folded = pointer
+            .tables
+            .iter()
+            .find(|t| t.0 == qualified)
+            .is_some_and(|t| t.2 >= end);
+        if folded {
+            out.push(Group {
+                schema,
+                table,
+                files: paths,
+                start,
+                end,
+            });
+        }
+    }
+    Ok(out)
+}
