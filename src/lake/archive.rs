@@ -6,11 +6,9 @@
 //! already archived and goes on to drop it; files of an archive interrupted before its
 //! manifest are removed first.
 
-use super::columns::ColType;
-use super::decode::{self, Head, Reader};
+use super::decode::{Head, Reader};
 use super::files::{self, lsn_text, parse_lsn, BatchWriter, Lake};
 use super::{parse_url, LakeError, LakeUrl, EXCLUDED_TABLES};
-use crate::cdc::encoding::{binary_relation, binary_value, RelInfo};
 use crate::error::SpiFailure;
 use pgrx::prelude::*;
 use std::ffi::CString;
@@ -95,33 +93,15 @@ fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Resu
             .unwrap_or(0);
     let oid = crate::sql::read::<pg_sys::Oid>("SELECT $1::regclass::oid", &[partition.into()])
         .ok_or_else(|| LakeError::Decode(format!("partition {partition} is gone")))?;
-    let info = unsafe {
-        let rel = pg_sys::relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let info = RelInfo::build(rel, |_, _| true);
-        pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        info
-    };
-    let mut msg = Vec::new();
-    binary_relation(&mut msg, &info, 1);
-    let decode::Message::Relation(mut rel) = decode::message(&msg)? else {
-        return Err(LakeError::Decode("relation message of an archive".into()));
-    };
+    let (info, mut rel, types) = super::backfill::relation_of(oid)?;
     rel.schema = schema.to_string();
     rel.table = table.to_string();
-    let types = rel
-        .columns
-        .iter()
-        .map(|c| ColType::parse(&c.arrow))
-        .collect::<Result<Vec<_>, _>>()?;
     let target = (crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize) << 20;
     let mut w = BatchWriter::archive(lake, lsn, target, &intent_path, &short)?;
     let head = Head {
         xid: 0,
         commit_lsn: lsn,
-        commit_time: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0),
+        commit_time: super::backfill::now_micros(),
         lsn,
         streamed: false,
     };
@@ -150,29 +130,10 @@ fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Resu
             if n == 0 || tt.is_null() {
                 break;
             }
-            let td = (*tt).tupdesc;
-            let natts = (*td).natts as usize;
-            let mut vals = vec![pg_sys::Datum::from(0); natts];
-            let mut nulls = vec![true; natts];
+            let mut enc = super::backfill::RowEncoder::new((*tt).tupdesc);
             let done: Result<(), LakeError> = rows_cx.switch_to(|_| {
                 for i in 0..n {
-                    pg_sys::heap_deform_tuple(
-                        *(*tt).vals.add(i),
-                        td,
-                        vals.as_mut_ptr(),
-                        nulls.as_mut_ptr(),
-                    );
-                    row.clear();
-                    row.push(b'N');
-                    row.extend_from_slice(&(natts as u16).to_le_bytes());
-                    for (ci, col) in info.columns.iter().enumerate().take(natts) {
-                        if nulls[ci] {
-                            row.push(b'n');
-                        } else {
-                            row.push(b'v');
-                            binary_value(&mut row, &col.kind, vals[ci]);
-                        }
-                    }
+                    enc.encode(&mut row, &info, *(*tt).vals.add(i));
                     w.change(&rel, &types, b'R', &head, Reader::new(&row))?;
                 }
                 Ok(())

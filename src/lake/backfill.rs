@@ -16,9 +16,10 @@
 use super::columns::ColType;
 use super::decode::{self, Head, Reader, Relation};
 use super::files::BatchWriter;
+use super::sync::spi;
 use super::LakeError;
 use crate::cdc::encoding::{binary_relation, binary_value, RelInfo};
-use crate::error::{OrRaise, SpiFailure};
+use crate::error::OrRaise;
 use pgrx::prelude::*;
 use pgrx::IntoDatum;
 use std::collections::HashMap;
@@ -156,7 +157,7 @@ impl Chunk {
     }
 }
 
-fn now_micros() -> i64 {
+pub(super) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -211,10 +212,6 @@ impl Chunks {
     pub fn progress(&self) -> Vec<Progress> {
         self.list.iter().filter_map(Chunk::progress).collect()
     }
-}
-
-fn spi<T>(r: Result<T, pgrx::spi::SpiError>) -> T {
-    r.map_err(SpiFailure::from).or_raise()
 }
 
 fn quote_ident(s: &str) -> String {
@@ -293,8 +290,97 @@ fn settled_snapshot() -> pg_sys::Snapshot {
     }
 }
 
+/// A table's decoding plan and the relation as the stream would announce it, for rows
+/// read by SQL (backfill chunks, archives) rather than decoded from WAL.
+pub(super) fn relation_of(
+    oid: pg_sys::Oid,
+) -> Result<(RelInfo, Relation, Vec<ColType>), LakeError> {
+    let info = unsafe {
+        let rel = pg_sys::relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let info = RelInfo::build(rel, |_, _| true);
+        pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        info
+    };
+    let mut msg = Vec::new();
+    binary_relation(&mut msg, &info, 1);
+    let decode::Message::Relation(rel) = decode::message(&msg)? else {
+        return Err(LakeError::Decode("relation message of a table".into()));
+    };
+    let types = rel
+        .columns
+        .iter()
+        .map(|c| ColType::parse(&c.arrow))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((info, rel, types))
+}
+
+/// Encodes heap tuples of SQL results as the plugin encodes a new tuple (`N`, column
+/// count, each column tagged), remembering where each column starts.
+pub(super) struct RowEncoder {
+    td: pg_sys::TupleDesc,
+    vals: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+    starts: Vec<usize>,
+}
+
+impl RowEncoder {
+    /// # Safety
+    /// `td` is the valid descriptor of the tuples to encode.
+    pub(super) unsafe fn new(td: pg_sys::TupleDesc) -> RowEncoder {
+        let natts = (*td).natts as usize;
+        RowEncoder {
+            td,
+            vals: vec![pg_sys::Datum::from(0); natts],
+            nulls: vec![true; natts],
+            starts: Vec::with_capacity(natts + 1),
+        }
+    }
+
+    /// Replaces `row` by the encoding of `tuple` (columns as in `info`). Output functions
+    /// allocate in the current memory context.
+    ///
+    /// # Safety
+    /// `tuple` is a valid tuple of the descriptor, whose columns are `info`'s.
+    pub(super) unsafe fn encode(
+        &mut self,
+        row: &mut Vec<u8>,
+        info: &RelInfo,
+        tuple: pg_sys::HeapTuple,
+    ) {
+        let natts = self.vals.len();
+        pg_sys::heap_deform_tuple(
+            tuple,
+            self.td,
+            self.vals.as_mut_ptr(),
+            self.nulls.as_mut_ptr(),
+        );
+        row.clear();
+        row.push(b'N');
+        row.extend_from_slice(&(natts as u16).to_le_bytes());
+        self.starts.clear();
+        for (ci, col) in info.columns.iter().enumerate().take(natts) {
+            self.starts.push(row.len());
+            if self.nulls[ci] {
+                row.push(b'n');
+            } else {
+                row.push(b'v');
+                binary_value(row, &col.kind, self.vals[ci]);
+            }
+        }
+        self.starts.push(row.len());
+    }
+
+    /// The tag and value bytes of column `ci` of the row last encoded.
+    pub(super) fn column<'r>(&self, row: &'r [u8], ci: usize) -> &'r [u8] {
+        match (self.starts.get(ci), self.starts.get(ci + 1)) {
+            (Some(&a), Some(&b)) => &row[a..b],
+            _ => &[],
+        }
+    }
+}
+
 /// The primary key columns of `oid`, in key order.
-fn primary_key(oid: pg_sys::Oid) -> Vec<String> {
+pub(super) fn primary_key(oid: pg_sys::Oid) -> Vec<String> {
     crate::sql::read::<Vec<String>>(
         "SELECT array_agg(a.attname::text ORDER BY k.ord)
            FROM pg_catalog.pg_index i
@@ -317,22 +403,7 @@ fn read_chunk(
     else {
         return Ok(None);
     };
-    let info = unsafe {
-        let rel = pg_sys::relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-        let info = RelInfo::build(rel, |_, _| true);
-        pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        info
-    };
-    let mut msg = Vec::new();
-    binary_relation(&mut msg, &info, 1);
-    let decode::Message::Relation(rel) = decode::message(&msg)? else {
-        return Err(LakeError::Decode("relation message of a backfill".into()));
-    };
-    let types = rel
-        .columns
-        .iter()
-        .map(|c| ColType::parse(&c.arrow))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (info, rel, types) = relation_of(oid)?;
     let pk = primary_key(oid);
     if pk.is_empty() {
         return Err(LakeError::NoPrimaryKey(table.into()));
@@ -422,26 +493,14 @@ fn read_chunk(
             return Ok(0);
         }
         let td = (*tt).tupdesc;
-        let natts = (*td).natts as usize;
-        let mut vals = vec![pg_sys::Datum::from(0); natts];
-        let mut nls = vec![true; natts];
+        let mut enc = RowEncoder::new(td);
         for i in 0..n {
             let tuple = *(*tt).vals.add(i);
-            pg_sys::heap_deform_tuple(tuple, td, vals.as_mut_ptr(), nls.as_mut_ptr());
-            let mut row = vec![b'N'];
-            row.extend_from_slice(&(natts as u16).to_le_bytes());
+            let mut row = Vec::new();
+            enc.encode(&mut row, &info, tuple);
             let mut key = Vec::new();
-            for (ci, col) in info.columns.iter().enumerate().take(natts) {
-                let start = row.len();
-                if nls[ci] {
-                    row.push(b'n');
-                } else {
-                    row.push(b'v');
-                    binary_value(&mut row, &col.kind, vals[ci]);
-                }
-                if chunk.key_cols.contains(&ci) {
-                    key.extend_from_slice(&row[start..]);
-                }
+            for &ci in &chunk.key_cols {
+                key.extend_from_slice(enc.column(&row, ci));
             }
             chunk.index.insert(key, chunk.rows.len());
             chunk.rows.push(row);

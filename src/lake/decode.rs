@@ -22,15 +22,15 @@ pub struct Relation {
     pub fingerprint: String,
     pub replica_identity: u8,
     pub columns: Vec<RelColumn>,
+    /// Indexes of the replica identity columns (computed once: read for every old tuple).
+    keys: Vec<usize>,
 }
 
 impl Relation {
     /// Indexes of the replica identity columns, in relation order: the columns of an old
     /// tuple unless the identity is full.
-    pub fn key_columns(&self) -> Vec<usize> {
-        (0..self.columns.len())
-            .filter(|&i| self.columns[i].key)
-            .collect()
+    pub fn key_columns(&self) -> &[usize] {
+        &self.keys
     }
 }
 
@@ -196,6 +196,7 @@ fn relation(r: &mut Reader) -> Result<Relation, LakeError> {
             key: flags & 2 != 0,
         });
     }
+    let keys = (0..columns.len()).filter(|&i| columns[i].key).collect();
     Ok(Relation {
         relid,
         schema,
@@ -203,6 +204,7 @@ fn relation(r: &mut Reader) -> Result<Relation, LakeError> {
         fingerprint,
         replica_identity,
         columns,
+        keys,
     })
 }
 
@@ -274,7 +276,7 @@ mod tests {
         assert_eq!(rel.relid, 42);
         assert_eq!(rel.columns[0].name, "id");
         assert!(rel.columns[0].key && !rel.columns[0].nullable);
-        assert_eq!(rel.key_columns(), vec![0]);
+        assert_eq!(rel.key_columns(), &[0]);
 
         let mut c = vec![b'I', 7];
         c.extend_from_slice(&9u32.to_le_bytes());

@@ -607,12 +607,12 @@ impl BatchWriter {
                     (b'U', b'O') | (b'D', _) => b'd',
                     _ => b'u',
                 };
-                let cols: Option<Vec<usize>> = if n == rel.columns.len() {
+                let cols: Option<&[usize]> = if n == rel.columns.len() {
                     None
                 } else {
                     Some(rel.key_columns())
                 };
-                if let Some(c) = &cols {
+                if let Some(c) = cols {
                     if c.len() != n {
                         return Err(LakeError::Decode(format!(
                             "tuple of {n} columns for {}.{}",
@@ -620,7 +620,7 @@ impl BatchWriter {
                         )));
                     }
                 }
-                file.row(rel, row_op, head, cols.as_deref(), &mut tuples)?;
+                file.row(rel, row_op, head, cols, &mut tuples)?;
             }
             Ok(())
         })();

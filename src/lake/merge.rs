@@ -29,6 +29,14 @@ pub struct Group {
     pub end: u64,
 }
 
+/// The manifest that records a merge (its existence: the merge was switched in or about to).
+pub fn manifest_path(lake: &Lake, g: &Group) -> PathBuf {
+    lake.control_dir().join("commits").join(format!(
+        "merge_{:016X}_{:016X}_{}.{}.json",
+        g.start, g.end, g.schema, g.table
+    ))
+}
+
 fn exchange(a: &Path, b: &Path) -> Result<(), LakeError> {
     let ca = CString::new(a.as_os_str().as_bytes()).map_err(|_| LakeError::Io("path".into()))?;
     let cb = CString::new(b.as_os_str().as_bytes()).map_err(|_| LakeError::Io("path".into()))?;
@@ -133,10 +141,7 @@ pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
     }
     sync_dir(&staging)?;
     let rel = format!("{}/{name}", day_rel.display());
-    let manifest = lake.control_dir().join("commits").join(format!(
-        "merge_{:016X}_{:016X}_{}.{}.json",
-        g.start, g.end, g.schema, g.table
-    ));
+    let manifest = manifest_path(lake, g);
     let body = serde_json::json!({
         "format_version": 1,
         "merge_of": g.files,

@@ -405,12 +405,7 @@ fn lake_backfill(sink: &str, table: crate::sql::RegClass) -> bool {
         .unwrap_or_default();
     let selected = check_tables((!tables.is_empty()).then_some(tables.as_str()));
     if !selected.contains(&name) {
-        let has_pk = crate::sql::read::<bool>(
-            "SELECT true FROM pg_catalog.pg_index WHERE indrelid = $1 AND indisprimary",
-            &[table.0.into()],
-        )
-        .is_some();
-        if !has_pk {
+        if backfill::primary_key(table.0).is_empty() {
             raise(LakeError::NoPrimaryKey(name));
         }
         raise(LakeError::NotInSink(name, sink.into()));
@@ -546,10 +541,7 @@ pub fn merge_sink(sink: &str, before_day: &str) -> Vec<(String, String, i32, i64
     };
     let mut out = Vec::new();
     for g in merge::groups(&lake, sink, before_day).or_raise() {
-        let manifest = lake.control_dir().join("commits").join(format!(
-            "merge_{:016X}_{:016X}_{}.{}.json",
-            g.start, g.end, g.schema, g.table
-        ));
+        let manifest = merge::manifest_path(&lake, &g);
         // A merge switched in whose record was lost: only the record is redone.
         let (path, rows) = if manifest.exists() && !lake.root.join(&g.files[0]).exists() {
             let v: serde_json::Value = std::fs::read(&manifest)
@@ -718,15 +710,10 @@ pub fn compact_sink(sink: &str, only: Option<&str>) -> Vec<compact::Compacted> {
             }
             continue;
         }
-        let mut key = crate::sql::read::<Vec<String>>(
-            "SELECT array_agg(a.attname::text ORDER BY k.ord)
-               FROM pg_catalog.pg_index i
-               CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-              WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
-            &[t.as_str().into()],
-        )
-        .unwrap_or_default();
+        let mut key =
+            crate::sql::read::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[t.as_str().into()])
+                .map(backfill::primary_key)
+                .unwrap_or_default();
         if key.is_empty() {
             key = entry
                 .map(|i| pointer.tables[i].4.clone())

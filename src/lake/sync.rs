@@ -50,7 +50,8 @@ struct Slot {
     flush: u64,
 }
 
-fn spi<T>(r: Result<T, pgrx::spi::SpiError>) -> T {
+/// An SPI result, or the ERROR of the SPI layer.
+pub(super) fn spi<T>(r: Result<T, pgrx::spi::SpiError>) -> T {
     r.map_err(SpiFailure::from).or_raise()
 }
 

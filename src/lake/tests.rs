@@ -381,6 +381,9 @@ mod integration {
         let cases = [
             ("SELECT * FROM platform.lake_sync('nope')".to_string(), "42704"),
             ("SELECT platform.drop_lake_sink('nope')".to_string(), "42704"),
+            ("SELECT * FROM platform.lake_compact('nope')".to_string(), "42704"),
+            ("SELECT platform.lake_read_sql('nope', 'public.t')".to_string(), "42704"),
+            ("SELECT platform.lake_star_schema_sql('nope')".to_string(), "42704"),
             (format!("SELECT * FROM platform.create_lake_sink('Bad-Name', '{url}')"), "22023"),
             ("SELECT * FROM platform.create_lake_sink('bad', 'relative/dir')".to_string(), "22023"),
             ("SELECT * FROM platform.create_lake_sink('bad', 'ftp://host/x')".to_string(), "22023"),
