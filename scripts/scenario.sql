@@ -118,7 +118,61 @@ SELECT intact, blocks_checked > 0 AS chained, problem FROM platform.verify_audit
 UPDATE platform.audit_log SET role_class = 'other';
 \set ON_ERROR_STOP 1
 SELECT setting, current_value, ok FROM platform.audit_settings() ORDER BY setting;
-\echo '9. Lake: committed changes land as Parquet files, exactly once, after a backfill of what the tables hold'
+\echo '9. Fraud scoring: the generator planted labelled fraud; a model trained in SQL on January and February ranks March; new payments are scored inside their own transaction'
+SELECT coalesce(fraud_label, 'legitimate') AS label, count(*) AS payments FROM payments.transaction GROUP BY 1 ORDER BY 2 DESC;
+-- What a model reads: the payment, its merchant's industry and where it took place; the label only for training.
+CREATE VIEW payments.fraud_history AS
+SELECT t.payment_method_id::text AS card, t.amount, t.occurred_at, t.merchant_id::text AS merchant,
+       m.industry AS category, l.latitude AS lat, l.longitude AS lon, t.fraud_label IS NOT NULL AS is_fraud
+  FROM payments.transaction t
+  JOIN payments.merchant m ON m.id = t.merchant_id
+  JOIN payments.location l ON l.id = t.location_id;
+SELECT platform.fraud_train('payments', $$SELECT * FROM payments.fraud_history WHERE occurred_at < '2026-03-01'$$, 'is_fraud', 'gbdt') AS version \gset
+\o /dev/null
+SELECT platform.fraud_deploy('payments', :version);
+\o
+SELECT name, version, kind, aliases, training ->> 'train_payments' AS trained_on, training ->> 'validation_payments' AS validated_on FROM platform.fraud_models WHERE name = 'payments';
+SELECT model, payments, frauds, round(auc_pr::numeric, 3) AS auc_pr, round(auc_roc::numeric, 3) AS auc_roc,
+       round(recall_at_1pct_fpr::numeric, 3) AS recall_at_1pct_fpr
+  FROM (SELECT 'gbdt v' || :version AS model, * FROM platform.fraud_evaluate('payments', :version,
+                $$SELECT * FROM payments.fraud_history WHERE occurred_at >= '2026-03-01'$$, 'is_fraud')
+        UNION ALL
+        SELECT 'built-in anomaly score', * FROM platform.fraud_evaluate('builtin', NULL,
+                $$SELECT * FROM payments.fraud_history WHERE occurred_at >= '2026-03-01'$$, 'is_fraud')) e;
+\echo 'every payment inserted from now on is scored before it is stored; a review holds it and records the state change'
+-- The trigger reads the inserted row only (no merchant industry, no place): the cards'
+-- profiles are rebuilt from the history with the same columns.
+SELECT platform.fraud_rebuild_profiles($$SELECT card, amount, occurred_at, merchant, '' AS category FROM payments.fraud_history$$) AS cards_profiled;
+SELECT platform.score_payments('payments.transaction', '{"card": "payment_method_id", "amount": "amount",
+    "occurred_at": "occurred_at", "merchant": "merchant_id", "score": "fraud_score", "id": "id",
+    "status": "status_id", "review_status": 8, "state_changes": "payments.transaction_state_change"}') AS scored;
+-- Rules decide before the model: ordinary amounts pass, large ones wait for a person, huge ones are refused.
+\o /dev/null
+SELECT platform.fraud_set_rule('quickstart_allow_ordinary', 'allow', 'amount <= 5000');
+SELECT platform.fraud_set_rule('quickstart_review_large', 'review', 'amount > 5000');
+SELECT platform.fraud_set_rule('quickstart_block_huge', 'block', 'amount > 20000');
+\o
+SELECT name AS rule, action, condition FROM platform.fraud_rules WHERE name LIKE 'quickstart%' ORDER BY name;
+SELECT max(id) AS last_id FROM payments.transaction \gset
+INSERT INTO payments.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id, location_id, amount, currency, status_id)
+SELECT :last_id + 1, timestamptz '2026-04-01 10:00+00', customer_id, merchant_id, payment_method_id, location_id, amount, currency, 1
+  FROM payments.transaction WHERE id = 1
+UNION ALL
+SELECT :last_id + 2, timestamptz '2026-04-01 10:05+00', customer_id, merchant_id, payment_method_id, location_id, 9000, currency, 1
+  FROM payments.transaction WHERE id = 1;
+SELECT t.id, t.amount, s.code AS status, round(t.fraud_score::numeric, 3) AS fraud_score, c.reason AS state_change
+  FROM payments.transaction t JOIN payments.transaction_status s ON s.id = t.status_id
+  LEFT JOIN payments.transaction_state_change c ON c.transaction_id = t.id AND c.transaction_occurred_at = t.occurred_at
+ WHERE t.id > :last_id ORDER BY t.id;
+\echo 'a payment a block rule refuses; expected: payment blocked, with the reasons'
+\set ON_ERROR_STOP 0
+INSERT INTO payments.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id, location_id, amount, currency, status_id)
+SELECT :last_id + 3, timestamptz '2026-04-01 10:10+00', customer_id, merchant_id, payment_method_id, location_id, 25000, currency, 1
+  FROM payments.transaction WHERE id = 1;
+\set ON_ERROR_STOP 1
+SELECT count(*) AS blocked_payments_stored FROM payments.transaction WHERE id = :last_id + 3;
+SELECT platform.unscore_payments('payments.transaction') AS unscored;
+\echo '10. Lake: committed changes land as Parquet files, exactly once, after a backfill of what the tables hold'
 SELECT sink, slot_name FROM platform.create_lake_sink('quickstart', :'lake_dir', tables => 'payments.*', background => false);
 SELECT rows AS rows_landed, files FROM platform.lake_sync('quickstart');
 SELECT table_name, state, rows FROM platform.lake_backfills WHERE sink = 'quickstart' ORDER BY table_name;

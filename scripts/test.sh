@@ -12,6 +12,8 @@ start=$SECONDS
 log=$(mktemp -d)
 passed=0
 failed=0
+# What failed, repeated at the very end: CI shows the tail of the output.
+failures=()
 
 count_cargo_results() {
     local p f
@@ -33,14 +35,26 @@ phase "cargo pgrx test" cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata 
 pgrx_rc=${PIPESTATUS[0]}
 count_cargo_results "$log/pgrx.txt"
 [ "$pgrx_rc" = 0 ] || failed=$((failed + (failed == 0)))
+while read -r name; do failures+=("cargo pgrx test: $name"); done \
+    < <(grep -Eo '^test [^ ]+ \.\.\. FAILED' "$log/pgrx.txt" | awk '{print $2}')
+[ "$pgrx_rc" = 0 ] || [ "${#failures[@]}" -gt 0 ] || failures+=("cargo pgrx test (exit $pgrx_rc)")
 
 # End-to-end scripts: each starts its own server and exits non-zero on failure.
 for t in tests/e2e/*.sh; do
-    if phase "e2e $(basename "$t")" bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    if phase "e2e $(basename "$t")" bash "$t"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1)); failures+=("e2e $(basename "$t")")
+    fi
 done
 
-if phase "benchmarks (smoke)" bash benches/run.sh --smoke; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+if phase "benchmarks (smoke)" bash benches/run.sh --smoke; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1)); failures+=("benchmarks (smoke)")
+fi
 
 echo "total time: $((SECONDS - start))s"
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -4,7 +4,7 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA platform FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION platform.apply_rbac(text) TO platform_admin;
 GRANT EXECUTE ON FUNCTION platform.create_payments_schema(text, date, integer) TO platform_admin, platform_developer;
-GRANT EXECUTE ON FUNCTION platform.generate_payments(text, integer, integer, bigint, bigint, timestamptz, integer)
+GRANT EXECUTE ON FUNCTION platform.generate_payments(text, integer, integer, bigint, bigint, timestamptz, integer, float8)
     TO platform_admin, platform_developer;
 GRANT EXECUTE ON FUNCTION platform.generate_location_rows(bigint, bigint),
                           platform.generate_customer_rows(bigint, bigint, bigint, timestamptz),
@@ -12,7 +12,7 @@ GRANT EXECUTE ON FUNCTION platform.generate_location_rows(bigint, bigint),
                           platform.generate_merchant_rows(bigint, bigint, timestamptz),
                           platform.generate_payment_method_rows(bigint, bigint, timestamptz),
                           platform.generate_device_rows(bigint, bigint, timestamptz),
-                          platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer)
+                          platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer, float8)
     TO platform_admin, platform_developer;
 GRANT EXECUTE ON FUNCTION platform.worker_status() TO platform_admin, platform_developer, platform_readonly;
 GRANT EXECUTE ON FUNCTION platform.create_cdc_slot(text, boolean) TO platform_admin;
@@ -64,7 +64,7 @@ GRANT EXECUTE ON FUNCTION platform.fraud_deploy(text, integer, text), platform.f
 GRANT EXECUTE ON FUNCTION platform.fraud_features(text, text) TO platform_admin, platform_developer;
 GRANT EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boolean), platform.fraud_drop_rule(text),
                           platform.score_payments(regclass, jsonb), platform.unscore_payments(regclass),
-                          platform.fraud_score_trigger()
+                          platform.fraud_score_trigger(), platform.fraud_review_trigger()
     TO platform_admin;
 GRANT EXECUTE ON FUNCTION platform.fraud_drift(text, integer, text) TO platform_admin, platform_developer, platform_auditor;
 GRANT EXECUTE ON FUNCTION platform.fraud_stats() TO platform_admin, platform_developer, platform_auditor;

@@ -107,6 +107,9 @@ CREATE TABLE @schema@.transaction (
     fraud_score       real CHECK (fraud_score BETWEEN 0 AND 1),
     -- The tax of the country where the payment took place, on the (net) amount.
     tax_amount        numeric(18,2) CHECK (tax_amount >= 0),
+    -- Ground truth of platform.generate_payments: the kind of fraud a generated payment is
+    -- (NULL: legitimate). Fraud scoring never reads it; evaluation may.
+    fraud_label       text CHECK (fraud_label IN ('card_testing', 'account_takeover', 'compromised_merchant')),
     PRIMARY KEY (id, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
 CREATE INDEX ON @schema@.transaction (customer_id, occurred_at);
@@ -138,10 +141,12 @@ INSERT INTO @schema@.transaction_status (id, code, is_final, description) VALUES
     (4, 'refunded',   true,  'money returned to the customer'),
     (5, 'disputed',   false, 'chargeback opened by the cardholder'),
     (6, 'reversed',   true,  'authorisation voided before capture'),
-    (7, 'chargeback', true,  'dispute lost, funds taken back');
+    (7, 'chargeback', true,  'dispute lost, funds taken back'),
+    (8, 'review',     false, 'held for fraud review before it is settled');
 
 INSERT INTO @schema@.transaction_status_transition (from_status_id, to_status_id) VALUES
-    (1, 2), (1, 3), (1, 6), (2, 4), (2, 5), (5, 2), (5, 7);
+    (1, 2), (1, 3), (1, 6), (2, 4), (2, 5), (5, 2), (5, 7),
+    (1, 8), (2, 8), (8, 2), (8, 3), (8, 6);
 
 -- The seed's ACID status change: the transaction's new status and its state-change row
 -- commit together or not at all; an illegal transition fails the foreign key to

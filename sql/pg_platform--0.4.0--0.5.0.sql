@@ -1,12 +1,15 @@
 -- pg_platform 0.4.0 -> 0.5.0
 
--- The generator's row functions now return the customer segment and the tax amount:
--- their result types change, so they are dropped here and created again below (with
--- their grants at the end).
+-- The generator's row functions now return the customer segment, the tax amount and the
+-- fraud label, and generate_payments takes a fraud rate: their signatures or result types
+-- change, so they are dropped here and created again below (with their grants).
+-- Payments schemas made before keep their tables: the generator fills the columns they
+-- have (ALTER TABLE <schema>.transaction ADD COLUMN fraud_label text to get labels).
 DROP FUNCTION platform.generate_customer_rows(bigint, bigint, bigint, timestamptz);
 DROP FUNCTION platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer);
+DROP FUNCTION platform.generate_payments(text, integer, integer, bigint, bigint, timestamptz, integer);
 
--- The lake sink: its tables, views and functions.
+-- The lake sink: its tables, views and functions; the fraud review trigger.
 
 CREATE TABLE platform.lake_sink (
     name           text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]{0,39}$'),
@@ -156,6 +159,25 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'generate_customer_rows_wrapper';
 
+-- pg_platform::payments::generate_payments
+CREATE  FUNCTION "generate_payments"(
+	"schema_name" TEXT, /* & str */
+	"customers" INT DEFAULT 1000, /* i32 */
+	"merchants" INT DEFAULT 100, /* i32 */
+	"transactions" bigint DEFAULT 10000, /* i64 */
+	"seed" bigint DEFAULT 42, /* i64 */
+	"start_at" timestamp with time zone DEFAULT '2026-01-01 00:00:00+00', /* TimestampWithTimeZone */
+	"days" INT DEFAULT 90, /* i32 */
+	"fraud_rate" double precision DEFAULT 0.005 /* f64 */
+) RETURNS TABLE (
+	"table_name" TEXT,  /* String */
+	"rows_inserted" bigint,  /* i64 */
+	"seconds" double precision  /* f64 */
+)
+STRICT
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_payments_wrapper';
+
 -- pg_platform::payments::generator::generate_transaction_rows
 CREATE  FUNCTION "generate_transaction_rows"(
 	"first_id" bigint, /* i64 */
@@ -165,7 +187,8 @@ CREATE  FUNCTION "generate_transaction_rows"(
 	"customers" bigint, /* i64 */
 	"merchants" bigint, /* i64 */
 	"start_at" timestamp with time zone, /* TimestampWithTimeZone */
-	"days" INT /* i32 */
+	"days" INT, /* i32 */
+	"fraud_rate" double precision DEFAULT 0.005 /* f64 */
 ) RETURNS TABLE (
 	"id" bigint,  /* i64 */
 	"occurred_at" timestamp with time zone,  /* TimestampWithTimeZone */
@@ -178,7 +201,8 @@ CREATE  FUNCTION "generate_transaction_rows"(
 	"amount" TEXT,  /* String */
 	"currency" TEXT,  /* String */
 	"status_id" smallint,  /* i16 */
-	"tax_amount" TEXT  /* String */
+	"tax_amount" TEXT,  /* String */
+	"fraud_label" TEXT  /* Option < String > */
 )
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -255,6 +279,40 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'lake_sync_wrapper';
 
+-- pg_platform::fraud::policy::fraud_review_trigger
+CREATE FUNCTION "fraud_review_trigger"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'fraud_review_trigger_wrapper';
+
+REVOKE EXECUTE ON FUNCTION platform.generate_payments(text, integer, integer, bigint, bigint, timestamptz, integer, float8) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.generate_payments(text, integer, integer, bigint, bigint, timestamptz, integer, float8)
+    TO platform_admin, platform_developer;
+
+REVOKE EXECUTE ON FUNCTION platform.generate_location_rows(bigint, bigint),
+                          platform.generate_customer_rows(bigint, bigint, bigint, timestamptz),
+                          platform.generate_billing_address_rows(bigint, bigint, bigint),
+                          platform.generate_merchant_rows(bigint, bigint, timestamptz),
+                          platform.generate_payment_method_rows(bigint, bigint, timestamptz),
+                          platform.generate_device_rows(bigint, bigint, timestamptz),
+                          platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer, float8) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.generate_location_rows(bigint, bigint),
+                          platform.generate_customer_rows(bigint, bigint, bigint, timestamptz),
+                          platform.generate_billing_address_rows(bigint, bigint, bigint),
+                          platform.generate_merchant_rows(bigint, bigint, timestamptz),
+                          platform.generate_payment_method_rows(bigint, bigint, timestamptz),
+                          platform.generate_device_rows(bigint, bigint, timestamptz),
+                          platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer, float8)
+    TO platform_admin, platform_developer;
+
+REVOKE EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boolean), platform.fraud_drop_rule(text),
+                          platform.score_payments(regclass, jsonb), platform.unscore_payments(regclass),
+                          platform.fraud_score_trigger(), platform.fraud_review_trigger() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boolean), platform.fraud_drop_rule(text),
+                          platform.score_payments(regclass, jsonb), platform.unscore_payments(regclass),
+                          platform.fraud_score_trigger(), platform.fraud_review_trigger()
+    TO platform_admin;
+
 REVOKE EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, boolean), platform.drop_lake_sink(text),
                           platform.lake_sync(text), platform.lake_backfill(text, regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, boolean), platform.drop_lake_sink(text),
@@ -266,9 +324,3 @@ GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge
 
 REVOKE EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) TO platform_admin, platform_developer, platform_readonly;
-
-REVOKE EXECUTE ON FUNCTION platform.generate_customer_rows(bigint, bigint, bigint, timestamptz),
-                          platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION platform.generate_customer_rows(bigint, bigint, bigint, timestamptz),
-                          platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer)
-    TO platform_admin, platform_developer;

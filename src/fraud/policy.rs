@@ -34,6 +34,8 @@ pub enum PolicyError {
     UnknownKey(String),
     #[error("the mapping must be a JSON object of column names")]
     BadMapping,
+    #[error("\"state_changes\" names {0}, which is not a table with transaction_id, transaction_occurred_at, from_status_id, to_status_id and reason")]
+    BadStateChanges(String),
 }
 
 impl SqlError for PolicyError {
@@ -46,6 +48,7 @@ impl SqlError for PolicyError {
             Self::UnknownRule(_) => ERRCODE_UNDEFINED_OBJECT,
             Self::NotTable(_) => ERRCODE_WRONG_OBJECT_TYPE,
             Self::NoColumn(..) => ERRCODE_UNDEFINED_COLUMN,
+            Self::BadStateChanges(_) => ERRCODE_UNDEFINED_TABLE,
         }
     }
     fn hint(&self) -> Option<String> {
@@ -55,6 +58,9 @@ impl SqlError for PolicyError {
                 "Map card, amount and occurred_at (and optionally {}) to columns of the table.",
                 OPTIONAL_KEYS.join(", ")
             )),
+            Self::BadStateChanges(_) => Some(
+                "Name the reference schema's <schema>.transaction_state_change, or leave \"state_changes\" out.".into(),
+            ),
             _ => None,
         }
     }
@@ -205,7 +211,7 @@ fn invalidate() {
 }
 
 const REQUIRED_KEYS: [&str; 3] = ["card", "amount", "occurred_at"];
-const OPTIONAL_KEYS: [&str; 10] = [
+const OPTIONAL_KEYS: [&str; 11] = [
     "merchant",
     "category",
     "lat",
@@ -216,10 +222,14 @@ const OPTIONAL_KEYS: [&str; 10] = [
     "reasons",
     "verdict",
     "status",
+    "id",
 ];
+/// Values, not columns: the status a review verdict sets, and the table (shaped like the
+/// reference schema's `transaction_state_change`) that records that change.
+const VALUE_KEYS: [&str; 2] = ["review_status", "state_changes"];
 
 /// Checks a mapping against `table`: every key known, the required ones present, every
-/// column there. `review_status` is a value, not a column.
+/// column there. `review_status` and `state_changes` are values, not columns.
 fn check_mapping(table: pg_sys::Oid, label: &str, mapping: &serde_json::Value) {
     let serde_json::Value::Object(map) = mapping else {
         raise(PolicyError::BadMapping)
@@ -229,8 +239,25 @@ fn check_mapping(table: pg_sys::Oid, label: &str, mapping: &serde_json::Value) {
             raise(PolicyError::MissingKey(label.into(), key));
         }
     }
+    if let Some(changes) = map.get("state_changes") {
+        for key in ["status", "review_status", "id"] {
+            if !map.contains_key(key) {
+                raise(PolicyError::MissingKey(label.into(), key));
+            }
+        }
+        let name = changes.as_str().unwrap_or_default();
+        let shaped = sql::read::<i64>(
+            "SELECT count(*) FROM pg_catalog.pg_attribute
+              WHERE attrelid = pg_catalog.to_regclass($1) AND attnum > 0 AND NOT attisdropped
+                AND attname IN ('transaction_id', 'transaction_occurred_at', 'from_status_id', 'to_status_id', 'reason')",
+            &[name.into()],
+        );
+        if shaped != Some(5) {
+            raise(PolicyError::BadStateChanges(format!("\"{name}\"")));
+        }
+    }
     for (key, value) in map {
-        if key == "review_status" {
+        if VALUE_KEYS.contains(&key.as_str()) {
             continue;
         }
         if !REQUIRED_KEYS.contains(&key.as_str()) && !OPTIONAL_KEYS.contains(&key.as_str()) {
@@ -274,9 +301,28 @@ fn score_payments(tbl: crate::sql::RegClass, mapping: pgrx::JsonB) -> crate::sql
     let arg = pgrx::spi::quote_literal(mapping.0.to_string());
     sql::run(&format!(
         "DROP TRIGGER IF EXISTS platform_fraud_score ON {name};
+         DROP TRIGGER IF EXISTS platform_fraud_review ON {name};
          CREATE TRIGGER platform_fraud_score BEFORE INSERT ON {name}
              FOR EACH ROW EXECUTE FUNCTION platform.fraud_score_trigger({arg})"
     ));
+    // The state change is written after the row: its foreign key to the payment can only
+    // be checked once the payment is stored. Only rows a review verdict held wake it.
+    let text = |k: &str| {
+        mapping
+            .0
+            .get(k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+    };
+    if let (Some(_), Some(status), Some(review)) =
+        (text("state_changes"), text("status"), text("review_status"))
+    {
+        sql::run(&format!(
+            "CREATE TRIGGER platform_fraud_review AFTER INSERT ON {name} FOR EACH ROW
+                 WHEN (NEW.{} = {}) EXECUTE FUNCTION platform.fraud_review_trigger({arg})",
+            pgrx::spi::quote_identifier(&status),
+            pgrx::spi::quote_literal(&review),
+        ));
+    }
     tbl
 }
 
@@ -290,7 +336,10 @@ fn unscore_payments(tbl: crate::sql::RegClass) -> bool {
     )
     .is_some();
     if had {
-        sql::run(&format!("DROP TRIGGER platform_fraud_score ON {name}"));
+        sql::run(&format!(
+            "DROP TRIGGER platform_fraud_score ON {name};
+             DROP TRIGGER IF EXISTS platform_fraud_review ON {name}"
+        ));
     }
     had
 }
@@ -437,6 +486,16 @@ fn fraud_score_trigger<'a>(
         if outcome.verdict == "review" {
             if let (Some(c), Some(v)) = (key("status"), mapping.get("review_status")) {
                 let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                let from = get("status");
+                if mapping.get("state_changes").is_some() && from.as_deref() != Some(v.as_str()) {
+                    hold_for_review(Held {
+                        relid: (*rel).rd_id,
+                        id: get("id").unwrap_or_default(),
+                        occurred_at: get("occurred_at").unwrap_or_default(),
+                        from: from.unwrap_or_default(),
+                        reasons: outcome.reasons.join("; "),
+                    });
+                }
                 changes.push((c, v));
             }
         }
@@ -473,6 +532,98 @@ fn fraud_score_trigger<'a>(
             modified,
         )))
     }
+}
+
+/// A payment a review verdict held, waiting for its AFTER INSERT trigger to record the
+/// status change once the row is stored.
+struct Held {
+    relid: pg_sys::Oid,
+    id: String,
+    occurred_at: String,
+    from: String,
+    reasons: String,
+}
+
+thread_local! {
+    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+    static HELD_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe extern "C-unwind" fn forget_held(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::XactEvent::XACT_EVENT_COMMIT
+        || event == pg_sys::XactEvent::XACT_EVENT_ABORT
+        || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+        || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+        || event == pg_sys::XactEvent::XACT_EVENT_PREPARE
+    {
+        let _ = HELD.try_with(|h| h.try_borrow_mut().map(|mut h| h.clear()));
+    }
+}
+
+fn hold_for_review(held: Held) {
+    if !HELD_CALLBACK.get() {
+        unsafe { pg_sys::RegisterXactCallback(Some(forget_held), std::ptr::null_mut()) };
+        HELD_CALLBACK.set(true);
+    }
+    HELD.with_borrow_mut(|h| h.push(held));
+}
+
+/// The AFTER INSERT trigger of `score_payments` when the mapping names `state_changes`:
+/// records the status change a review verdict made (from the status the row came with to
+/// `review_status`, the reasons as the reason), in the inserting transaction. A row stored
+/// with the review status by the application itself, not by a verdict, records nothing.
+#[pg_trigger]
+fn fraud_review_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, std::convert::Infallible> {
+    let td = trigger.trigger_data();
+    let mapping: serde_json::Value = trigger
+        .extra_args()
+        .ok()
+        .and_then(|a| a.first().cloned())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let key = |k: &str| {
+        mapping
+            .get(k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+    };
+    let (Some(table), Some(to)) = (key("state_changes"), key("review_status")) else {
+        return Ok(None::<PgHeapTuple<'_, AllocatedByRust>>);
+    };
+    let (relid, id, occurred_at) = unsafe {
+        let desc = (*td.tg_relation).rd_att;
+        let get = |k: &str| key(k).and_then(|c| column_text(desc, td.tg_trigtuple, &c));
+        (
+            (*td.tg_relation).rd_id,
+            get("id").unwrap_or_default(),
+            get("occurred_at").unwrap_or_default(),
+        )
+    };
+    let held = HELD.with_borrow_mut(|h| {
+        let at = h
+            .iter()
+            .rposition(|x| x.relid == relid && x.id == id && x.occurred_at == occurred_at)?;
+        Some(h.remove(at))
+    });
+    if let Some(held) = held {
+        let q = pgrx::spi::quote_literal;
+        let reason = format!("fraud review: {}", held.reasons);
+        sql::run(&format!(
+            "INSERT INTO {} (transaction_id, transaction_occurred_at, from_status_id, to_status_id, reason)
+             VALUES ({}, {}, {}, {}, {})",
+            sql::read::<String>("SELECT $1::regclass::text", &[table.as_str().into()]).unwrap_or(table),
+            q(&held.id),
+            q(&held.occurred_at),
+            q(&held.from),
+            q(&to),
+            q(&reason),
+        ));
+    }
+    Ok(None)
 }
 
 pgrx::extension_sql!(

@@ -734,6 +734,109 @@ fn the_trigger_scores_every_inserted_payment() {
 }
 
 #[test]
+fn a_review_verdict_records_the_state_change_of_the_reference_schema() {
+    let mut c = client();
+    run(
+        &mut c,
+        "SET platform.fraud_model = 'none_deployed';
+         DROP SCHEMA IF EXISTS t_fraud_ref CASCADE;
+         SELECT platform.create_payments_schema('t_fraud_ref', '2026-01-01', 3);
+         SELECT count(*) FROM platform.generate_payments('t_fraud_ref', 20, 5, 50, seed => 3, days => 30);
+         SELECT platform.score_payments('t_fraud_ref.transaction', '{\"card\": \"payment_method_id\", \"amount\": \"amount\",
+             \"occurred_at\": \"occurred_at\", \"merchant\": \"merchant_id\", \"score\": \"fraud_score\", \"id\": \"id\",
+             \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.transaction_state_change\"}');
+         SELECT platform.fraud_set_rule('t_ref_review', 'review', 'merchant = ''2'' and amount = 77.77')",
+    );
+    // Payments copied from generated ones (valid keys), arriving pending; two hit the rule.
+    let insert = |first: i64| {
+        format!(
+            "INSERT INTO t_fraud_ref.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id,
+                                                  location_id, amount, currency, status_id)
+             SELECT {first} + g, timestamptz '2026-02-10 12:00 UTC' + g * interval '1 minute', t.customer_id,
+                    CASE WHEN g IN (2, 4) THEN 2 ELSE t.merchant_id END, t.payment_method_id, t.location_id,
+                    CASE WHEN g IN (2, 4) THEN 77.77 ELSE 12.50 END, t.currency, 1
+               FROM generate_series(1, 5) g, (SELECT * FROM t_fraud_ref.transaction WHERE id = 1) t"
+        )
+    };
+    // Rolled back: neither the held status nor its state change stays.
+    run(&mut c, &format!("BEGIN; {}; ROLLBACK", insert(1000)));
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT count(*) FROM t_fraud_ref.transaction_state_change"
+        ),
+        0
+    );
+    run(&mut c, &insert(2000));
+    let held: String = one(
+        &mut c,
+        "SELECT string_agg(t.id || ':' || t.status_id || ':' || coalesce(s.from_status_id || '>' || s.to_status_id, '-'), ' ' ORDER BY t.id)
+           FROM t_fraud_ref.transaction t
+           LEFT JOIN t_fraud_ref.transaction_state_change s ON s.transaction_id = t.id AND s.transaction_occurred_at = t.occurred_at
+          WHERE t.id BETWEEN 2001 AND 2005 AND t.status_id = 8",
+    );
+    assert!(
+        held.contains("2002:8:1>8") && held.contains("2004:8:1>8"),
+        "{held}"
+    );
+    assert!(
+        !held.contains(":8:-"),
+        "a held payment without its state change: {held}"
+    );
+    // Every state change belongs to a held payment, once, with the reasons as its reason.
+    let changes: String = one(
+        &mut c,
+        "SELECT count(*) || ' ' || count(DISTINCT transaction_id) || ' ' || bool_and(reason LIKE 'fraud review: %')
+                || ' ' || bool_or(transaction_id = 2002 AND reason LIKE '%rule t_ref_review (review)%')
+           FROM t_fraud_ref.transaction_state_change",
+    );
+    let n_held = held.split(' ').count();
+    assert_eq!(changes, format!("{n_held} {n_held} true true"));
+    // Stored as held by the application itself (no verdict): no state change is invented.
+    run(
+        &mut c,
+        "INSERT INTO t_fraud_ref.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id,
+                                              location_id, amount, currency, status_id)
+         SELECT 3001, timestamptz '2026-02-11 12:00 UTC', customer_id, merchant_id, payment_method_id, location_id,
+                12.50, currency, 8 FROM t_fraud_ref.transaction WHERE id = 1",
+    );
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT count(*) FROM t_fraud_ref.transaction_state_change WHERE transaction_id = 3001"
+        ),
+        0
+    );
+    // A state-change table needs the id and status to record, and the reference shape.
+    for (mapping, code) in [
+        ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.transaction_state_change\"}", "22023"),
+        ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"id\": \"id\", \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.customer\"}", "42P01"),
+        ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"id\": \"id\", \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.nothing_here\"}", "42P01"),
+    ] {
+        let sql = format!("SELECT platform.score_payments('t_fraud_ref.transaction', '{mapping}')");
+        let (got, message) = expect_error(&mut c, &sql);
+        assert_eq!(got, code, "{sql}: {message}");
+    }
+    assert!(one::<bool>(
+        &mut c,
+        "SELECT platform.unscore_payments('t_fraud_ref.transaction')"
+    ));
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = 't_fraud_ref.transaction'::regclass
+                AND tgname LIKE 'platform_fraud_%' AND tgparentid = 0"
+        ),
+        0,
+        "unscore_payments leaves no trigger behind"
+    );
+    run(
+        &mut c,
+        "SELECT platform.fraud_drop_rule('t_ref_review'); DROP SCHEMA t_fraud_ref CASCADE",
+    );
+}
+
+#[test]
 fn drift_and_shadow_watch_a_deployed_model() {
     let mut c = client();
     run(

@@ -25,6 +25,10 @@ const TAG_DEVICE: u64 = 6;
 const TAG_TRANSACTION: u64 = 7;
 const TAG_HOME_LOCATION: u64 = 8;
 const TAG_MERCHANT_CITY: u64 = 9;
+const TAG_CUSTOMER_HABIT: u64 = 10;
+const TAG_FRAUD_BURST: u64 = 11;
+const TAG_FRAUD_ROW: u64 = 12;
+const TAG_FRAUD_MERCHANT: u64 = 13;
 
 const USECS_PER_DAY: i64 = 86_400_000_000;
 
@@ -384,7 +388,6 @@ fn generate_device_rows(
 }
 
 /// Parameters shared by every chunk of one transaction load.
-#[derive(Clone, Copy)]
 pub struct TransactionPlan {
     pub seed: i64,
     pub total: i64,
@@ -393,10 +396,135 @@ pub struct TransactionPlan {
     pub locations: i64,
     pub start: i64,
     pub window: i64,
+    pub fraud: FraudPlan,
+}
+
+/// The kinds of fraud the generator plants, with the column value that labels them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fraud {
+    /// Bursts of BURST tiny online payments, seconds apart, at a webshop, from a device
+    /// the card never used.
+    CardTesting,
+    /// A stranger's device, far from home, mostly at night, 5-20 times the card's usual
+    /// amount, at a merchant selling what resells (electronics, travel, jewelry...).
+    AccountTakeover,
+    /// One of three merchants charging cards of all kinds of customers, 1.5-3.5 times
+    /// their usual amount, during its own fifth of the period.
+    CompromisedMerchant,
+}
+
+impl Fraud {
+    fn label(self) -> &'static str {
+        match self {
+            Self::CardTesting => "card_testing",
+            Self::AccountTakeover => "account_takeover",
+            Self::CompromisedMerchant => "compromised_merchant",
+        }
+    }
+}
+
+/// Consecutive transaction ids that form one card-testing burst.
+const BURST: i64 = 8;
+/// Shares of the fraud rate: card testing, account takeover, compromised merchants.
+const FRAUD_SHARES: (f64, f64, f64) = (0.35, 0.35, 0.30);
+/// Hours (UTC) at which most takeovers happen, and the share of takeovers in them.
+const NIGHT_HOURS: i64 = 6;
+const NIGHT_SHARE: f64 = 0.7;
+/// Each compromised merchant's window, as a share of the period.
+const COMPROMISE_SPAN: f64 = 0.2;
+
+/// Where planted fraud happens: merchants by what they sell, the compromised merchants
+/// and their windows. Recomputed by every chunk from the seed alone.
+pub struct FraudPlan {
+    rate: f64,
+    webshops: Vec<i64>,
+    resellable: Vec<i64>,
+    compromised: Vec<(i64, i64, i64)>,
+}
+
+/// A merchant's industry, from the same stream `generate_merchant_rows` draws it from.
+fn merchant_industry(seed: i64, merchant_id: i64) -> &'static str {
+    let mut rng = row_rng(seed, TAG_MERCHANT, merchant_id);
+    INDUSTRIES[pick_weighted(&mut rng, INDUSTRIES, |i| i.2)].0
+}
+
+impl FraudPlan {
+    pub fn new(seed: i64, merchants: i64, start: i64, window: i64, rate: f64) -> Self {
+        let of = |kinds: &[&str]| -> Vec<i64> {
+            let found: Vec<i64> = (1..=merchants)
+                .filter(|&m| kinds.contains(&merchant_industry(seed, m)))
+                .collect();
+            // Tiny loads may lack the industry: any merchant then.
+            if found.is_empty() {
+                (1..=merchants.min(3)).collect()
+            } else {
+                found
+            }
+        };
+        let webshops = of(&["digital_goods", "subscriptions"]);
+        let resellable = of(&[
+            "electronics",
+            "travel_airline",
+            "hotels",
+            "jewelry",
+            "gambling",
+        ]);
+        let retail = of(&["clothing", "restaurants", "electronics", "fast_food"]);
+        let mut rng = row_rng(seed, TAG_FRAUD_MERCHANT, 0);
+        let compromised = (0..3)
+            .map(|k| {
+                let merchant = *pick(&mut rng, &retail);
+                let from = 0.1 + 0.3 * k as f64 + 0.1 * rng.random::<f64>();
+                let begin = start + (from * window as f64) as i64;
+                (
+                    merchant,
+                    begin,
+                    begin + (COMPROMISE_SPAN * window as f64) as i64,
+                )
+            })
+            .collect();
+        Self {
+            rate: rate.clamp(0.0, 1.0),
+            webshops,
+            resellable,
+            compromised,
+        }
+    }
+
+    /// Whether transaction `id` of a load of `total`, at `occurred`, is planted fraud, and
+    /// which. Card testing is decided per burst of ids, the rest per id.
+    fn kind(&self, seed: i64, id: i64, occurred: i64) -> Option<Fraud> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        let burst = row_rng(seed, TAG_FRAUD_BURST, (id - 1) / BURST).random::<f64>();
+        if burst < self.rate * FRAUD_SHARES.0 {
+            return Some(Fraud::CardTesting);
+        }
+        let mut rng = row_rng(seed, TAG_FRAUD_ROW, id);
+        let hour = occurred.rem_euclid(USECS_PER_DAY) / 3_600_000_000;
+        let night = NIGHT_HOURS as f64 / 24.0;
+        let takeover = if hour < NIGHT_HOURS {
+            self.rate * FRAUD_SHARES.1 * NIGHT_SHARE / night
+        } else {
+            self.rate * FRAUD_SHARES.1 * (1.0 - NIGHT_SHARE) / (1.0 - night)
+        };
+        if rng.random::<f64>() < takeover {
+            return Some(Fraud::AccountTakeover);
+        }
+        let covered = COMPROMISE_SPAN * self.compromised.len() as f64;
+        let in_window = self
+            .compromised
+            .iter()
+            .any(|&(_, from, to)| (from..to).contains(&occurred));
+        (in_window && rng.random::<f64>() < self.rate * FRAUD_SHARES.2 / covered)
+            .then_some(Fraud::CompromisedMerchant)
+    }
 }
 
 /// Transactions `first_id ..= first_id + count - 1` of a load of `total`, spread evenly
-/// over `days` from `start_at` (so ids grow with time, as in a real ledger).
+/// over `days` from `start_at` (so ids grow with time, as in a real ledger). About
+/// `fraud_rate` of them are planted fraud, labelled in `fraud_label` (see `Fraud`).
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(immutable, parallel_safe)]
 fn generate_transaction_rows(
@@ -408,6 +536,7 @@ fn generate_transaction_rows(
     merchants: i64,
     start_at: TimestampWithTimeZone,
     days: i32,
+    fraud_rate: default!(f64, 0.005),
 ) -> TableIterator<
     'static,
     (
@@ -423,16 +552,21 @@ fn generate_transaction_rows(
         name!(currency, String),
         name!(status_id, i16),
         name!(tax_amount, String),
+        name!(fraud_label, Option<String>),
     ),
 > {
+    let start = start_at.into_inner();
+    let window = i64::from(days.max(1)) * USECS_PER_DAY;
+    let merchants = merchants.max(1);
     let plan = TransactionPlan {
         seed,
         total: total.max(1),
         customers: customers.max(1),
-        merchants: merchants.max(1),
+        merchants,
         locations: location_count(customers),
-        start: start_at.into_inner(),
-        window: i64::from(days.max(1)) * USECS_PER_DAY,
+        start,
+        window,
+        fraud: FraudPlan::new(seed, merchants, start, window, fraud_rate),
     };
     let last = first_id.saturating_add(count.max(0));
     TableIterator::new((first_id..last).map(move |id| transaction_row(&plan, id)))
@@ -451,6 +585,7 @@ type TransactionRow = (
     String,
     i16,
     String,
+    Option<String>,
 );
 
 /// Minor units as a decimal string with `digits` decimals.
@@ -467,31 +602,100 @@ fn decimal_text(minor: i64, digits: i16) -> String {
     )
 }
 
+/// A customer's usual payment in US dollars (log-normal around 33), from its own stream:
+/// amounts are relative to it, so "9x this card's average" means something.
+fn usual_amount(seed: i64, customer_id: i64) -> f64 {
+    let mut rng = row_rng(seed, TAG_CUSTOMER_HABIT, customer_id);
+    LogNormal::new(3.5, 0.6)
+        .map(|d| d.sample(&mut rng))
+        .unwrap_or(33.0)
+}
+
+/// A device of some other customer: one the card never used.
+fn strangers_device(rng: &mut Pcg64Mcg, customers: i64, customer: i64) -> Option<i64> {
+    (customers > 1).then(|| {
+        let other = 1 + (customer + rng.random_range(0..customers - 1)) % customers;
+        2 * other - 1 + rng.random_range(0..2)
+    })
+}
+
 fn transaction_row(p: &TransactionPlan, id: i64) -> TransactionRow {
     let mut rng = row_rng(p.seed, TAG_TRANSACTION, id);
     let slot = p.window / p.total;
-    let occurred = p.start
-        + ((id - 1) as i128 * p.window as i128 / p.total as i128) as i64
-        + rng.random_range(0..slot.max(1));
+    let base = |i: i64| p.start + ((i - 1) as i128 * p.window as i128 / p.total as i128) as i64;
+    let mut occurred = base(id) + rng.random_range(0..slot.max(1));
     // Skewed activity: a few customers and merchants carry much of the volume.
     let customer = 1 + ((p.customers as f64) * rng.random::<f64>().powf(2.0)) as i64;
     let merchant = 1 + ((p.merchants as f64) * rng.random::<f64>().powf(3.0)) as i64;
-    let customer = customer.min(p.customers);
-    let merchant = merchant.min(p.merchants);
-    let method = 2 * customer - 1 + i64::from(rng.random::<f64>() >= 0.8);
+    let mut customer = customer.min(p.customers);
+    let mut merchant = merchant.min(p.merchants);
+    let mut method = 2 * customer - 1 + i64::from(rng.random::<f64>() >= 0.8);
     // Card-present purchases (10%) carry no customer device.
-    let device = (rng.random::<f64>() >= 0.1)
+    let mut device = (rng.random::<f64>() >= 0.1)
         .then(|| 2 * customer - 1 + i64::from(rng.random::<f64>() < 0.35));
-    let location = if rng.random::<f64>() < 0.9 {
+    let mut location = if rng.random::<f64>() < 0.9 {
         home_location(p.seed, customer, p.locations)
     } else {
         rng.random_range(1..=p.locations)
     };
+    let spread: f64 = LogNormal::new(0.0, 0.8)
+        .map(|d| d.sample(&mut rng))
+        .unwrap_or(1.0);
+    let mut status = STATUS_WEIGHTS[pick_weighted(&mut rng, STATUS_WEIGHTS, |s| s.1)].0;
+    let ip_host = rng.random_range(1..255);
+    let fraud = p.fraud.kind(p.seed, id, occurred);
+    let mut usd = usual_amount(p.seed, customer) * spread;
+    // Planted fraud draws from its own streams, so legitimate rows stay as they are.
+    let mut f = row_rng(p.seed, TAG_FRAUD_ROW, -id);
+    match fraud {
+        None => {}
+        Some(Fraud::CardTesting) => {
+            // One victim, one webshop, one stranger's device per burst, payments seconds
+            // apart from the burst's first slot (never past the next burst's first).
+            let first = (id - 1) / BURST * BURST + 1;
+            let mut b = row_rng(p.seed, TAG_FRAUD_BURST, -first);
+            customer = b.random_range(1..=p.customers);
+            merchant = *pick(&mut b, &p.fraud.webshops);
+            device = strangers_device(&mut b, p.customers, customer);
+            location = b.random_range(1..=p.locations);
+            let step = (45_000_000i64).min(slot.max(1));
+            occurred = base(first) + (id - first) * step + f.random_range(0..(step / 2).max(1));
+            usd = 0.5 + 2.5 * f.random::<f64>();
+            status = if f.random::<f64>() < 0.6 { 3 } else { 2 };
+        }
+        Some(Fraud::AccountTakeover) => {
+            device = strangers_device(&mut f, p.customers, customer);
+            let home = home_location(p.seed, customer, p.locations);
+            location = f.random_range(1..=p.locations);
+            if city_of_location(location) == city_of_location(home) {
+                location = location % p.locations + 1;
+            }
+            merchant = *pick(&mut f, &p.fraud.resellable);
+            usd = usual_amount(p.seed, customer) * (5.0 + 15.0 * f.random::<f64>());
+            status = fraud_status(&mut f, 0.5, 0.2);
+        }
+        Some(Fraud::CompromisedMerchant) => {
+            let &(m, _, _) = p
+                .fraud
+                .compromised
+                .iter()
+                .find(|&&(_, from, to)| (from..to).contains(&occurred))
+                .unwrap_or(&p.fraud.compromised[0]);
+            merchant = m;
+            customer = f.random_range(1..=p.customers);
+            device = None;
+            let city = merchant_city(p.seed, merchant) as i64;
+            let per_city = (p.locations / CITIES.len() as i64).max(1);
+            location = city + 1 + CITIES.len() as i64 * f.random_range(0..per_city);
+            usd = usual_amount(p.seed, customer) * (1.5 + 2.0 * f.random::<f64>());
+            status = fraud_status(&mut f, 0.4, 0.2);
+        }
+    }
+    if fraud.is_some() {
+        method = 2 * customer - 1;
+    }
     let (a, b, c) = location_octets(location);
     let currency = CURRENCIES[CITIES[merchant_city(p.seed, merchant)].4];
-    let usd: f64 = LogNormal::new(3.5, 1.0)
-        .map(|d| d.sample(&mut rng))
-        .unwrap_or(33.0);
     let scale = 10f64.powi(i32::from(currency.2));
     let minor = ((usd.min(250_000.0) * currency.3 * scale).round() as i64).max(1);
     let amount = decimal_text(minor, currency.2);
@@ -502,7 +706,6 @@ fn transaction_row(p: &TransactionPlan, id: i64) -> TransactionRow {
         .find(|t| t.0 == country)
         .map_or(0, |t| i64::from(t.1));
     let tax = decimal_text((minor * rate + 5_000) / 10_000, currency.2);
-    let status = STATUS_WEIGHTS[pick_weighted(&mut rng, STATUS_WEIGHTS, |s| s.1)].0;
     (
         id,
         timestamptz(occurred),
@@ -511,10 +714,24 @@ fn transaction_row(p: &TransactionPlan, id: i64) -> TransactionRow {
         method,
         device,
         location,
-        format!("{a}.{b}.{c}.{}", rng.random_range(1..255)),
+        format!("{a}.{b}.{c}.{ip_host}"),
         amount,
         currency.0.to_string(),
         status,
         tax,
+        fraud.map(|k| k.label().to_string()),
     )
+}
+
+/// The status of a planted fraud: chargeback (the dispute was lost), disputed, or still
+/// successful (not found out yet).
+fn fraud_status(rng: &mut Pcg64Mcg, chargeback: f64, disputed: f64) -> i16 {
+    let x = rng.random::<f64>();
+    if x < chargeback {
+        7
+    } else if x < chargeback + disputed {
+        5
+    } else {
+        2
+    }
 }

@@ -210,9 +210,13 @@ fn deferred_objects(tables: &[String]) -> Vec<(String, String)> {
 /// Fills an empty payments schema with deterministic, realistic data: the same arguments
 /// always give the same rows. Customers and merchants are skewed (a few carry much of the
 /// volume), most payments happen near the customer's home, amounts are log-normal in the
-/// merchant's currency, transaction ids grow with time over `days` from `start_at`.
+/// merchant's currency around each customer's usual amount, transaction ids grow with
+/// time over `days` from `start_at`. About `fraud_rate` of the payments (default 0.5%) are
+/// planted fraud (card-testing bursts, account takeovers, compromised merchants), labelled
+/// in `transaction.fraud_label`, a column fraud scoring never reads.
 /// Returns the rows inserted and the seconds spent per table, and a last row
 /// `(keys and indexes)` for re-creating the foreign keys and indexes after the load.
+#[allow(clippy::too_many_arguments)]
 #[pg_extern]
 fn generate_payments(
     schema_name: &str,
@@ -222,6 +226,7 @@ fn generate_payments(
     seed: default!(i64, 42),
     start_at: default!(TimestampWithTimeZone, "'2026-01-01 00:00:00+00'"),
     days: default!(i32, 90),
+    fraud_rate: default!(f64, 0.005),
 ) -> TableIterator<
     'static,
     (
@@ -244,6 +249,13 @@ fn generate_payments(
         "days",
         days,
         "must be between 1 and 36500",
+    )
+    .or_raise();
+    check(
+        (0.0..=0.2).contains(&fraud_rate),
+        "fraud_rate",
+        fraud_rate,
+        "must be between 0 and 0.2",
     )
     .or_raise();
     check(
@@ -337,11 +349,15 @@ fn generate_payments(
          SELECT id, external_id, full_name, email, phone, date_of_birth, home_location_id, created_at
            FROM platform.generate_customer_rows($1, $2, $3, $4)"
     };
-    let (tax_column, tax_value) = if has_column("transaction", "tax_amount") {
-        (", tax_amount", ", tax_amount::numeric(18,2)")
-    } else {
-        ("", "")
-    };
+    let (mut extra_columns, mut extra_values) = (String::new(), String::new());
+    if has_column("transaction", "tax_amount") {
+        extra_columns.push_str(", tax_amount");
+        extra_values.push_str(", tax_amount::numeric(18,2)");
+    }
+    if has_column("transaction", "fraud_label") {
+        extra_columns.push_str(", fraud_label");
+        extra_values.push_str(", fraud_label");
+    }
     let steps: [(&str, &str, Vec<DatumWithOid>); 6] = [
         (
             "location",
@@ -389,10 +405,10 @@ fn generate_payments(
         inserted += insert(
             &format!(
                 "INSERT INTO {q}.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id, device_id,
-                                              location_id, ip_address, amount, currency, status_id{tax_column})
+                                              location_id, ip_address, amount, currency, status_id{extra_columns})
                  SELECT id, occurred_at, customer_id, merchant_id, payment_method_id, device_id,
-                        location_id, ip_address::inet, amount::numeric(18,2), currency, status_id{tax_value}
-                   FROM platform.generate_transaction_rows($1, $2, $3, $4, $5, $6, $7, $8)"
+                        location_id, ip_address::inet, amount::numeric(18,2), currency, status_id{extra_values}
+                   FROM platform.generate_transaction_rows($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             &[
                 first_id.into(),
@@ -403,6 +419,7 @@ fn generate_payments(
                 merchants.into(),
                 start_at.into(),
                 days.into(),
+                fraud_rate.into(),
             ],
         );
         first_id += count;

@@ -159,6 +159,107 @@ mod tests {
     }
 
     #[pg_test]
+    fn planted_fraud_is_labelled_and_has_the_shape_of_its_kind() {
+        Spi::run(
+            "SELECT platform.create_payments_schema('gen_fraud');
+             SELECT count(*) FROM platform.generate_payments('gen_fraud', 500, 60, 20000, fraud_rate => 0.02)",
+        )
+        .unwrap();
+        let share = |filter: &str| {
+            count(&format!(
+                "SELECT count(*) FROM gen_fraud.transaction WHERE {filter}"
+            ))
+        };
+        let fraud = share("fraud_label IS NOT NULL");
+        assert!((280..=520).contains(&fraud), "fraud {fraud}/20000 at 2%");
+        for (kind, lo, hi) in [
+            ("card_testing", 80, 220),
+            ("account_takeover", 80, 200),
+            ("compromised_merchant", 60, 180),
+        ] {
+            let n = share(&format!("fraud_label = '{kind}'"));
+            assert!((lo..=hi).contains(&n), "{kind}: {n}");
+        }
+        // Ids still grow with time, planted bursts included.
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM (SELECT occurred_at < lag(occurred_at) OVER (ORDER BY id) AS back
+                                         FROM gen_fraud.transaction) t WHERE back"
+            ),
+            0
+        );
+        // Card testing: bursts of 8 on one card at one merchant within minutes, tiny
+        // amounts, from a device the card's customer does not own.
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM (
+                     SELECT (id - 1) / 8 AS burst, count(*) AS n, count(DISTINCT payment_method_id) AS cards,
+                            count(DISTINCT merchant_id) AS shops, max(occurred_at) - min(occurred_at) AS span
+                       FROM gen_fraud.transaction WHERE fraud_label = 'card_testing' GROUP BY 1) b
+                  WHERE n <> 8 OR cards <> 1 OR shops <> 1 OR span > interval '6 minutes'"
+            ),
+            0
+        );
+        assert_eq!(
+            share(
+                "fraud_label = 'card_testing' AND (currency IN ('USD', 'EUR', 'GBP') AND amount > 3
+                     OR device_id IN (SELECT id FROM gen_fraud.device d WHERE d.customer_id = transaction.customer_id))"
+            ),
+            0
+        );
+        // Account takeover: another city than home, a stranger's device, mostly at night,
+        // far above the usual amount.
+        assert_eq!(
+            share(
+                "fraud_label = 'account_takeover' AND (
+                     (SELECT city FROM gen_fraud.location WHERE id = location_id)
+                   = (SELECT l.city FROM gen_fraud.customer c JOIN gen_fraud.location l ON l.id = c.home_location_id
+                       WHERE c.id = customer_id)
+                  OR device_id IN (SELECT id FROM gen_fraud.device d WHERE d.customer_id = transaction.customer_id))"
+            ),
+            0
+        );
+        let night = share(
+            "fraud_label = 'account_takeover' AND extract(hour FROM occurred_at AT TIME ZONE 'UTC') < 6",
+        );
+        let takeovers = share("fraud_label = 'account_takeover'");
+        assert!(night * 2 > takeovers, "night {night} of {takeovers}");
+        let ratio = Spi::get_one::<f64>(
+            "SELECT (avg(amount) FILTER (WHERE fraud_label = 'account_takeover')
+                     / avg(amount) FILTER (WHERE fraud_label IS NULL))::float8
+               FROM gen_fraud.transaction WHERE currency = 'USD'",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0.0);
+        assert!(ratio > 4.0, "takeover amounts {ratio}x the legitimate mean");
+        // Compromised merchants: three at most, no device.
+        assert_eq!(
+            count(
+                "SELECT (count(DISTINCT merchant_id) > 3 OR bool_or(device_id IS NOT NULL))::int::bigint
+                   FROM gen_fraud.transaction WHERE fraud_label = 'compromised_merchant'"
+            ),
+            0
+        );
+        // Fraud draws from its own streams: legitimate rows are those of a load without it.
+        let args = "2000, 42, 500, 60, '2026-01-01', 90";
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM platform.generate_transaction_rows(1, 2000, {args}, 0.02) f
+                   JOIN platform.generate_transaction_rows(1, 2000, {args}, 0) n USING (id)
+                  WHERE f.fraud_label IS NULL AND f::text <> n::text"
+            )),
+            0
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM platform.generate_transaction_rows(1, 2000, {args}, 0) WHERE fraud_label IS NOT NULL"
+            )),
+            0
+        );
+    }
+
+    #[pg_test]
     fn zero_rows_is_a_valid_request() {
         Spi::run("SELECT platform.create_payments_schema('gen_zero', partition_months => 0)")
             .unwrap();
@@ -202,6 +303,16 @@ mod integration {
                 "SELECT * FROM platform.generate_payments('gen_bad', 10, 10, 10, days => 0)",
                 "22023",
                 "days 0",
+            ),
+            (
+                "SELECT * FROM platform.generate_payments('gen_bad', 10, 10, 10, fraud_rate => 0.5)",
+                "22023",
+                "fraud_rate 0.5",
+            ),
+            (
+                "SELECT * FROM platform.generate_payments('gen_bad', 10, 10, 10, fraud_rate => -0.01)",
+                "22023",
+                "fraud_rate -0.01",
             ),
             (
                 "SELECT * FROM platform.generate_payments('no_such_schema', 10, 10, 10)",

@@ -33,6 +33,13 @@ expect '^ UPDATE +\| payments.transaction +\| +1 \|'                   # the sta
 expect '^ INSERT +\| payments.transaction_state_change +\| +2 \|'      # ...and its state-change row
 expect '^ t +\| t +\| *$'                                               # the chain verifies
 expect 'ERROR:  platform.audit_log[a-z0-9_]* is append-only'
+expect '^ legitimate +\| +[0-9]+$'                                        # fraud: labelled in the data
+expect '^ (card_testing|account_takeover|compromised_merchant) +\| +[0-9]+$'
+expect '^ gbdt v[0-9]+ +\| +[0-9]+ \| +[0-9]+ \| +0\.[0-9]+'                # trained in SQL, evaluated
+expect '^ built-in anomaly score +\| +[0-9]+ \| +[0-9]+ \| +0\.[0-9]+'
+expect '^ +[0-9]+ \| +9000(\.00)? \| review +\| +[0-9.]+ \| fraud review: .*rule quickstart_review_large \(review\)'
+expect 'ERROR:  payment blocked by fraud scoring'
+expect '^ +0$'                                                          # the blocked payment is not stored
 expect '^ payments.transaction +\| done +\| +[0-9]+$'                     # lake: backfilled
 expect '^ +2 \| +2$'                                                     # the refund and its state-change row
 expect "read_parquet\('.*/lake/current/payments/transaction/[0-9A-F]{16}\.parquet'\)"
