@@ -52,6 +52,7 @@ GRANT EXECUTE ON FUNCTION platform.verify_audit(timestamptz), platform.audit_set
 -- cannot forge audit rows.
 GRANT EXECUTE ON FUNCTION platform.record_audit_ddl(), platform.record_audit_drop() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.fraud_score(text, numeric, timestamptz, text, text, float8, float8, jsonb),
+                          platform.fraud_score_batch(text),
                           platform.fraud_import_model(text, text, text, text[], float8, float8),
                           platform.fraud_train(text, text, text, text, jsonb),
                           platform.fraud_evaluate(text, integer, text, text),

@@ -9,7 +9,7 @@ DROP FUNCTION platform.generate_customer_rows(bigint, bigint, bigint, timestampt
 DROP FUNCTION platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer);
 DROP FUNCTION platform.generate_payments(text, integer, integer, bigint, bigint, timestamptz, integer);
 
--- The lake sink: its tables, views and functions; the fraud review trigger.
+-- The lake sink: its tables, views and functions; the fraud review trigger and batch scoring.
 
 CREATE TABLE platform.lake_sink (
     name           text PRIMARY KEY CHECK (name ~ '^[a-z_][a-z0-9_]{0,39}$'),
@@ -137,6 +137,23 @@ CREATE  FUNCTION "drop_lake_sink"(
 STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'drop_lake_sink_wrapper';
+
+-- pg_platform::fraud::scoring::fraud_score_batch
+CREATE  FUNCTION "fraud_score_batch"(
+	"source" TEXT /* & str */
+) RETURNS TABLE (
+	"id" bigint,  /* i64 */
+	"score" double precision,  /* f64 */
+	"risk_level" TEXT,  /* String */
+	"reasons" TEXT[],  /* Vec < String > */
+	"model" TEXT,  /* String */
+	"model_version" INT,  /* Option < i32 > */
+	"verdict" TEXT,  /* String */
+	"rules" TEXT[]  /* Vec < String > */
+)
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'fraud_score_batch_wrapper';
 
 -- pg_platform::payments::generator::generate_customer_rows
 CREATE  FUNCTION "generate_customer_rows"(
@@ -303,6 +320,20 @@ GRANT EXECUTE ON FUNCTION platform.generate_location_rows(bigint, bigint),
                           platform.generate_payment_method_rows(bigint, bigint, timestamptz),
                           platform.generate_device_rows(bigint, bigint, timestamptz),
                           platform.generate_transaction_rows(bigint, bigint, bigint, bigint, bigint, bigint, timestamptz, integer, float8)
+    TO platform_admin, platform_developer;
+
+REVOKE EXECUTE ON FUNCTION platform.fraud_score(text, numeric, timestamptz, text, text, float8, float8, jsonb),
+                          platform.fraud_score_batch(text),
+                          platform.fraud_import_model(text, text, text, text[], float8, float8),
+                          platform.fraud_train(text, text, text, text, jsonb),
+                          platform.fraud_evaluate(text, integer, text, text),
+                          platform.fraud_backtest(text, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.fraud_score(text, numeric, timestamptz, text, text, float8, float8, jsonb),
+                          platform.fraud_score_batch(text),
+                          platform.fraud_import_model(text, text, text, text[], float8, float8),
+                          platform.fraud_train(text, text, text, text, jsonb),
+                          platform.fraud_evaluate(text, integer, text, text),
+                          platform.fraud_backtest(text, integer, text)
     TO platform_admin, platform_developer;
 
 REVOKE EXECUTE ON FUNCTION platform.fraud_set_rule(text, text, text, integer, boolean), platform.fraud_drop_rule(text),

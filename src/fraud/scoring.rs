@@ -222,11 +222,13 @@ pub fn card_key(card: &str) -> Vec<u8> {
 const SELECT_PROFILE: &str =
     "SELECT state FROM platform.fraud_profile WHERE card_key = $1 FOR UPDATE";
 const INSERT_PROFILE: &str = "INSERT INTO platform.fraud_profile (card_key, state) VALUES ($1, '\\x') ON CONFLICT DO NOTHING RETURNING state";
-const UPDATE_PROFILE: &str = "UPDATE platform.fraud_profile SET state = $2, payments = payments + 1, updated_at = now() WHERE card_key = $1";
-const PROFILE_STATEMENTS: [(&str, usize); 3] = [
-    (SELECT_PROFILE, 1),
-    (INSERT_PROFILE, 1),
-    (UPDATE_PROFILE, 2),
+const UPDATE_PROFILE: &str = "UPDATE platform.fraud_profile SET state = $2, payments = $3, updated_at = now() WHERE card_key = $1";
+const BYTEA: PgOid = PgOid::BuiltIn(PgBuiltInOids::BYTEAOID);
+const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+const PROFILE_STATEMENTS: [(&str, &[PgOid]); 3] = [
+    (SELECT_PROFILE, &[BYTEA]),
+    (INSERT_PROFILE, &[BYTEA]),
+    (UPDATE_PROFILE, &[BYTEA, BYTEA, INT8]),
 ];
 
 thread_local! {
@@ -243,9 +245,8 @@ fn profile_statement(which: usize, args: &[pgrx::datum::DatumWithOid]) -> Option
             Some(p) => p,
             None => {
                 let mut kept = Vec::new();
-                for (text, n) in PROFILE_STATEMENTS {
-                    let types = vec![PgOid::BuiltIn(PgBuiltInOids::BYTEAOID); n];
-                    kept.push(Rc::new(c.prepare_mut(text, &types)?.keep()));
+                for (text, types) in PROFILE_STATEMENTS {
+                    kept.push(Rc::new(c.prepare_mut(text, types)?.keep()));
                 }
                 PLANS.with_borrow_mut(|p| *p = kept.clone());
                 match kept.get(which) {
@@ -279,7 +280,14 @@ fn lock_profile(key: &[u8]) -> Profile {
 }
 
 fn save_profile(key: &[u8], profile: &Profile) {
-    profile_statement(2, &[key.to_vec().into(), profile.to_bytes().into()]);
+    profile_statement(
+        2,
+        &[
+            key.to_vec().into(),
+            profile.to_bytes().into(),
+            (profile.count as i64).into(),
+        ],
+    );
 }
 
 fn micros(t: TimestampWithTimeZone) -> i64 {
@@ -316,15 +324,7 @@ pub fn score_and_learn(
         raise(ScoreError::NegativeAmount(amount));
     }
     check_place(lat, lon);
-    let name = crate::gucs::FRAUD_MODEL
-        .get()
-        .and_then(|c| c.to_str().ok().map(str::to_string))
-        .unwrap_or_default();
-    let model = if name.is_empty() {
-        None
-    } else {
-        registry::champion(&name)
-    };
+    let (name, model) = scoring_model();
     let payment = Payment {
         at_micros: at,
         amount,
@@ -336,22 +336,61 @@ pub fn score_and_learn(
     sql::as_extension_owner(|| {
         let key = card_key(card);
         let mut profile = lock_profile(&key);
-        let (mut outcome, fv) = score(&profile, &payment, attrs, model.as_deref()).or_raise();
-        if !name.is_empty() {
-            crate::fraud::monitor::shadow(&name, &outcome, &profile, &payment, attrs, &key);
-        }
-        crate::fraud::policy::apply(&mut outcome, &fv, category, merchant);
-        profile.update(&payment).or_raise();
-        save_profile(&key, &profile);
-        crate::fraud::stats::count(
-            &outcome.model,
-            outcome.version,
-            outcome.level,
-            outcome.verdict,
-            started.elapsed().as_micros() as u64,
+        let outcome = decide(
+            &mut profile,
+            &key,
+            &payment,
+            attrs,
+            &name,
+            model.as_deref(),
+            started,
         );
+        save_profile(&key, &profile);
         outcome
     })
+}
+
+/// The champion of the model `platform.fraud_model` names (None: the built-in score), and
+/// that name.
+fn scoring_model() -> (String, Option<Rc<Loaded>>) {
+    let name = crate::gucs::FRAUD_MODEL
+        .get()
+        .and_then(|c| c.to_str().ok().map(str::to_string))
+        .unwrap_or_default();
+    let model = if name.is_empty() {
+        None
+    } else {
+        registry::champion(&name)
+    };
+    (name, model)
+}
+
+/// Scores `payment` against its card's `profile` (the state before it), scores it with the
+/// shadow, runs the rules, folds the payment into the profile and counts the score: the
+/// one path of live and batch scoring.
+fn decide(
+    profile: &mut Profile,
+    key: &[u8],
+    payment: &Payment<'_>,
+    attrs: Option<&serde_json::Value>,
+    name: &str,
+    model: Option<&Loaded>,
+    started: std::time::Instant,
+) -> Outcome {
+    let (mut outcome, fv) = score(profile, payment, attrs, model).or_raise();
+    if !name.is_empty() {
+        crate::fraud::monitor::shadow(name, &outcome, profile, payment, attrs, key);
+    }
+    crate::fraud::policy::apply(&mut outcome, &fv, payment.category, payment.merchant);
+    profile.update(payment).or_raise();
+    crate::fraud::stats::count(
+        &outcome.model,
+        outcome.version,
+        outcome.level,
+        outcome.verdict,
+        started.elapsed().as_micros() as u64,
+    );
+    outcome
 }
 
 /// Scores a payment inside the calling transaction and folds it into the card's profile
@@ -439,6 +478,10 @@ pub struct HistoryRow {
     pub lon: Option<f64>,
     pub attrs: Option<serde_json::Value>,
     pub label: Option<bool>,
+    /// The source's `id` column, when it has one.
+    pub id: Option<i64>,
+    /// Whether `occurred_at` was NULL (`at` is then 0).
+    pub at_missing: bool,
 }
 
 impl HistoryRow {
@@ -468,14 +511,10 @@ fn columns(query: &str) -> Vec<String> {
     .or_raise()
 }
 
-/// Replays `query`'s payments in time order with in-memory profiles, calling `each` with
-/// every payment and the card's profile before it. `label`, when given, names the column
-/// read as the payment's label (true, 1, 'fraud' and 'chargeback' are fraud).
-pub fn replay(
-    query: &str,
-    label: Option<&str>,
-    mut each: impl FnMut(&HistoryRow, &Profile),
-) -> HashMap<String, Profile> {
+/// The query that reads `query`'s payments in time order as [`HistoryRow`] columns;
+/// `label`, when given, names the column read as the payment's label (true, 1, 'fraud'
+/// and 'chargeback' are fraud).
+fn history_sql(query: &str, label: Option<&str>) -> String {
     // The query is wrapped as a subquery: a trailing semicolon would end it.
     let query = query.trim().trim_end_matches(';').trim_end();
     let cols = columns(query);
@@ -501,49 +540,43 @@ pub fn replay(
         ),
         None => "NULL::boolean".into(),
     };
-    let wrapped = format!(
+    format!(
         "SELECT q.card::text, q.amount::float8, (extract(epoch FROM q.occurred_at::timestamptz) * 1000000)::int8,
-                coalesce(q.merchant::text, ''), coalesce(q.category::text, ''), {}, {}, {}, {label_sql}
+                coalesce(q.merchant::text, ''), coalesce(q.category::text, ''), {}, {}, {}, {label_sql}, {}
            FROM ({query}) q ORDER BY q.occurred_at",
         optional("lat", "float8"),
         optional("lon", "float8"),
         optional("attrs", "jsonb"),
-    );
-    let mut profiles: HashMap<String, Profile> = HashMap::new();
+        optional("id", "int8"),
+    )
+}
+
+/// Reads `history_sql`'s rows 10 000 at a time, calling `each` with every row (a card,
+/// amount or time that is NULL reads as "", NaN or 0 with `at_missing`).
+fn read_history(wrapped: &str, mut each: impl FnMut(HistoryRow)) {
     let mut seen = 0u64;
     Spi::connect(|c| {
-        let mut cursor = c.open_cursor(&wrapped, &[]);
+        let mut cursor = c.open_cursor(wrapped, &[]);
         loop {
             let batch = cursor.fetch(10_000)?;
             if batch.is_empty() {
                 break;
             }
             for r in batch {
-                let Some(card) = r.get::<String>(1)? else {
-                    continue;
-                };
-                let row = HistoryRow {
-                    card,
+                let at = r.get::<i64>(3)?;
+                each(HistoryRow {
+                    card: r.get::<String>(1)?.unwrap_or_default(),
                     amount: r.get::<f64>(2)?.unwrap_or(f64::NAN),
-                    at: r.get::<i64>(3)?.unwrap_or(0),
+                    at: at.unwrap_or(0),
+                    at_missing: at.is_none(),
                     merchant: r.get::<String>(4)?.unwrap_or_default(),
                     category: r.get::<String>(5)?.unwrap_or_default(),
                     lat: r.get::<f64>(6)?,
                     lon: r.get::<f64>(7)?,
                     attrs: r.get::<pgrx::JsonB>(8)?.map(|j| j.0),
                     label: r.get::<bool>(9)?,
-                };
-                let payment = row.payment();
-                // A payment the scorer would refuse (negative amount, place out of range)
-                // is skipped, as live scoring would have refused it.
-                if payment.check().is_err() {
-                    continue;
-                }
-                let profile = profiles
-                    .entry(row.card.clone())
-                    .or_insert_with(|| Profile::new(0));
-                each(&row, profile);
-                let _ = profile.update(&payment);
+                    id: r.get::<i64>(10)?,
+                });
                 seen += 1;
                 if seen.is_multiple_of(1000) {
                     pgrx::check_for_interrupts!();
@@ -554,7 +587,124 @@ pub fn replay(
     })
     .map_err(SpiFailure::from)
     .or_raise();
+}
+
+/// Replays `query`'s payments in time order with in-memory profiles, calling `each` with
+/// every payment and the card's profile before it. `label`, when given, names the column
+/// read as the payment's label (true, 1, 'fraud' and 'chargeback' are fraud).
+pub fn replay(
+    query: &str,
+    label: Option<&str>,
+    mut each: impl FnMut(&HistoryRow, &Profile),
+) -> HashMap<String, Profile> {
+    let wrapped = history_sql(query, label);
+    let mut profiles: HashMap<String, Profile> = HashMap::new();
+    read_history(&wrapped, |row| {
+        let payment = row.payment();
+        // A payment the scorer would refuse (no card or time, negative amount, place out
+        // of range) is skipped, as live scoring would have refused it.
+        if row.card.is_empty() || row.at_missing || payment.check().is_err() {
+            return;
+        }
+        let profile = profiles
+            .entry(row.card.clone())
+            .or_insert_with(|| Profile::new(0));
+        each(&row, profile);
+        let _ = profile.update(&payment);
+    });
     profiles
+}
+
+/// Cards whose profiles a batch keeps in memory before writing them back (about 5 KB each).
+const BATCH_CARDS: usize = 20_000;
+
+/// Scores a batch of payments as `fraud_score` would one by one, in time order, in the
+/// calling transaction: `source` returns card, amount, occurred_at, merchant, category and
+/// optionally lat, lon, attrs and id (returned with each score; else the rank in time
+/// order). Each card's profile is read and locked once, kept in memory while the batch
+/// runs and written back once, so the scores, reasons, verdicts, statistics and profiles
+/// are those of one `fraud_score` call per payment. A payment `fraud_score` would refuse
+/// (NULL card, amount or time, negative amount, place out of range) fails the batch.
+#[pg_extern(volatile)]
+#[allow(clippy::type_complexity)]
+fn fraud_score_batch(
+    source: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(id, i64),
+        name!(score, f64),
+        name!(risk_level, String),
+        name!(reasons, Vec<String>),
+        name!(model, String),
+        name!(model_version, Option<i32>),
+        name!(verdict, String),
+        name!(rules, Vec<String>),
+    ),
+> {
+    let wrapped = history_sql(source, None);
+    let (name, model) = scoring_model();
+    let mut profiles: HashMap<Vec<u8>, Profile> = HashMap::new();
+    let write_back = |profiles: &mut HashMap<Vec<u8>, Profile>| {
+        sql::as_extension_owner(|| {
+            for (key, profile) in profiles.drain() {
+                save_profile(&key, &profile);
+            }
+        })
+    };
+    let mut out = Vec::new();
+    read_history(&wrapped, |row| {
+        let started = std::time::Instant::now();
+        let rank = out.len() as i64 + 1;
+        if row.card.is_empty() {
+            raise(ScoreError::Null("card"));
+        }
+        if row.at_missing {
+            raise(ScoreError::Null("occurred_at"));
+        }
+        if row.amount.is_nan() {
+            raise(ScoreError::Null("amount"));
+        }
+        if row.amount < 0.0 {
+            raise(ScoreError::NegativeAmount(row.amount));
+        }
+        check_place(row.lat, row.lon);
+        let payment = row.payment();
+        let key = sql::as_extension_owner(|| card_key(&row.card));
+        if !profiles.contains_key(&key) {
+            if profiles.len() >= BATCH_CARDS {
+                write_back(&mut profiles);
+            }
+            let loaded = sql::as_extension_owner(|| lock_profile(&key));
+            profiles.insert(key.clone(), loaded);
+        }
+        let Some(profile) = profiles.get_mut(&key) else {
+            return;
+        };
+        let o = sql::as_extension_owner(|| {
+            decide(
+                profile,
+                &key,
+                &payment,
+                row.attrs.as_ref(),
+                &name,
+                model.as_deref(),
+                started,
+            )
+        });
+        out.push((
+            row.id.unwrap_or(rank),
+            o.score,
+            o.level.to_string(),
+            o.reasons,
+            o.model,
+            o.version,
+            o.verdict.to_string(),
+            o.rules,
+        ));
+    });
+    write_back(&mut profiles);
+    TableIterator::new(out)
 }
 
 /// Rebuilds the profiles of the cards a payment history names, from that history in time

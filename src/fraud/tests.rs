@@ -837,6 +837,96 @@ fn a_review_verdict_records_the_state_change_of_the_reference_schema() {
 }
 
 #[test]
+fn batch_scoring_equals_one_call_per_payment() {
+    let mut c = client();
+    run(
+        &mut c,
+        "SET platform.fraud_model = 'none_deployed';
+         DROP TABLE IF EXISTS public.t_batch_src;
+         CREATE TABLE public.t_batch_src AS
+         SELECT g AS id, 'c' || (g % 4) AS card,
+                round((20 + (g * 37) % 90 + CASE WHEN g % 17 = 0 THEN 900 ELSE 0 END)::numeric, 2) AS amount,
+                timestamptz '2026-06-01 08:00 UTC' + g * interval '47 minutes' AS at,
+                'shop-' || (g % 5) AS merchant, (ARRAY['grocery', 'fuel', 'travel'])[1 + g % 3] AS category,
+                48.8 + (g % 7) * 0.3 AS lat, 2.3 + (g % 3) * 0.2 AS lon
+           FROM generate_series(1, 80) g;
+         SELECT platform.fraud_set_rule('t_batch_review', 'review', 'amount > 500')",
+    );
+    // One fraud_score call per payment, in time order, on cards L-*.
+    let live: Vec<String> = c
+        .query(
+            "SELECT id || ' ' || s.score || ' ' || s.risk_level || ' ' || s.verdict || ' ' || array_to_string(s.reasons, '|')
+               FROM public.t_batch_src, LATERAL platform.fraud_score('L-' || card, amount, at, merchant, category, lat, lon) s
+              ORDER BY at",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // The same payments in two batches on cards B-*: the second goes on from the profiles
+    // the first wrote.
+    let batch = |c: &mut postgres::Client, filter: &str| -> Vec<String> {
+        c.query(
+            &format!(
+                "SELECT id || ' ' || score || ' ' || risk_level || ' ' || verdict || ' ' || array_to_string(reasons, '|')
+                   FROM platform.fraud_score_batch('SELECT id, ''B-'' || card AS card, amount, at AS occurred_at, merchant,
+                                                          category, lat, lon FROM public.t_batch_src WHERE {filter}')"
+            ),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let mut batched = batch(&mut c, "id <= 30");
+    batched.extend(batch(&mut c, "id > 30"));
+    assert_eq!(live.len(), 80);
+    assert_eq!(batched, live);
+    assert!(
+        live.iter().any(|l| l.contains(" review ")),
+        "the rule held none"
+    );
+    // The profiles are the same, byte for byte.
+    let differ: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM (SELECT DISTINCT card FROM public.t_batch_src) k
+           JOIN platform.fraud_profile l ON l.card_key = (SELECT sha256(salt || ('L-' || k.card)::bytea) FROM platform.fraud_secret)
+           JOIN platform.fraud_profile b ON b.card_key = (SELECT sha256(salt || ('B-' || k.card)::bytea) FROM platform.fraud_secret)
+          WHERE l.state <> b.state OR l.payments <> b.payments",
+    );
+    assert_eq!(differ, 0);
+    assert_eq!(payments(&mut c, "B-c1"), 20);
+    // Rolled back, a batch leaves no profile.
+    run(
+        &mut c,
+        "BEGIN;
+         SELECT count(*) FROM platform.fraud_score_batch('SELECT ''R-'' || card AS card, amount, at AS occurred_at, merchant, category FROM public.t_batch_src');
+         ROLLBACK",
+    );
+    assert_eq!(payments(&mut c, "R-c1"), 0);
+    // A payment fraud_score would refuse fails the whole batch; nothing is kept.
+    for (sql, code) in [
+        ("SELECT * FROM platform.fraud_score_batch('SELECT ''E-'' || card AS card, CASE WHEN id = 50 THEN -amount ELSE amount END AS amount,
+              at AS occurred_at, merchant, category FROM public.t_batch_src')", "22003"),
+        ("SELECT * FROM platform.fraud_score_batch('SELECT ''E-'' || card AS card, CASE WHEN id = 50 THEN NULL ELSE amount END AS amount,
+              at AS occurred_at, merchant, category FROM public.t_batch_src')", "22004"),
+        ("SELECT * FROM platform.fraud_score_batch('SELECT ''E-'' || card AS card, amount, at AS occurred_at, merchant, category,
+              CASE WHEN id = 50 THEN 95.0 ELSE lat END AS lat FROM public.t_batch_src')", "22003"),
+        ("SELECT * FROM platform.fraud_score_batch('SELECT ''E-'' || card AS card, amount, merchant, category FROM public.t_batch_src')", "42703"),
+    ] {
+        let (got, message) = expect_error(&mut c, sql);
+        assert_eq!(got, code, "{sql}: {message}");
+    }
+    assert_eq!(payments(&mut c, "E-c1"), 0);
+    run(
+        &mut c,
+        "SELECT platform.fraud_drop_rule('t_batch_review'); DROP TABLE public.t_batch_src",
+    );
+}
+
+#[test]
 fn drift_and_shadow_watch_a_deployed_model() {
     let mut c = client();
     run(
