@@ -386,8 +386,7 @@ pub fn tree_reasons(
     scratch: &mut [f64],
 ) -> Result<Scored> {
     layout.fill(fv, row)?;
-    let score = model.predict(row)?;
-    model.contributions(row, scratch)?;
+    let (score, _) = model.predict_and_contributions(row, scratch)?;
     Ok(Scored {
         score,
         reasons: reasons_from_contributions(layout, fv, scratch, top),

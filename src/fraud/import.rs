@@ -640,6 +640,9 @@ mod tests {
                 "margin row {i}: {x:?}"
             );
             assert_eq!(m.predict(x).unwrap(), r[p], "probability row {i}: {x:?}");
+            let mut out = vec![0.0; 6];
+            let (fused, _) = m.ensemble.predict_and_contributions(x, &mut out).unwrap();
+            assert_eq!(fused, r[p], "one-walk probability row {i}: {x:?}");
         }
     }
 
@@ -684,6 +687,9 @@ mod tests {
                     assert_eq!(m.ensemble.margin(x).unwrap(), r[col(&h, raw)], "row {i}");
                 }
                 assert_eq!(m.predict(x).unwrap(), r[p], "{prob} row {i}: {x:?}");
+                let mut out = vec![0.0; 6];
+                let (fused, _) = m.ensemble.predict_and_contributions(x, &mut out).unwrap();
+                assert_eq!(fused, r[p], "{prob} one-walk row {i}: {x:?}");
             }
         }
     }

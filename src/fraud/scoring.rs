@@ -164,8 +164,7 @@ pub fn score(
                 b.row.resize(n, 0.0);
                 b.scratch.resize(n, 0.0);
                 m.layout.fill(&fv, &mut b.row)?;
-                let score = m.scorer.predict(&b.row)?;
-                m.scorer.contributions(&b.row, &mut b.scratch)?;
+                let score = m.scorer.predict_and_contributions(&b.row, &mut b.scratch)?;
                 let reasons =
                     features::reasons_from_contributions(&m.layout, &fv, &b.scratch, TOP_REASONS);
                 Ok::<_, FraudError>((score, reasons))

@@ -278,6 +278,19 @@ impl Scorer {
         }
     }
 
+    /// The probability of fraud for `x` and its per-feature contributions into `out`, in
+    /// one pass over the trees (the probability equals [`Scorer::predict`]'s).
+    pub fn predict_and_contributions(&self, x: &[f64], out: &mut [f64]) -> Result<f64> {
+        match self {
+            Scorer::Trees(m) => Ok(m.ensemble.predict_and_contributions(x, out)?.0),
+            Scorer::Gbdt(m) => Ok(m.ensemble.predict_and_contributions(x, out)?.0),
+            Scorer::Logistic(m) => {
+                m.contributions(x, out)?;
+                m.predict(x)
+            }
+        }
+    }
+
     /// Per-feature contributions in log-odds (Saabas for trees, exact for logistic);
     /// returns the bias term.
     pub fn contributions(&self, x: &[f64], out: &mut [f64]) -> Result<f64> {
