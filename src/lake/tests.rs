@@ -961,6 +961,88 @@ mod integration {
     }
 
     #[test]
+    fn a_retirement_retried_after_its_drop_failed_archives_nothing_twice() {
+        let mut c = client();
+        let lake = lake_dir("archive_retry");
+        drop_sink(&mut c, "archive_retry");
+        c.batch_execute(
+            "DROP TABLE IF EXISTS lake_arch_retry;
+             CREATE TABLE lake_arch_retry (id int, at timestamptz NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+             SELECT platform.partition_by_time('public.lake_arch_retry', 'at', '1 day', premake => 1, start => now() - interval '10 days');
+             INSERT INTO lake_arch_retry SELECT g, date_trunc('day', now() - interval '8 days') + g * interval '1 minute'
+               FROM generate_series(1, 25) g;",
+        )
+        .expect("table");
+        c.query(
+            "SELECT platform.create_lake_sink('archive_retry', $1, tables => 'public.lake_arch_retry', background => false, backfill => false)",
+            &[&lake.display().to_string()],
+        )
+        .expect("sink");
+        let old: String = one(
+            &mut c,
+            "SELECT DISTINCT tableoid::regclass::text FROM lake_arch_retry",
+        );
+        // A reader of the expiring partition keeps DROP from its lock: the archive is
+        // written, then the retirement fails and rolls back.
+        let mut reader = client();
+        reader
+            .batch_execute(&format!("BEGIN; SELECT count(*) FROM {old}"))
+            .expect("reader");
+        c.batch_execute(
+            "SET platform.maintenance_lock_timeout = '300ms'; SET statement_timeout = '20s';
+             SELECT platform.set_retention('public.lake_arch_retry', '3 days', 'archive')",
+        )
+        .expect("retention");
+        let (code, message) = expect_error(
+            &mut c,
+            "SELECT platform.run_maintenance('public.lake_arch_retry')",
+        );
+        assert!(code == "55P03" || code == "57014", "{code}: {message}");
+        let still: i64 = one(&mut c, "SELECT count(*) FROM lake_arch_retry");
+        assert_eq!(still, 25, "the failed retirement dropped nothing");
+        // Paths with their modification times: a file written again would show.
+        let archived = || {
+            let mut paths = Vec::new();
+            files_under(&lake.join("public/lake_arch_retry"), ".parquet", &mut paths);
+            paths.sort();
+            paths
+                .into_iter()
+                .map(|p| {
+                    let at = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                    (p, at)
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = archived();
+        assert!(!first.is_empty(), "the archive was written before the drop");
+        reader.batch_execute("COMMIT").expect("commit");
+        // The retry finds the partition archived (its manifest) and only drops it.
+        c.batch_execute("SELECT platform.run_maintenance('public.lake_arch_retry')")
+            .expect("retry");
+        let left: i64 = one(&mut c, "SELECT count(*) FROM lake_arch_retry");
+        assert_eq!(left, 0, "retired on the retry");
+        assert_eq!(archived(), first, "no file was written again");
+        let mut ids: Vec<i32> = Vec::new();
+        for (p, _) in &first {
+            for b in read_file(p) {
+                ids.extend(
+                    b.column_by_name("id")
+                        .expect("id")
+                        .as_primitive::<Int32Type>()
+                        .values()
+                        .to_vec(),
+                );
+            }
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=25).collect::<Vec<i32>>(), "every row once");
+        c.batch_execute("RESET statement_timeout; RESET platform.maintenance_lock_timeout")
+            .expect("reset");
+        drop_sink(&mut c, "archive_retry");
+        c.batch_execute("DROP TABLE lake_arch_retry").expect("drop");
+    }
+
+    #[test]
     fn small_files_of_a_folded_day_become_one_file_with_every_row_once() {
         let mut c = client();
         let lake = lake_dir("merge");
