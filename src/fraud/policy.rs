@@ -489,6 +489,7 @@ fn fraud_score_trigger<'a>(
                 let from = get("status");
                 if mapping.get("state_changes").is_some() && from.as_deref() != Some(v.as_str()) {
                     hold_for_review(Held {
+                        subxact: 0,
                         relid: (*rel).rd_id,
                         id: get("id").unwrap_or_default(),
                         occurred_at: get("occurred_at").unwrap_or_default(),
@@ -537,6 +538,8 @@ fn fraud_score_trigger<'a>(
 /// A payment a review verdict held, waiting for its AFTER INSERT trigger to record the
 /// status change once the row is stored.
 struct Held {
+    /// The subtransaction that held it: an abort of that one (or of an outer one) forgets it.
+    subxact: pg_sys::SubTransactionId,
     relid: pg_sys::Oid,
     id: String,
     occurred_at: String,
@@ -563,11 +566,30 @@ unsafe extern "C-unwind" fn forget_held(
     }
 }
 
-fn hold_for_review(held: Held) {
+unsafe extern "C-unwind" fn forget_held_sub(
+    event: pg_sys::SubXactEvent::Type,
+    sub: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // Subtransaction ids grow: the aborted one and those inside it are >= `sub`.
+        let _ = HELD.try_with(|h| {
+            h.try_borrow_mut()
+                .map(|mut h| h.retain(|x| x.subxact < sub))
+        });
+    }
+}
+
+fn hold_for_review(mut held: Held) {
     if !HELD_CALLBACK.get() {
-        unsafe { pg_sys::RegisterXactCallback(Some(forget_held), std::ptr::null_mut()) };
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(forget_held), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(forget_held_sub), std::ptr::null_mut());
+        }
         HELD_CALLBACK.set(true);
     }
+    held.subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
     HELD.with_borrow_mut(|h| h.push(held));
 }
 

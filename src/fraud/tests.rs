@@ -807,6 +807,34 @@ fn a_review_verdict_records_the_state_change_of_the_reference_schema() {
         ),
         0
     );
+    // A held payment whose insert failed inside a savepoint is forgotten with it: the same
+    // key stored later with the review status by the application records nothing.
+    let (code, _) = expect_error(
+        &mut c,
+        "BEGIN;
+         SAVEPOINT s;
+         INSERT INTO t_fraud_ref.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id,
+                                              location_id, amount, currency, status_id)
+         SELECT 4001, timestamptz '2026-02-12 12:00 UTC', 999999, 2, payment_method_id, location_id, 77.77, currency, 1
+           FROM t_fraud_ref.transaction WHERE id = 1",
+    );
+    assert_eq!(code, "23503", "the unknown customer fails the foreign key");
+    run(
+        &mut c,
+        "ROLLBACK TO SAVEPOINT s;
+         INSERT INTO t_fraud_ref.transaction (id, occurred_at, customer_id, merchant_id, payment_method_id,
+                                              location_id, amount, currency, status_id)
+         SELECT 4001, timestamptz '2026-02-12 12:00 UTC', customer_id, merchant_id, payment_method_id, location_id,
+                12.50, currency, 8 FROM t_fraud_ref.transaction WHERE id = 1;
+         COMMIT",
+    );
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT count(*) FROM t_fraud_ref.transaction_state_change WHERE transaction_id = 4001"
+        ),
+        0
+    );
     // A state-change table needs the id and status to record, and the reference shape.
     for (mapping, code) in [
         ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.transaction_state_change\"}", "22023"),
