@@ -326,6 +326,14 @@ pub fn describe(name: &str, fv: &FeatureVector) -> Option<String> {
             "amount {:.1} standard deviations above this card's mean",
             v(i)
         ),
+        // Every payment of the card in this category (or none has one): the category says
+        // nothing the card's average does not, and the same words merge the two.
+        AMOUNT_TO_CATEGORY_MEAN
+            if v(i) == v(AMOUNT_TO_CARD_MEAN)
+                && v(CATEGORY_PAYMENT_COUNT) == v(CARD_PAYMENT_COUNT) =>
+        {
+            format!("amount {:.1}x this card's average", v(i))
+        }
         AMOUNT_TO_CATEGORY_MEAN => {
             format!("amount {:.1}x this card's average in this category", v(i))
         }
@@ -502,16 +510,22 @@ pub fn anomaly_score(fv: &FeatureVector) -> Scored {
     signals.retain(|(_, c)| *c > 0.0);
     // Stable sort: ties keep the table's order, so reasons are deterministic.
     signals.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let reasons = signals
-        .into_iter()
-        .filter_map(|(name, c)| {
-            describe(name, fv).map(|text| Reason {
+    let mut reasons: Vec<Reason> = Vec::new();
+    for (name, c) in signals {
+        let Some(text) = describe(name, fv) else {
+            continue;
+        };
+        // Signals worded alike are one reason.
+        if let Some(r) = reasons.iter_mut().find(|r| r.text == text) {
+            r.contribution += c;
+        } else {
+            reasons.push(Reason {
                 feature: name.to_string(),
                 contribution: c,
                 text,
-            })
-        })
-        .collect();
+            });
+        }
+    }
     Scored { score, reasons }
 }
 
@@ -619,6 +633,44 @@ mod tests {
         assert_eq!(
             describe("count_24h", &fv).unwrap(),
             "3rd payment in 24 hours (total 125.00)"
+        );
+    }
+
+    #[test]
+    fn a_card_without_categories_gets_its_amount_reason_once() {
+        let mut p = Profile::new(0);
+        for d in 0..10 {
+            p.update(&pay(1000 + d * 86_400, 40.0, "bakery", ""))
+                .unwrap();
+        }
+        let fv = features(&p, &pay(1000 + 10 * 86_400, 400.0, "bakery", ""), &[]).unwrap();
+        assert_eq!(
+            fv.get("amount_to_category_mean"),
+            fv.get("amount_to_card_mean")
+        );
+        let s = anomaly_score(&fv);
+        let texts: Vec<&str> = s.reasons.iter().map(|r| r.text.as_str()).collect();
+        let amount = texts
+            .iter()
+            .filter(|t| t.starts_with("amount 10.0x"))
+            .count();
+        assert_eq!(amount, 1, "{texts:?}");
+        assert!(
+            !texts.iter().any(|t| t.contains("in this category")),
+            "{texts:?}"
+        );
+        // With categories that differ, both words stay.
+        let mut q = Profile::new(0);
+        for d in 0..10 {
+            q.update(&pay(1000 + d * 86_400, 40.0, "bakery", "food"))
+                .unwrap();
+            q.update(&pay(2000 + d * 86_400, 400.0, "tv", "tech"))
+                .unwrap();
+        }
+        let fv = features(&q, &pay(1000 + 10 * 86_400, 400.0, "bakery", "food"), &[]).unwrap();
+        assert_eq!(
+            describe("amount_to_category_mean", &fv).unwrap(),
+            "amount 10.0x this card's average in this category"
         );
     }
 

@@ -1081,6 +1081,18 @@ mod integration {
         assert_eq!(none, 0);
         c.batch_execute("SELECT count(*) FROM platform.lake_compact('merge')")
             .expect("compact");
+        // A merge whose record in PostgreSQL is lost (its transaction rolled back after the
+        // switch): the lake holds the merged day; the next merge only redoes the record.
+        c.batch_execute(
+            "BEGIN; SELECT count(*) FROM platform.lake_merge('merge', before => current_date + 1); ROLLBACK",
+        )
+        .expect("merge rolled back");
+        assert_eq!(count_files(), 1, "the switch is on disk");
+        let still: i64 = one(
+            &mut c,
+            "SELECT count(*) FROM platform.lake_file WHERE sink = 'merge'",
+        );
+        assert_eq!(still, 4, "the record rolled back");
         let merged: (i32, i64) = {
             let r = c
                 .query_one("SELECT merged_files, rows FROM platform.lake_merge('merge', before => current_date + 1)", &[])
