@@ -140,13 +140,15 @@ SELECT model, payments, frauds, round(auc_pr::numeric, 3) AS auc_pr, round(auc_r
         SELECT 'built-in anomaly score', * FROM platform.fraud_evaluate('builtin', NULL,
                 $$SELECT * FROM payments.fraud_history WHERE occurred_at >= '2026-03-01'$$, 'is_fraud')) e;
 \echo 'every payment inserted from now on is scored before it is stored; a review holds it and records the state change'
--- The trigger reads the inserted row only (no merchant industry, no place): the cards'
--- profiles are rebuilt from the history with the same columns.
-SELECT platform.fraud_rebuild_profiles($$SELECT card, amount, occurred_at, merchant, '' AS category FROM payments.fraud_history$$) AS cards_profiled;
+-- The cards' profiles continue from the history; the trigger reads the payment's row and
+-- looks up what the model also saw: its merchant's industry and where it took place.
+SELECT platform.fraud_rebuild_profiles($$SELECT * FROM payments.fraud_history$$) AS cards_profiled;
 SELECT platform.score_payments('payments.transaction', '{"card": "payment_method_id", "amount": "amount",
     "occurred_at": "occurred_at", "merchant": "merchant_id", "score": "fraud_score", "id": "id",
+    "category": {"query": "SELECT industry FROM payments.merchant WHERE id = $1::bigint", "arg": "merchant_id"},
+    "lat": {"query": "SELECT latitude FROM payments.location WHERE id = $1::bigint", "arg": "location_id"},
+    "lon": {"query": "SELECT longitude FROM payments.location WHERE id = $1::bigint", "arg": "location_id"},
     "status": "status_id", "review_status": 8, "state_changes": "payments.transaction_state_change"}') AS scored;
--- Rules decide before the model: ordinary amounts pass, large ones wait for a person, huge ones are refused.
 \o /dev/null
 SELECT platform.fraud_set_rule('quickstart_allow_ordinary', 'allow', 'amount <= 5000');
 SELECT platform.fraud_set_rule('quickstart_review_large', 'review', 'amount > 5000');

@@ -36,6 +36,10 @@ pub enum PolicyError {
     BadMapping,
     #[error("\"state_changes\" names {0}, which is not a table with transaction_id, transaction_occurred_at, from_status_id, to_status_id and reason")]
     BadStateChanges(String),
+    #[error("the lookup of \"{0}\" must be {{\"query\": \"SELECT ... WHERE ... = $1\", \"arg\": \"<column>\"}}")]
+    BadLookupShape(String),
+    #[error("the lookup query of \"{0}\" does not prepare: {1}")]
+    BadLookupQuery(String, String),
 }
 
 impl SqlError for PolicyError {
@@ -49,6 +53,8 @@ impl SqlError for PolicyError {
             Self::NotTable(_) => ERRCODE_WRONG_OBJECT_TYPE,
             Self::NoColumn(..) => ERRCODE_UNDEFINED_COLUMN,
             Self::BadStateChanges(_) => ERRCODE_UNDEFINED_TABLE,
+            Self::BadLookupShape(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::BadLookupQuery(..) => ERRCODE_SYNTAX_ERROR,
         }
     }
     fn hint(&self) -> Option<String> {
@@ -60,6 +66,9 @@ impl SqlError for PolicyError {
             )),
             Self::BadStateChanges(_) => Some(
                 "Name the reference schema's <schema>.transaction_state_change, or leave \"state_changes\" out.".into(),
+            ),
+            Self::BadLookupShape(_) | Self::BadLookupQuery(..) => Some(
+                "A lookup reads one value of another table for the row's column \"arg\", passed as text: cast $1 (WHERE id = $1::bigint).".into(),
             ),
             _ => None,
         }
@@ -224,9 +233,54 @@ const OPTIONAL_KEYS: [&str; 11] = [
     "status",
     "id",
 ];
+/// Inputs that may be looked up in another table instead of read from a column.
+const LOOKUP_KEYS: [&str; 5] = ["merchant", "category", "lat", "lon", "attrs"];
 /// Values, not columns: the status a review verdict sets, and the table (shaped like the
 /// reference schema's `transaction_state_change`) that records that change.
 const VALUE_KEYS: [&str; 2] = ["review_status", "state_changes"];
+
+thread_local! {
+    /// Lookup queries of scoring triggers, planned once per backend.
+    static LOOKUPS: RefCell<std::collections::HashMap<String, Rc<pgrx::spi::OwnedPreparedStatement>>> =
+        RefCell::new(std::collections::HashMap::new());
+}
+
+/// The plan of a lookup `query` (one text parameter), read as the text of its first column.
+fn lookup_plan(query: &str) -> Result<Rc<pgrx::spi::OwnedPreparedStatement>, String> {
+    if let Some(p) = LOOKUPS.with_borrow(|l| l.get(query).cloned()) {
+        return Ok(p);
+    }
+    let wrapped = format!(
+        "SELECT q.x::text FROM ({}) AS q(x) LIMIT 1",
+        query.trim().trim_end_matches(';')
+    );
+    let plan = sql::in_subtransaction(move || {
+        Spi::connect(|c| {
+            c.prepare(&wrapped, &[PgOid::BuiltIn(PgBuiltInOids::TEXTOID)])
+                .map(|p| p.keep())
+        })
+    })?
+    .map_err(|e| e.to_string())?;
+    let plan = Rc::new(plan);
+    LOOKUPS.with_borrow_mut(|l| l.insert(query.to_string(), plan.clone()));
+    Ok(plan)
+}
+
+/// Runs a lookup for `arg`: its first column as text, None for no row, NULL or no arg.
+fn lookup(query: &str, arg: Option<String>) -> Option<String> {
+    let arg = arg?;
+    let plan = lookup_plan(query)
+        .unwrap_or_else(|e| raise(PolicyError::BadLookupQuery("lookup".into(), e)));
+    Spi::connect(|c| {
+        let t = c.select(&*plan, Some(1), &[arg.into()])?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        t.first().get::<String>(1)
+    })
+    .map_err(crate::error::SpiFailure::from)
+    .or_raise()
+}
 
 /// Checks a mapping against `table`: every key known, the required ones present, every
 /// column there. `review_status` and `state_changes` are values, not columns.
@@ -263,8 +317,22 @@ fn check_mapping(table: pg_sys::Oid, label: &str, mapping: &serde_json::Value) {
         if !REQUIRED_KEYS.contains(&key.as_str()) && !OPTIONAL_KEYS.contains(&key.as_str()) {
             raise(PolicyError::UnknownKey(key.clone()));
         }
-        let Some(column) = value.as_str() else {
-            raise(PolicyError::BadMapping)
+        let column = match value {
+            serde_json::Value::String(c) => c.as_str(),
+            serde_json::Value::Object(_) if LOOKUP_KEYS.contains(&key.as_str()) => {
+                let (Some(query), Some(arg)) = (
+                    value.get("query").and_then(|q| q.as_str()),
+                    value.get("arg").and_then(|a| a.as_str()),
+                ) else {
+                    raise(PolicyError::BadLookupShape(key.clone()))
+                };
+                if let Err(e) = lookup_plan(query) {
+                    raise(PolicyError::BadLookupQuery(key.clone(), e))
+                }
+                arg
+            }
+            serde_json::Value::Object(_) => raise(PolicyError::BadLookupShape(key.clone())),
+            _ => raise(PolicyError::BadMapping),
         };
         let exists = sql::read::<bool>(
             "SELECT true FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
@@ -434,7 +502,14 @@ fn fraud_score_trigger<'a>(
         let rel = td.tg_relation;
         let desc = (*rel).rd_att;
         let tuple = td.tg_trigtuple;
-        let get = |k: &str| key(k).and_then(|c| column_text(desc, tuple, &c));
+        let get = |k: &str| match mapping.get(k) {
+            Some(serde_json::Value::Object(o)) => {
+                let query = o.get("query").and_then(|q| q.as_str()).unwrap_or_default();
+                let arg = o.get("arg").and_then(|a| a.as_str()).unwrap_or_default();
+                lookup(query, column_text(desc, tuple, arg))
+            }
+            _ => key(k).and_then(|c| column_text(desc, tuple, &c)),
+        };
         let card = get("card").unwrap_or_default();
         let amount = get("amount").and_then(|a| a.parse::<f64>().ok());
         let at = key("occurred_at").and_then(|c| {

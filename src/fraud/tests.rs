@@ -744,8 +744,19 @@ fn a_review_verdict_records_the_state_change_of_the_reference_schema() {
          SELECT count(*) FROM platform.generate_payments('t_fraud_ref', 20, 5, 50, seed => 3, days => 30);
          SELECT platform.score_payments('t_fraud_ref.transaction', '{\"card\": \"payment_method_id\", \"amount\": \"amount\",
              \"occurred_at\": \"occurred_at\", \"merchant\": \"merchant_id\", \"score\": \"fraud_score\", \"id\": \"id\",
-             \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.transaction_state_change\"}');
-         SELECT platform.fraud_set_rule('t_ref_review', 'review', 'merchant = ''2'' and amount = 77.77')",
+             \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.transaction_state_change\",
+             \"category\": {\"query\": \"SELECT industry FROM t_fraud_ref.merchant WHERE id = $1::bigint\", \"arg\": \"merchant_id\"}}');",
+    );
+    // The rule reads the category the trigger looked up in the merchant table.
+    let industry: String = one(
+        &mut c,
+        "SELECT industry FROM t_fraud_ref.merchant WHERE id = 2",
+    );
+    run(
+        &mut c,
+        &format!(
+            "SELECT platform.fraud_set_rule('t_ref_review', 'review', 'category = ''{industry}'' and amount = 77.77')"
+        ),
     );
     // Payments copied from generated ones (valid keys), arriving pending; two hit the rule.
     let insert = |first: i64| {
@@ -835,8 +846,13 @@ fn a_review_verdict_records_the_state_change_of_the_reference_schema() {
         ),
         0
     );
-    // A state-change table needs the id and status to record, and the reference shape.
+    // A state-change table needs the id and status to record, and the reference shape; a
+    // lookup needs its query and argument column, and a query that prepares.
     for (mapping, code) in [
+        ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"category\": {\"query\": \"SELECT industry FROM t_fraud_ref.merchant WHERE id = $1::bigint\"}}", "22023"),
+        ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"category\": {\"query\": \"SELEC industry\", \"arg\": \"merchant_id\"}}", "42601"),
+        ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"category\": {\"query\": \"SELECT industry FROM t_fraud_ref.merchant WHERE id = $1::bigint\", \"arg\": \"nope\"}}", "42703"),
+        ("{\"card\": {\"query\": \"SELECT 1\", \"arg\": \"id\"}, \"amount\": \"amount\", \"occurred_at\": \"occurred_at\"}", "22023"),
         ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.transaction_state_change\"}", "22023"),
         ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"id\": \"id\", \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.customer\"}", "42P01"),
         ("{\"card\": \"payment_method_id\", \"amount\": \"amount\", \"occurred_at\": \"occurred_at\", \"id\": \"id\", \"status\": \"status_id\", \"review_status\": 8, \"state_changes\": \"t_fraud_ref.nothing_here\"}", "42P01"),
