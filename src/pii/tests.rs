@@ -154,11 +154,22 @@ mod integration {
              SELECT platform.create_key('t_rotate') WHERE NOT EXISTS (SELECT 1 FROM platform.keys WHERE name = 't_rotate');",
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        // Writers insert before, during and after the rotations: the barriers make sure
+        // each phase happens (without them the rotations could all fall before or after
+        // every insert, and the writes would use one version).
+        let (started, rotated) = (std::sync::Barrier::new(5), std::sync::Barrier::new(5));
+        let (started, rotated) = (&started, &rotated);
         std::thread::scope(|s| {
             for w in 0..4 {
                 s.spawn(move || {
                     let mut c = client();
                     for i in 0..100 {
+                        if i == 50 {
+                            started.wait();
+                        }
+                        if i == 90 {
+                            rotated.wait();
+                        }
                         let id = w * 100 + i;
                         c.batch_execute(&format!(
                             "INSERT INTO public.t_rotation VALUES ({id}, platform.encrypt('value {id}', 't_rotate', 't_rotation.secret:{id}'))"
@@ -167,12 +178,14 @@ mod integration {
                     }
                 });
             }
-            s.spawn(|| {
+            s.spawn(move || {
                 let mut c = client();
+                started.wait();
                 for _ in 0..5 {
                     c.batch_execute("SELECT platform.rotate_key('t_rotate')")
                         .unwrap_or_else(|e| panic!("rotate: {e}"));
                 }
+                rotated.wait();
             });
         });
         assert_eq!(
