@@ -328,6 +328,7 @@ impl Ensemble {
         self.bias
     }
 
+    /// `x` (a feature vector or a contributions buffer) has one slot per feature.
     fn check_len(&self, x: &[f64]) -> Result<()> {
         if x.len() != self.n_features {
             return Err(FraudError::WrongFeatureCount {
@@ -354,7 +355,7 @@ impl Ensemble {
     /// The probability is bit for bit [`Ensemble::predict`]'s.
     pub fn predict_and_contributions(&self, x: &[f64], out: &mut [f64]) -> Result<(f64, f64)> {
         self.check_len(x)?;
-        self.check_out(out)?;
+        self.check_len(out)?;
         out.iter_mut().for_each(|o| *o = 0.0);
         let m = match self.semantics {
             Semantics::Xgboost => self.walk::<XgboostSplit, true>(x, out),
@@ -375,8 +376,7 @@ impl Ensemble {
         let mut m64 = if R::BASE_FIRST { self.base_margin } else { 0.0 };
         let nodes = &self.nodes[..];
         for &r in &self.roots {
-            let mut i = r as usize;
-            let mut node = nodes[i];
+            let mut node = nodes[r as usize];
             while node.feature != LEAF {
                 let f = node.feature as usize;
                 let v = R::prepare(x.get(f).copied().unwrap_or(f64::NAN));
@@ -391,9 +391,8 @@ impl Ensemble {
                         *o += child.value - node.value;
                     }
                 }
-                (i, node) = (next, child);
+                node = child;
             }
-            debug_assert_eq!(self.feature[i], LEAF);
             if R::F32 {
                 m32 += node.value as f32;
             } else {
@@ -407,16 +406,6 @@ impl Ensemble {
         } else {
             m64 + self.base_margin
         }
-    }
-
-    fn check_out(&self, out: &[f64]) -> Result<()> {
-        if out.len() != self.n_features {
-            return Err(FraudError::WrongFeatureCount {
-                expected: self.n_features,
-                got: out.len(),
-            });
-        }
-        Ok(())
     }
 
     /// The probability of fraud for margin `m`, through the library's own logistic link.

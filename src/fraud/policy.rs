@@ -266,11 +266,12 @@ fn lookup_plan(query: &str) -> Result<Rc<pgrx::spi::OwnedPreparedStatement>, Str
     Ok(plan)
 }
 
-/// Runs a lookup for `arg`: its first column as text, None for no row, NULL or no arg.
-fn lookup(query: &str, arg: Option<String>) -> Option<String> {
+/// Runs the lookup of mapping key `key` for `arg`: its first column as text, None for no
+/// row, NULL or no arg.
+fn lookup(key: &str, query: &str, arg: Option<String>) -> Option<String> {
     let arg = arg?;
-    let plan = lookup_plan(query)
-        .unwrap_or_else(|e| raise(PolicyError::BadLookupQuery("lookup".into(), e)));
+    let plan =
+        lookup_plan(query).unwrap_or_else(|e| raise(PolicyError::BadLookupQuery(key.into(), e)));
     Spi::connect(|c| {
         let t = c.select(&*plan, Some(1), &[arg.into()])?;
         if t.is_empty() {
@@ -375,12 +376,7 @@ fn score_payments(tbl: crate::sql::RegClass, mapping: pgrx::JsonB) -> crate::sql
     ));
     // The state change is written after the row: its foreign key to the payment can only
     // be checked once the payment is stored. Only rows a review verdict held wake it.
-    let text = |k: &str| {
-        mapping
-            .0
-            .get(k)
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-    };
+    let text = |k: &str| mapping_text(&mapping.0, k);
     if let (Some(_), Some(status), Some(review)) =
         (text("state_changes"), text("status"), text("review_status"))
     {
@@ -485,19 +481,49 @@ fn refuse_block(outcome: &Outcome) -> ! {
     unreachable!("ereport(ERROR) returned")
 }
 
+thread_local! {
+    /// The last scoring trigger's mapping, parsed: a statement's rows share one, so the
+    /// JSON is parsed once per statement (and table) instead of once per row.
+    static MAPPING: RefCell<Option<(String, Rc<serde_json::Value>)>> = const { RefCell::new(None) };
+}
+
+/// The mapping `score_payments` gave a trigger (its first argument), parsed.
+fn trigger_mapping(trigger: &pgrx::PgTrigger<'_>) -> Rc<serde_json::Value> {
+    let text = trigger
+        .extra_args()
+        .ok()
+        .and_then(|a| a.first().cloned())
+        .unwrap_or_default();
+    if let Some(m) = MAPPING.with_borrow(|c| {
+        c.as_ref()
+            .filter(|(t, _)| *t == text)
+            .map(|(_, m)| m.clone())
+    }) {
+        return m;
+    }
+    let parsed = Rc::new(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null));
+    MAPPING.with_borrow_mut(|c| *c = Some((text, parsed.clone())));
+    parsed
+}
+
+/// A mapping value as text: a column name, or a value such as `review_status` (a number
+/// is its JSON text). None for a missing key or a lookup object.
+fn mapping_text(mapping: &serde_json::Value, key: &str) -> Option<String> {
+    match mapping.get(key)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(_) => None,
+        v => Some(v.to_string()),
+    }
+}
+
 /// The BEFORE INSERT trigger of `score_payments`.
 #[pg_trigger]
 fn fraud_score_trigger<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, std::convert::Infallible> {
     let td = trigger.trigger_data();
-    let mapping: serde_json::Value = trigger
-        .extra_args()
-        .ok()
-        .and_then(|a| a.first().cloned())
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
-    let key = |k: &str| mapping.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let mapping = trigger_mapping(trigger);
+    let key = |k: &str| mapping_text(&mapping, k);
     unsafe {
         let rel = td.tg_relation;
         let desc = (*rel).rd_att;
@@ -506,7 +532,7 @@ fn fraud_score_trigger<'a>(
             Some(serde_json::Value::Object(o)) => {
                 let query = o.get("query").and_then(|q| q.as_str()).unwrap_or_default();
                 let arg = o.get("arg").and_then(|a| a.as_str()).unwrap_or_default();
-                lookup(query, column_text(desc, tuple, arg))
+                lookup(k, query, column_text(desc, tuple, arg))
             }
             _ => key(k).and_then(|c| column_text(desc, tuple, &c)),
         };
@@ -559,8 +585,7 @@ fn fraud_score_trigger<'a>(
             changes.push((c, outcome.verdict.to_string()));
         }
         if outcome.verdict == "review" {
-            if let (Some(c), Some(v)) = (key("status"), mapping.get("review_status")) {
-                let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            if let (Some(c), Some(v)) = (key("status"), key("review_status")) {
                 let from = get("status");
                 if mapping.get("state_changes").is_some() && from.as_deref() != Some(v.as_str()) {
                     hold_for_review(Held {
@@ -677,17 +702,8 @@ fn fraud_review_trigger<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, impl WhoAllocated>>, std::convert::Infallible> {
     let td = trigger.trigger_data();
-    let mapping: serde_json::Value = trigger
-        .extra_args()
-        .ok()
-        .and_then(|a| a.first().cloned())
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
-    let key = |k: &str| {
-        mapping
-            .get(k)
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-    };
+    let mapping = trigger_mapping(trigger);
+    let key = |k: &str| mapping_text(&mapping, k);
     let (Some(table), Some(to)) = (key("state_changes"), key("review_status")) else {
         return Ok(None::<PgHeapTuple<'_, AllocatedByRust>>);
     };

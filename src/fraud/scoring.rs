@@ -644,13 +644,6 @@ fn fraud_score_batch(
     let wrapped = history_sql(source, None);
     let (name, model) = scoring_model();
     let mut profiles: HashMap<Vec<u8>, Profile> = HashMap::new();
-    let write_back = |profiles: &mut HashMap<Vec<u8>, Profile>| {
-        sql::as_extension_owner(|| {
-            for (key, profile) in profiles.drain() {
-                save_profile(&key, &profile);
-            }
-        })
-    };
     let mut out = Vec::new();
     read_history(&wrapped, |row| {
         let started = std::time::Instant::now();
@@ -669,18 +662,22 @@ fn fraud_score_batch(
         }
         check_place(row.lat, row.lon);
         let payment = row.payment();
-        let key = sql::as_extension_owner(|| card_key(&row.card));
-        if !profiles.contains_key(&key) {
-            if profiles.len() >= BATCH_CARDS {
-                write_back(&mut profiles);
-            }
-            let loaded = sql::as_extension_owner(|| lock_profile(&key));
-            profiles.insert(key.clone(), loaded);
-        }
-        let Some(profile) = profiles.get_mut(&key) else {
-            return;
-        };
+        // Profiles are the extension owner's: key, load and score as it, the source query
+        // (the cursor) having been checked as the caller.
         let o = sql::as_extension_owner(|| {
+            let key = card_key(&row.card);
+            if !profiles.contains_key(&key) {
+                if profiles.len() >= BATCH_CARDS {
+                    for (k, p) in profiles.drain() {
+                        save_profile(&k, &p);
+                    }
+                }
+                let loaded = lock_profile(&key);
+                profiles.insert(key.clone(), loaded);
+            }
+            let profile = profiles
+                .entry(key.clone())
+                .or_insert_with(|| Profile::new(0));
             decide(
                 profile,
                 &key,
@@ -702,7 +699,11 @@ fn fraud_score_batch(
             o.rules,
         ));
     });
-    write_back(&mut profiles);
+    sql::as_extension_owner(|| {
+        for (key, profile) in profiles.drain() {
+            save_profile(&key, &profile);
+        }
+    });
     TableIterator::new(out)
 }
 

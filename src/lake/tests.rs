@@ -36,6 +36,22 @@ mod integration {
     }
 
     /// Every row the lake holds for a table, files in name (= LSN) order.
+    /// The int `id` column of `batches`, sorted.
+    fn sorted_ids<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> Vec<i32> {
+        let mut ids: Vec<i32> = batches
+            .into_iter()
+            .flat_map(|b| {
+                b.column_by_name("id")
+                    .expect("id")
+                    .as_primitive::<Int32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     fn read_table(lake: &Path, table: &str) -> Vec<RecordBatch> {
         let mut paths = Vec::new();
         files_under(&lake.join("public").join(table), ".parquet", &mut paths);
@@ -925,20 +941,11 @@ mod integration {
                 .unwrap_or(false)),
             "{paths:?}"
         );
-        let mut rows = Vec::new();
-        for p in &paths {
-            for b in read_file(p) {
-                assert!(strings(&b, "_op").iter().all(|o| o.as_deref() == Some("r")));
-                rows.extend(
-                    b.column_by_name("id")
-                        .expect("id")
-                        .as_primitive::<Int32Type>()
-                        .values()
-                        .to_vec(),
-                );
-            }
-        }
-        rows.sort_unstable();
+        let batches: Vec<RecordBatch> = paths.iter().flat_map(|p| read_file(p)).collect();
+        assert!(batches
+            .iter()
+            .all(|b| strings(b, "_op").iter().all(|o| o.as_deref() == Some("r"))));
+        let rows = sorted_ids(&batches);
         assert_eq!(
             rows,
             (1..=40).collect::<Vec<i32>>(),
@@ -1022,19 +1029,12 @@ mod integration {
         let left: i64 = one(&mut c, "SELECT count(*) FROM lake_arch_retry");
         assert_eq!(left, 0, "retired on the retry");
         assert_eq!(archived(), first, "no file was written again");
-        let mut ids: Vec<i32> = Vec::new();
-        for (p, _) in &first {
-            for b in read_file(p) {
-                ids.extend(
-                    b.column_by_name("id")
-                        .expect("id")
-                        .as_primitive::<Int32Type>()
-                        .values()
-                        .to_vec(),
-                );
-            }
-        }
-        ids.sort_unstable();
+        let ids = sorted_ids(
+            &first
+                .iter()
+                .flat_map(|(p, _)| read_file(p))
+                .collect::<Vec<_>>(),
+        );
         assert_eq!(ids, (1..=25).collect::<Vec<i32>>(), "every row once");
         c.batch_execute("RESET statement_timeout; RESET platform.maintenance_lock_timeout")
             .expect("reset");
@@ -1101,17 +1101,7 @@ mod integration {
         };
         assert_eq!(merged, (4, 31));
         assert_eq!(count_files(), 1);
-        let mut ids: Vec<i32> = read_table(&lake, "lake_m")
-            .iter()
-            .flat_map(|b| {
-                b.column_by_name("id")
-                    .expect("id")
-                    .as_primitive::<Int32Type>()
-                    .values()
-                    .to_vec()
-            })
-            .collect();
-        ids.sort_unstable();
+        let ids = sorted_ids(&read_table(&lake, "lake_m"));
         let mut want: Vec<i32> = (1..=30).collect();
         want.push(5);
         want.sort_unstable();
