@@ -35,7 +35,6 @@ mod integration {
         }
     }
 
-    /// Every row the lake holds for a table, files in name (= LSN) order.
     /// The int `id` column of `batches`, sorted.
     fn sorted_ids<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> Vec<i32> {
         let mut ids: Vec<i32> = batches
@@ -52,6 +51,7 @@ mod integration {
         ids
     }
 
+    /// Every row the lake holds for a table, files in name (= LSN) order.
     fn read_table(lake: &Path, table: &str) -> Vec<RecordBatch> {
         let mut paths = Vec::new();
         files_under(&lake.join("public").join(table), ".parquet", &mut paths);
@@ -307,18 +307,8 @@ mod integration {
                 assert_eq!((rows, recovered), (100, true), "{step}");
                 assert_eq!(sync(&mut c, "faults"), (0, 0, false), "{step}");
             }
-            let ids: Vec<i32> = read_table(&lake, "lake_faults")
-                .iter()
-                .flat_map(|b| {
-                    b.column_by_name("id")
-                        .expect("id")
-                        .as_primitive::<Int32Type>()
-                        .values()
-                        .to_vec()
-                })
-                .collect();
+            let ids = sorted_ids(&read_table(&lake, "lake_faults"));
             let mut sorted = ids.clone();
-            sorted.sort();
             sorted.dedup();
             assert_eq!(ids.len() as i64, expected, "{step}: every row once");
             assert_eq!(sorted.len() as i64, expected, "{step}: no row twice");
