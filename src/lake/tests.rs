@@ -654,7 +654,14 @@ mod integration {
                 .expect("progress");
             (r.get(0), r.get(1))
         };
-        assert_eq!(chunks, 4, "1000 rows in chunks of 300");
+        // The writer deletes and adds rows while the chunks run: each chunk takes the next
+        // 300 keys, so the chunks are the snapshot rows in three hundreds, rounded up.
+        assert!(chunks >= 3, "{chunks} chunks for about 1000 rows");
+        assert_eq!(
+            i64::from(chunks),
+            (rows + 299) / 300,
+            "{rows} rows in chunks of 300"
+        );
         let mut changes = lake_changes(&lake, "lake_bf");
         let snapshot_rows = changes.iter().filter(|r| r.2 == "r").count() as i64;
         assert_eq!(snapshot_rows, rows);
