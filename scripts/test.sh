@@ -40,11 +40,14 @@ while read -r name; do failures+=("cargo pgrx test: $name"); done \
 [ "$pgrx_rc" = 0 ] || [ "${#failures[@]}" -gt 0 ] || failures+=("cargo pgrx test (exit $pgrx_rc)")
 
 # End-to-end scripts: each starts its own server and exits non-zero on failure.
+# CI shows only the tail of the output: a failed script's last lines are repeated there.
+tails=()
 for t in tests/e2e/*.sh; do
-    if phase "e2e $(basename "$t")" bash "$t"; then
+    name=$(basename "$t" .sh)
+    if phase "e2e $name.sh" bash "$t" 2>&1 | tee "$log/$name.txt"; [ "${PIPESTATUS[0]}" = 0 ]; then
         passed=$((passed + 1))
     else
-        failed=$((failed + 1)); failures+=("e2e $(basename "$t")")
+        failed=$((failed + 1)); failures+=("e2e $name.sh"); tails+=("$name")
     fi
 done
 
@@ -55,6 +58,10 @@ else
 fi
 
 echo "total time: $((SECONDS - start))s"
+for name in "${tails[@]}"; do
+    echo "--- last lines of e2e $name.sh:"
+    tail -n 25 "$log/$name.txt"
+done
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

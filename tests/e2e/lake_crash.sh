@@ -14,6 +14,13 @@ throwaway_server e2e-lake yes
 lake=$dir/lake
 iterations=${LAKE_CRASH_ITERATIONS:-50}
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+restart() {
+    for _ in 1 2 3; do
+        as_server_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    echo "the server does not start again after SIGKILL:"; tail -n 20 "$dir/server.log"; exit 1
+}
 up() { for _ in $(seq 1 300); do q -c "SELECT 1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "server does not come back"; cat "$dir/server.log"; exit 1; }
 
 q -c "CREATE EXTENSION pg_platform" >/dev/null
@@ -75,10 +82,13 @@ for i in $(seq 1 "$iterations"); do
     else
         mode=server
         pm=$(head -1 "$dir/data/postmaster.pid")
-        pkill -9 -P "$pm" 2>/dev/null || true
-        kill -9 "$pm" 2>/dev/null || true
-        while kill -0 "$pm" 2>/dev/null; do sleep 0.05; done
-        as_server_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null 2>&1
+        # pg_ctl starts the postmaster in a session of its own: killing that process
+        # group kills it and every backend at once, even one it is forking (killing the
+        # children first missed one forked meanwhile, which kept the old shared memory
+        # attached, and the restart refused to start).
+        kill -9 -- "-$pm" 2>/dev/null || true
+        while pgrep -g "$pm" >/dev/null 2>&1; do sleep 0.05; done
+        restart
     fi
     if wait "$sync_pid"; then result="finished first"; else result="killed mid-batch"; interrupted=$((interrupted + 1)); fi
     up
