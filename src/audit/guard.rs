@@ -57,7 +57,7 @@ unsafe extern "C-unwind" fn process_utility(
 ) {
     unsafe {
         if !pg_sys::creating_extension && !pstmt.is_null() && check((*pstmt).utilityStmt) {
-            // Already done: see `redundant_primary_key`.
+            // Already done: see `redundant_primary_key` and `redundant_index`.
             return;
         }
         match PREV {
@@ -275,6 +275,12 @@ unsafe fn check(node: *mut pg_sys::Node) -> bool {
                     }
                 }
             }
+            pg_sys::NodeTag::T_IndexStmt => {
+                let stmt = node as *mut pg_sys::IndexStmt;
+                if let Some(Guarded::LogPartition(oid)) = names((*stmt).relation, &tables) {
+                    return redundant_index(stmt, oid);
+                }
+            }
             pg_sys::NodeTag::T_RenameStmt => {
                 let stmt = node as *mut pg_sys::RenameStmt;
                 if let Some(t) = names((*stmt).relation, &tables) {
@@ -333,6 +339,26 @@ unsafe fn check(node: *mut pg_sys::Node) -> bool {
             _ => {}
         }
         false
+    }
+}
+
+/// `CREATE INDEX <name> ON <log partition>` when the partition has that index already, as
+/// a partition of the log's own index. pg_restore creates the partition (which makes the
+/// partition's copy of the log's BRIN index, the log coming from CREATE EXTENSION), then
+/// the index it dumped under the same name: it would fail with "already exists". Its
+/// `ALTER INDEX ... ATTACH PARTITION` that follows is a no-op.
+unsafe fn redundant_index(stmt: *mut pg_sys::IndexStmt, partition: pg_sys::Oid) -> bool {
+    unsafe {
+        if (*stmt).idxname.is_null() {
+            return false;
+        }
+        let name = std::ffi::CStr::from_ptr((*stmt).idxname).to_string_lossy();
+        crate::sql::read::<bool>(
+            "SELECT true FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+              WHERE i.indrelid = $1 AND c.relname = $2 AND c.relispartition",
+            &[partition.into(), name.as_ref().into()],
+        )
+        .is_some()
     }
 }
 

@@ -493,6 +493,28 @@ fn the_log_is_partitioned_by_month_and_its_partitions_are_guarded() {
             AND lower_bound::timestamptz <= now() AND upper_bound::timestamptz > now()",
     );
     assert_eq!(holder, expected);
+    // Each partition carries only the log's BRIN index on xid (no btree a writer would
+    // pay for per row), and sealing's transaction-id range search goes through it.
+    let indexes: String = one(
+        &mut c,
+        "SELECT string_agg(DISTINCT am.amname || ' ' || pg_get_indexdef(i.indexrelid, 1, true), ', ')
+                || ' ' || (count(*) = (SELECT count(*) FROM pg_inherits WHERE inhparent = 'platform.audit_log'::regclass))
+           FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid JOIN pg_am am ON am.oid = x.relam
+          WHERE i.indrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'platform.audit_log'::regclass)",
+    );
+    assert_eq!(indexes, "brin xid true");
+    run(&mut c, "SET enable_seqscan = off");
+    let plan = rows(
+        &mut c,
+        "EXPLAIN (COSTS OFF) SELECT l.row_hash FROM platform.audit_log l
+          WHERE l.xid >= '3'::xid8 AND l.xid < '4000000000'::xid8",
+    )
+    .join(" ");
+    run(&mut c, "RESET enable_seqscan");
+    assert!(
+        plan.contains("Bitmap Index Scan on") && plan.contains("_xid_idx"),
+        "{plan}"
+    );
     // Partitions are as append-only as the log, for the superuser too.
     for sql in [
         format!("UPDATE {expected} SET role_class = 'other' WHERE table_name = 'public.t_aud_part'"),

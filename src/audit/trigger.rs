@@ -354,7 +354,7 @@ pub fn record(
 /// Writes one statement's audit rows straight into `platform.audit_log`, the way COPY
 /// does (heap insert, then its indexes): no SQL statement to plan or start per audited
 /// statement. The log has no INSERT triggers or CHECK constraints to honour; its NOT NULL
-/// columns are always filled here, and its unique index is checked by the index insert.
+/// columns are always filled here, and its index (BRIN on xid) is kept by the index insert.
 fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hashes: Vec<Vec<u8>>) {
     unsafe {
         let ns = pg_sys::get_namespace_oid(c"platform".as_ptr(), false);

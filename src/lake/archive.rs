@@ -80,6 +80,12 @@ fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Resu
         .join("commits")
         .join(format!("archive_{short}.json"));
     if manifest.exists() {
+        // Archived by an earlier try whose retirement failed afterwards (and rolled back
+        // its record): recorded again from the manifest.
+        let text = std::fs::read(&manifest).map_err(|e| LakeError::io(&manifest, e))?;
+        let body: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| LakeError::Corrupt(format!("manifest {}: {e}", manifest.display())))?;
+        record(lake, schema, table, partition, &body);
         return Ok(());
     }
     lake.prepare()?;
@@ -163,5 +169,39 @@ fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Resu
     out.push(b'\n');
     files::write_atomic(&manifest, &out)?;
     files::publish(lake, &paths)?;
-    files::remove_intent_at(&intent_path)
+    files::remove_intent_at(&intent_path)?;
+    record(lake, schema, table, partition, &body);
+    Ok(())
+}
+
+/// Records an archive (its manifest's content) in `platform.lake_archive`, which
+/// `platform.lake_files` counts; in the retirement's transaction, so a retirement that
+/// fails leaves no record of a partition still in the table.
+fn record(lake: &Lake, schema: &str, table: &str, partition: &str, body: &serde_json::Value) {
+    let files = body["files"].as_array().map_or(&[][..], |f| f.as_slice());
+    let days: Vec<&str> = files
+        .iter()
+        .filter_map(|f| f["commit_day"].as_str())
+        .collect();
+    let bytes: i64 = files.iter().filter_map(|f| f["bytes"].as_i64()).sum();
+    crate::sql::as_extension_owner(|| {
+        crate::sql::modify(
+            "INSERT INTO platform.lake_archive (sink, partition_name, schema_name, table_name, lsn,
+                                                files, rows, bytes, first_day, last_day)
+             VALUES ($1, $2, $3, $4, $5::pg_lsn, $6, $7, $8, $9::date, $10::date)
+             ON CONFLICT (sink, partition_name) DO NOTHING",
+            &[
+                lake.sink.as_str().into(),
+                partition.into(),
+                schema.into(),
+                table.into(),
+                body["lsn"].as_str().unwrap_or("0/0").into(),
+                (files.len() as i32).into(),
+                body["rows"].as_i64().unwrap_or(0).into(),
+                bytes.into(),
+                days.iter().min().copied().into(),
+                days.iter().max().copied().into(),
+            ],
+        );
+    });
 }

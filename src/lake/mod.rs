@@ -860,11 +860,27 @@ CREATE TABLE platform.lake_file (
     FOREIGN KEY (sink, start_lsn) REFERENCES platform.lake_batch (sink, start_lsn) ON DELETE CASCADE
 );
 COMMENT ON TABLE platform.lake_file IS 'pg_platform lake files (paths relative to the lake root).';
+CREATE TABLE platform.lake_archive (
+    sink           text NOT NULL REFERENCES platform.lake_sink (name) ON DELETE CASCADE,
+    partition_name text NOT NULL,
+    schema_name    text NOT NULL,
+    table_name     text NOT NULL,
+    lsn            pg_lsn NOT NULL,
+    files          integer NOT NULL,
+    rows           bigint NOT NULL,
+    bytes          bigint NOT NULL,
+    first_day      date,
+    last_day       date,
+    archived_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sink, partition_name)
+);
+COMMENT ON TABLE platform.lake_archive IS 'pg_platform partitions archived to a lake by partition retention (manifest <lake>/_pg_platform/<sink>/commits/archive_<partition>.json) before they were dropped or detached.';
+SELECT pg_catalog.pg_extension_config_dump('platform.lake_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_sink', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_batch', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_file', '');
 SELECT pg_catalog.pg_extension_config_dump('platform.lake_backfill', '');
-GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file, platform.lake_backfill
+GRANT SELECT ON platform.lake_sink, platform.lake_batch, platform.lake_file, platform.lake_backfill, platform.lake_archive
     TO platform_admin, platform_developer, platform_readonly;
 GRANT INSERT, UPDATE, DELETE ON platform.lake_sink, platform.lake_batch, platform.lake_file, platform.lake_backfill
     TO platform_admin;
@@ -886,12 +902,18 @@ SELECT s.name AS sink, s.lake_url, s.slot_name, s.tables, s.background,
 COMMENT ON VIEW platform.lake_status IS 'Per lake sink: its slot, how far behind it is (bytes of WAL, seconds since the last batch while behind), what it landed and its last error.';
 
 CREATE VIEW platform.lake_files AS
-SELECT sink, schema_name, table_name, count(*) AS files, sum(rows)::bigint AS rows,
-       sum(bytes)::bigint AS bytes, min(commit_day) AS first_day, max(commit_day) AS last_day,
-       max(landed_at) AS last_landed_at
-  FROM platform.lake_file
+SELECT sink, schema_name, table_name, sum(files)::bigint AS files, sum(rows)::bigint AS rows,
+       sum(bytes)::bigint AS bytes, min(first_day) AS first_day, max(last_day) AS last_day,
+       max(landed_at) AS last_landed_at, count(*) FILTER (WHERE archived)::bigint AS archived_partitions
+  FROM (SELECT sink, schema_name, table_name, count(*) AS files, sum(rows) AS rows, sum(bytes) AS bytes,
+               min(commit_day) AS first_day, max(commit_day) AS last_day, max(landed_at) AS landed_at,
+               false AS archived
+          FROM platform.lake_file GROUP BY sink, schema_name, table_name
+        UNION ALL
+        SELECT sink, schema_name, table_name, files, rows, bytes, first_day, last_day, archived_at, true
+          FROM platform.lake_archive) f
  GROUP BY sink, schema_name, table_name;
-COMMENT ON VIEW platform.lake_files IS 'Per lake sink and table: files and rows landed.';
+COMMENT ON VIEW platform.lake_files IS 'Per lake sink and table: files and rows landed, those of archived partitions included (archived_partitions).';
 CREATE VIEW platform.lake_backfills AS
 SELECT b.sink, b.table_name, b.state, b.rows, b.chunks, b.last_key,
        greatest(c.reltuples, 0)::bigint AS estimated_rows,

@@ -959,6 +959,13 @@ mod integration {
             before - after,
             "one manifest per archived partition"
         );
+        // Listed with the sink's files: the archived partitions, their files and rows.
+        let listed: String = one(
+            &mut c,
+            "SELECT archived_partitions || ' ' || rows || ' ' || (files = (SELECT sum(files) FROM platform.lake_archive WHERE sink = 'archive'))
+               FROM platform.lake_files WHERE sink = 'archive' AND table_name = 'lake_arch'",
+        );
+        assert_eq!(listed, format!("{} 40 true", before - after));
         drop_sink(&mut c, "archive");
         c.batch_execute("DROP TABLE lake_arch, lake_arch_nosink")
             .expect("drop");
@@ -1004,6 +1011,14 @@ mod integration {
         assert!(code == "55P03" || code == "57014", "{code}: {message}");
         let still: i64 = one(&mut c, "SELECT count(*) FROM lake_arch_retry");
         assert_eq!(still, 25, "the failed retirement dropped nothing");
+        let recorded: i64 = one(
+            &mut c,
+            "SELECT count(*) FROM platform.lake_archive WHERE sink = 'archive_retry'",
+        );
+        assert_eq!(
+            recorded, 0,
+            "nor recorded an archive of a partition still there"
+        );
         // Paths with their modification times: a file written again would show.
         let archived = || {
             let mut paths = Vec::new();
@@ -1026,6 +1041,26 @@ mod integration {
         let left: i64 = one(&mut c, "SELECT count(*) FROM lake_arch_retry");
         assert_eq!(left, 0, "retired on the retry");
         assert_eq!(archived(), first, "no file was written again");
+        // The partition that failed is recorded (from its manifest) with its rows, beside
+        // the empty expired partitions retired with it, one manifest each.
+        let recorded: i64 = one(
+            &mut c,
+            &format!(
+                "SELECT rows FROM platform.lake_archive WHERE sink = 'archive_retry' AND partition_name IN ('{old}', 'public.{old}')"
+            ),
+        );
+        assert_eq!(recorded, 25);
+        let mut manifests = Vec::new();
+        files_under(
+            &lake.join("_pg_platform/archive_retry/commits"),
+            ".json",
+            &mut manifests,
+        );
+        let listed: String = one(
+            &mut c,
+            "SELECT archived_partitions || ' ' || rows FROM platform.lake_files WHERE sink = 'archive_retry'",
+        );
+        assert_eq!(listed, format!("{} 25", manifests.len()));
         let ids = sorted_ids(
             &first
                 .iter()

@@ -2,7 +2,7 @@
 # ALTER EXTENSION pg_platform UPDATE from every earlier version gives the same extension as
 # a fresh CREATE EXTENSION of the current one (partitions, which are data, aside):
 # functions (signatures, volatility,
-# strictness, privileges), tables, views and their columns and privileges, event
+# strictness, privileges), tables, views and their columns, indexes and privileges, operator classes, event
 # triggers, configuration tables kept by pg_dump. The earlier versions' install scripts
 # are kept, frozen, in tests/upgrade/.
 set -euo pipefail
@@ -23,6 +23,12 @@ UNION ALL
 SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull::text
   FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
  WHERE c.relnamespace = 'platform'::regnamespace AND NOT c.relispartition
+UNION ALL
+SELECT 'index ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+ WHERE c.relnamespace = 'platform'::regnamespace AND NOT c.relispartition
+UNION ALL
+SELECT 'operator class ' || o.opcname || ' ' || a.amname || ' ' || o.opcintype::regtype
+  FROM pg_opclass o JOIN pg_am a ON a.oid = o.opcmethod WHERE o.opcnamespace = 'platform'::regnamespace
 UNION ALL
 SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || coalesce(evttags::text, '') || ' ' || evtfoid::regproc
   FROM pg_event_trigger
