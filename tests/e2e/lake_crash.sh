@@ -14,12 +14,18 @@ throwaway_server e2e-lake yes
 lake=$dir/lake
 iterations=${LAKE_CRASH_ITERATIONS:-50}
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+# A start can still find the old shared memory attached for a moment after the killed
+# processes are gone (seen in CI: "pre-existing shared memory block is still in use"):
+# it is retried for up to 30 s.
 restart() {
-    for _ in 1 2 3; do
+    for _ in $(seq 1 60); do
         as_server_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null 2>&1 && return 0
-        sleep 1
+        sleep 0.5
     done
-    echo "the server does not start again after SIGKILL:"; tail -n 20 "$dir/server.log"; exit 1
+    echo "the server does not start again after SIGKILL:"; tail -n 20 "$dir/server.log"
+    ps -eo pid,pgid,ppid,stat,lstart,cmd | grep -E "postgres|postmaster" | grep -v grep
+    ipcs -m
+    exit 1
 }
 up() { for _ in $(seq 1 300); do q -c "SELECT 1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "server does not come back"; cat "$dir/server.log"; exit 1; }
 
