@@ -112,13 +112,13 @@ throwaway_server() {
     trap "stop_server '$dir'" EXIT
 }
 
-# lake_python: a Python with DuckDB and pyarrow (tests/e2e/lake/requirements.txt), in a
+# lake_python: a Python with DuckDB, pyarrow and moto (tests/e2e/lake/requirements.txt), in a
 # venv made on first use. Prints the interpreter's path.
 lake_python() {
     local venv=${LAKE_VENV:-/tmp/pg_platform-lake-venv}
     local req
     req=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/e2e/lake/requirements.txt
-    if ! "$venv/bin/python" -c 'import duckdb, pyarrow, pytz, psycopg2' 2>/dev/null; then
+    if ! "$venv/bin/python" -c 'import duckdb, pyarrow, pytz, psycopg2, moto, boto3, flask' 2>/dev/null; then
         python3 -m venv "$venv" >&2 || return 1
         "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >&2 || return 1
     fi

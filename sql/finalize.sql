@@ -75,5 +75,5 @@ GRANT EXECUTE ON FUNCTION platform.fraud_reset_stats() TO platform_admin;
 GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, boolean), platform.drop_lake_sink(text),
                           platform.lake_sync(text), platform.lake_backfill(text, regclass)
     TO platform_admin;
-GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge(text, date) TO platform_admin;
+GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge(text, date, boolean) TO platform_admin;
 GRANT EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) TO platform_admin, platform_developer, platform_readonly;

@@ -286,7 +286,8 @@ AS 'MODULE_PATHNAME', 'lake_compact_wrapper';
 -- pg_platform::lake::lake_merge
 CREATE  FUNCTION "lake_merge"(
 	"sink" TEXT, /* & str */
-	"before" date DEFAULT NULL /* Option < pgrx :: datum :: Date > */
+	"before" date DEFAULT NULL, /* Option < pgrx :: datum :: Date > */
+	"recent" bool DEFAULT false /* bool */
 ) RETURNS TABLE (
 	"table_name" TEXT,  /* String */
 	"path" TEXT,  /* String */
@@ -385,8 +386,8 @@ GRANT EXECUTE ON FUNCTION platform.create_lake_sink(text, text, text, boolean, b
                           platform.lake_sync(text), platform.lake_backfill(text, regclass)
     TO platform_admin;
 
-REVOKE EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge(text, date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge(text, date) TO platform_admin;
+REVOKE EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge(text, date, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge(text, date, boolean) TO platform_admin;
 
 REVOKE EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) TO platform_admin, platform_developer, platform_readonly;

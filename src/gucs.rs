@@ -66,6 +66,21 @@ pub static LAKE_COMPACT_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600)
 /// Rows of one backfill chunk (one chunk per table per batch).
 pub static LAKE_BACKFILL_CHUNK_ROWS: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 
+/// The S3 endpoint of `s3://` lakes (an S3-compatible server; empty: AWS in the region).
+pub static LAKE_S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// The region `s3://` lakes sign their requests for.
+pub static LAKE_S3_REGION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
+
+/// A shared credentials file for `s3://` lakes (empty: the server's environment, then the
+/// standard file).
+pub static LAKE_S3_CREDENTIALS_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
+/// Seconds one S3 request of a lake may take.
+pub static LAKE_S3_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30);
+
 /// Test hook: the lake sink step after which a batch fails with an ERROR, as a crash there
 /// would leave it (`after_files`, `after_manifest`, `after_advance`). Superuser only.
 pub static LAKE_FAULT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -192,6 +207,42 @@ pub fn register() {
         &LAKE_FAULT,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
+    );
+    // Where a lake's requests go and what signs them: postgresql.conf (or ALTER SYSTEM)
+    // only, never a session, so no SQL sends signed requests elsewhere.
+    GucRegistry::define_string_guc(
+        c"platform.lake_s3_endpoint",
+        c"Endpoint of s3:// lakes (an S3-compatible server, http or https); empty for AWS.",
+        c"Requests to it are path-style; without it, virtual-host style to s3.<region>.amazonaws.com.",
+        &LAKE_S3_ENDPOINT,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"platform.lake_s3_region",
+        c"Region of s3:// lakes.",
+        c"The region requests are signed for.",
+        &LAKE_S3_REGION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"platform.lake_s3_credentials_file",
+        c"Shared credentials file (aws_access_key_id, aws_secret_access_key) of s3:// lakes.",
+        c"Read when the server's environment has no AWS_ACCESS_KEY_ID; empty: AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials. Profile AWS_PROFILE or default.",
+        &LAKE_S3_CREDENTIALS_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"platform.lake_s3_timeout",
+        c"Seconds one S3 request of a lake sink may take.",
+        c"A batch whose upload times out fails, commits nothing past what the bucket holds, and is retried.",
+        &LAKE_S3_TIMEOUT,
+        1,
+        3600,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     // Only postgresql.conf (or ALTER SYSTEM) can name the master key, and only superusers
     // can even read where it is.

@@ -8,7 +8,7 @@
 
 use super::decode::{Head, Reader};
 use super::files::{self, lsn_text, parse_lsn, BatchWriter, Lake};
-use super::{parse_url, LakeError, LakeUrl, EXCLUDED_TABLES};
+use super::{open_target, LakeError, Target, EXCLUDED_TABLES};
 use crate::error::SpiFailure;
 use pgrx::prelude::*;
 use std::ffi::CString;
@@ -56,9 +56,8 @@ pub fn archive_partition(parent: &str, partition: &str) -> Result<usize, String>
         if !filter.wants(schema, table) {
             continue;
         }
-        let LakeUrl::Local(root) = parse_url(&url).map_err(|e| e.to_string())?;
-        let lake = Lake { root, sink: name };
-        archive_into(&lake, schema, table, partition).map_err(|e| e.to_string())?;
+        let target = open_target(&name, &url).map_err(|e| e.to_string())?;
+        archive_into(&target, schema, table, partition).map_err(|e| e.to_string())?;
         archived += 1;
     }
     if archived == 0 {
@@ -69,7 +68,13 @@ pub fn archive_partition(parent: &str, partition: &str) -> Result<usize, String>
     Ok(archived)
 }
 
-fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Result<(), LakeError> {
+fn archive_into(
+    target: &Target,
+    schema: &str,
+    table: &str,
+    partition: &str,
+) -> Result<(), LakeError> {
+    let lake = &target.lake;
     let short = partition
         .rsplit('.')
         .next()
@@ -79,17 +84,25 @@ fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Resu
         .control_dir()
         .join("commits")
         .join(format!("archive_{short}.json"));
+    let intent_path = lake.control_dir().join("archive-intent");
     if manifest.exists() {
-        // Archived by an earlier try whose retirement failed afterwards (and rolled back
-        // its record): recorded again from the manifest.
+        // Archived by an earlier try (whose retirement may have failed afterwards, rolling
+        // back its record): its files made visible (and uploaded) if a crash came first,
+        // then recorded again from the manifest.
         let text = std::fs::read(&manifest).map_err(|e| LakeError::io(&manifest, e))?;
         let body: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| LakeError::Corrupt(format!("manifest {}: {e}", manifest.display())))?;
+        let paths: Vec<String> = body["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["path"].as_str().map(str::to_string))
+            .collect();
+        finish(target, &paths, &manifest, &intent_path)?;
         record(lake, schema, table, partition, &body);
         return Ok(());
     }
     lake.prepare()?;
-    let intent_path = lake.control_dir().join("archive-intent");
     if let Some(old) = files::read_intent_at(&intent_path)? {
         files::remove_pending(lake, &old)?;
     }
@@ -102,8 +115,8 @@ fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Resu
     let (info, mut rel, types) = super::backfill::relation_of(oid)?;
     rel.schema = schema.to_string();
     rel.table = table.to_string();
-    let target = (crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize) << 20;
-    let mut w = BatchWriter::archive(lake, lsn, target, &intent_path, &short)?;
+    let target_bytes = (crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize) << 20;
+    let mut w = BatchWriter::archive(lake, lsn, target_bytes, &intent_path, &short)?;
     let head = Head {
         xid: 0,
         commit_lsn: lsn,
@@ -168,10 +181,25 @@ fn archive_into(lake: &Lake, schema: &str, table: &str, partition: &str) -> Resu
     let mut out = serde_json::to_vec_pretty(&body).unwrap_or_default();
     out.push(b'\n');
     files::write_atomic(&manifest, &out)?;
-    files::publish(lake, &paths)?;
-    files::remove_intent_at(&intent_path)?;
+    finish(target, &paths, &manifest, &intent_path)?;
     record(lake, schema, table, partition, &body);
     Ok(())
+}
+
+/// After an archive's manifest: its files made visible, uploaded for an S3 lake (the
+/// manifest last), the intent removed.
+fn finish(
+    target: &Target,
+    paths: &[String],
+    manifest: &std::path::Path,
+    intent_path: &std::path::Path,
+) -> Result<(), LakeError> {
+    let lake = &target.lake;
+    files::publish(lake, paths, target.remote.is_some())?;
+    if let Some(remote) = &target.remote {
+        remote.upload(lake, paths, &[], &lake.relative(manifest))?;
+    }
+    files::remove_intent_at(intent_path)
 }
 
 /// Records an archive (its manifest's content) in `platform.lake_archive`, which

@@ -108,6 +108,13 @@ impl Lake {
     pub fn intent_path(&self) -> PathBuf {
         self.control_dir().join("intent")
     }
+    /// `path` (under the root) relative to the root, as the lake's names are.
+    pub fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
     pub fn manifest_path(&self, start: u64, end: u64) -> PathBuf {
         self.control_dir().join("commits").join(format!(
             "{}_{}.json",
@@ -228,13 +235,17 @@ pub fn pending(path: &Path) -> PathBuf {
 }
 
 /// Makes the files of a committed batch visible: each `.pending` renamed to its name.
-pub fn publish(lake: &Lake, files: &[String]) -> Result<(), LakeError> {
+/// With `uploaded_ok` (an S3 sink's staging directory), a file that is gone was uploaded
+/// and removed by an earlier try.
+pub fn publish(lake: &Lake, files: &[String], uploaded_ok: bool) -> Result<(), LakeError> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     for f in files {
         let path = lake.root.join(f);
         let p = pending(&path);
         if p.exists() {
             std::fs::rename(&p, &path).map_err(|e| LakeError::io(&path, e))?;
+        } else if !path.exists() && uploaded_ok {
+            continue;
         } else if !path.exists() {
             return Err(LakeError::Corrupt(format!(
                 "data file {} of a committed batch is missing",
@@ -903,11 +914,21 @@ mod tests {
         assert!(ensure_dir(&l.root, a.parent().expect("dir")).is_ok());
         assert!(std::fs::write(pending(&a), b"x").is_ok());
         let files = vec!["public/t/a.parquet".to_string()];
-        assert!(publish(&l, &files).is_ok());
+        assert!(publish(&l, &files, false).is_ok());
         assert!(a.exists() && !pending(&a).exists());
-        assert!(publish(&l, &files).is_ok(), "a replay after the renames");
+        assert!(
+            publish(&l, &files, false).is_ok(),
+            "a replay after the renames"
+        );
         let missing = vec!["public/t/gone.parquet".to_string()];
-        assert!(matches!(publish(&l, &missing), Err(LakeError::Corrupt(_))));
+        assert!(matches!(
+            publish(&l, &missing, false),
+            Err(LakeError::Corrupt(_))
+        ));
+        assert!(
+            publish(&l, &missing, true).is_ok(),
+            "staged for S3: uploaded and removed"
+        );
         let _ = std::fs::remove_dir_all(&l.root);
     }
 }

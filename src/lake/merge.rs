@@ -1,5 +1,6 @@
 //! Merging small bronze files: a table's files of one past commit day, already folded into
-//! the current zone, become one file. Readers never see a row twice or miss one: the new
+//! the current zone, become one file (and, for a day still being written, its small files
+//! folded so far). Readers never see a row twice or miss one: the new
 //! day directory (the merged file, plus hard links to the day's files that are not merged)
 //! is built under `_pg_platform/<sink>/merging/`, recorded in a manifest
 //! `commits/merge_<start>_<end>_<schema>.<table>.json`, then exchanged with the live day
@@ -10,6 +11,7 @@ use super::files::{self, lsn_text, parse_lsn, Lake};
 use super::LakeError;
 use arrow_array::{new_null_array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -61,6 +63,14 @@ fn sync_dir(d: &Path) -> Result<(), LakeError> {
         .map_err(|e| LakeError::io(d, e))
 }
 
+/// A Parquet file's Arrow schema, from its footer.
+fn file_schema(path: &Path) -> Result<Arc<Schema>, LakeError> {
+    let f = File::open(path).map_err(|e| LakeError::io(path, e))?;
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .map(|b| b.schema().clone())
+        .map_err(|e| LakeError::Parquet(format!("{}: {e}", path.display())))
+}
+
 /// Merges one group; returns the merged file's relative path and its rows.
 pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
     let Some(first) = g.files.first() else {
@@ -76,14 +86,11 @@ pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
         std::fs::remove_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
     }
     files::ensure_dir(&lake.root, &staging)?;
-    // The merged rows, in file order, under the union of the files' columns.
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    for f in &g.files {
-        batches.extend(read_file(&lake.root.join(f))?);
-    }
+    // The union of the files' columns, from their footers; then the rows, one file at a
+    // time (memory bounded by one file, whatever the day holds).
     let mut fields: Vec<Field> = Vec::new();
-    for b in &batches {
-        for f in b.schema().fields() {
+    for f in &g.files {
+        for f in file_schema(&lake.root.join(f))?.fields() {
             match fields.iter().find(|x| x.name() == f.name()) {
                 Some(x) if x.data_type() != f.data_type() => {
                     return Err(LakeError::CompactType(
@@ -107,27 +114,28 @@ pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
     let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))
         .map_err(|e| LakeError::Parquet(e.to_string()))?;
     let mut rows = 0u64;
-    for b in &batches {
-        let cols: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                b.column_by_name(f.name())
-                    .cloned()
-                    .unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
-            })
-            .collect();
-        let nb = RecordBatch::try_new(schema.clone(), cols)
-            .map_err(|e| LakeError::Parquet(e.to_string()))?;
-        rows += nb.num_rows() as u64;
-        w.write(&nb)
-            .map_err(|e| LakeError::Parquet(e.to_string()))?;
+    for f in &g.files {
+        for b in read_file(&lake.root.join(f))? {
+            let cols: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    b.column_by_name(f.name())
+                        .cloned()
+                        .unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
+                })
+                .collect();
+            let nb = RecordBatch::try_new(schema.clone(), cols)
+                .map_err(|e| LakeError::Parquet(e.to_string()))?;
+            rows += nb.num_rows() as u64;
+            w.write(&nb)
+                .map_err(|e| LakeError::Parquet(e.to_string()))?;
+        }
     }
     let f = w
         .into_inner()
         .map_err(|e| LakeError::Parquet(e.to_string()))?;
     f.sync_all().map_err(|e| LakeError::io(&out, e))?;
-    drop(batches);
     // Everything else of the live day directory stays: hard links, no copy.
     let merged: Vec<PathBuf> = g.files.iter().map(|f| lake.root.join(f)).collect();
     if let Ok(entries) = std::fs::read_dir(&live) {
@@ -166,55 +174,95 @@ pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
     Ok((rel, rows))
 }
 
+/// Whether a file is the output of a merge (left alone by the merges of a day in progress).
+fn is_merged(path: &str) -> bool {
+    Path::new(path)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("merged_"))
+}
+
 /// The groups worth merging: table-days before `before_day` (YYYY-MM-DD) with more than
-/// one file, all folded into the table's current-zone cut already.
-pub fn groups(lake: &Lake, sink: &str, before_day: &str) -> Result<Vec<Group>, LakeError> {
+/// one file, all folded into the table's current-zone cut already; with `recent`, also in
+/// each later day (still being written) its small files folded so far, which become one
+/// file per merge (earlier merges' files stay), so a day in progress holds a file per
+/// merge plus the batches since the last one.
+pub fn groups(
+    lake: &Lake,
+    sink: &str,
+    before_day: &str,
+    recent: bool,
+) -> Result<Vec<Group>, LakeError> {
     let pointer = read_pointer(lake)?;
-    let rows = pgrx::spi::Spi::connect(|c| {
+    type Day = (String, String, bool, Vec<String>, Vec<String>, Vec<String>);
+    let rows: Vec<Day> = pgrx::spi::Spi::connect(|c| {
         let t = c.select(
-            "SELECT schema_name, table_name, array_agg(path ORDER BY start_lsn, path),
-                    min(start_lsn)::text, max(end_lsn)::text
+            "SELECT schema_name, table_name, commit_day < $2::date,
+                    array_agg(path ORDER BY start_lsn, path),
+                    array_agg(start_lsn::text ORDER BY start_lsn, path),
+                    array_agg(end_lsn::text ORDER BY start_lsn, path)
                FROM platform.lake_file
-              WHERE sink = $1 AND commit_day < $2::date
+              WHERE sink = $1 AND ($3 OR commit_day < $2::date)
               GROUP BY schema_name, table_name, commit_day
              HAVING count(*) > 1
-              ORDER BY 1, 2, 4",
+              ORDER BY 1, 2, min(start_lsn)",
             None,
-            &[sink.into(), before_day.into()],
+            &[sink.into(), before_day.into(), recent.into()],
         )?;
         let mut out = Vec::new();
         for r in t {
             out.push((
                 r.get::<String>(1)?.unwrap_or_default(),
                 r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<Vec<String>>(3)?.unwrap_or_default(),
-                r.get::<String>(4)?.unwrap_or_default(),
-                r.get::<String>(5)?.unwrap_or_default(),
+                r.get::<bool>(3)?.unwrap_or(false),
+                r.get::<Vec<String>>(4)?.unwrap_or_default(),
+                r.get::<Vec<String>>(5)?.unwrap_or_default(),
+                r.get::<Vec<String>>(6)?.unwrap_or_default(),
             ));
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })
     .map_err(|e| LakeError::Io(e.to_string()))?;
     let mut out = Vec::new();
-    for (schema, table, paths, start, end) in rows {
-        let (Some(start), Some(end)) = (parse_lsn(&start), parse_lsn(&end)) else {
-            continue;
-        };
+    for (schema, table, past, paths, starts, ends) in rows {
         let qualified = format!("{schema}.{table}");
-        let folded = pointer
+        let Some(cut) = pointer
             .tables
             .iter()
             .find(|t| t.0 == qualified)
-            .is_some_and(|t| t.2 >= end);
-        if folded {
-            out.push(Group {
-                schema,
-                table,
-                files: paths,
-                start,
-                end,
-            });
+            .map(|t| t.2)
+        else {
+            continue;
+        };
+        let mut files = Vec::new();
+        let (mut start, mut end) = (u64::MAX, 0u64);
+        let mut all_folded = true;
+        for ((p, s), e) in paths.iter().zip(&starts).zip(&ends) {
+            let (Some(s), Some(e)) = (parse_lsn(s), parse_lsn(e)) else {
+                all_folded = false;
+                continue;
+            };
+            if e > cut {
+                all_folded = false;
+                continue;
+            }
+            // A day in progress keeps its earlier merges' files as they are.
+            if !past && is_merged(p) {
+                continue;
+            }
+            files.push(p.clone());
+            start = start.min(s);
+            end = end.max(e);
         }
+        if (past && !all_folded) || files.len() < 2 {
+            continue;
+        }
+        out.push(Group {
+            schema,
+            table,
+            files,
+            start,
+            end,
+        });
     }
     Ok(out)
 }

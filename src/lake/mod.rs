@@ -14,6 +14,7 @@ mod compact;
 mod decode;
 mod files;
 mod merge;
+mod s3;
 mod sync;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
@@ -36,8 +37,27 @@ pub enum LakeError {
     BadName(String),
     #[error("lake_url \"{0}\" is not supported")]
     BadUrl(String),
-    #[error("lake_url \"{0}\": S3 lakes are not supported by this version")]
-    S3NotSupported(String),
+    #[error("{0} is not available for S3 lake sinks in this version (sink \"{1}\")")]
+    S3Unsupported(String, String),
+    #[error("no S3 credentials for the lake: {0}")]
+    S3Credentials(String),
+    #[error("S3 lake settings: {0}")]
+    S3Config(String),
+    #[error("S3 {what} of {object} failed: HTTP {status} {code}")]
+    S3Status {
+        what: String,
+        object: String,
+        status: u16,
+        code: String,
+    },
+    #[error("S3 {what} of {object} failed: {reason}")]
+    S3Unreachable {
+        what: String,
+        object: String,
+        reason: String,
+    },
+    #[error("{0} already exists in the bucket with other content")]
+    S3Exists(String),
     #[error("{0}")]
     Io(String),
     #[error("permission denied in the lake: {0}")]
@@ -112,7 +132,16 @@ impl SqlError for LakeError {
             Self::BadName(_) | Self::BadUrl(_) | Self::BadZone(_) => {
                 ERRCODE_INVALID_PARAMETER_VALUE
             }
-            Self::S3NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
+            Self::S3Unsupported(..) => ERRCODE_FEATURE_NOT_SUPPORTED,
+            Self::S3Credentials(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            Self::S3Config(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::S3Status {
+                status: 401 | 403, ..
+            } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Self::S3Status { status: 404, .. } => ERRCODE_UNDEFINED_FILE,
+            Self::S3Status { .. } => ERRCODE_IO_ERROR,
+            Self::S3Unreachable { .. } => ERRCODE_CONNECTION_FAILURE,
+            Self::S3Exists(_) => ERRCODE_DUPLICATE_OBJECT,
             Self::Io(_) => ERRCODE_IO_ERROR,
             Self::Permission(_) | Self::NoFilePrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::DiskFull(_) => ERRCODE_DISK_FULL,
@@ -138,8 +167,15 @@ impl SqlError for LakeError {
             Self::SinkExists(_) => "Choose another name, or platform.drop_lake_sink it first.".into(),
             Self::SlotExists(s) => format!("A sink owns the slot it creates; drop the leftover slot with SELECT pg_drop_replication_slot('{s}') if nothing uses it."),
             Self::BadName(_) => "A sink name is 1 to 40 lowercase letters, digits or underscores, starting with a letter or underscore (it names the slot and a lake directory).".into(),
-            Self::BadUrl(_) => "Use an absolute directory path (/srv/lake or file:///srv/lake).".into(),
-            Self::S3NotSupported(_) => "Land in a local directory (an absolute path) with this version.".into(),
+            Self::BadUrl(_) => "Use an absolute directory path (/srv/lake or file:///srv/lake), or s3://bucket/prefix (a bucket name of 3 to 63 lowercase letters, digits, dots or hyphens).".into(),
+            Self::S3Unsupported(..) => "An S3 sink lands the bronze zone (every change, backfills, archives); compaction and merging need a local lake (a directory, which can be a mounted object store) in this version.".into(),
+            Self::S3Credentials(_) => "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's environment, or platform.lake_s3_credentials_file (postgresql.conf) to a shared credentials file the server's user can read.".into(),
+            Self::S3Config(_) => "Set platform.lake_s3_endpoint (an http or https URL, for an S3-compatible server) and platform.lake_s3_region in postgresql.conf, then reload.".into(),
+            Self::S3Status { status: 401 | 403, .. } => "Check the credentials and that they may read and write the bucket's prefix; the sink resumes by itself once they do.".into(),
+            Self::S3Status { status: 404, .. } => "Check the bucket exists in platform.lake_s3_region (or at platform.lake_s3_endpoint).".into(),
+            Self::S3Status { .. } => "Nothing was committed past what the bucket holds; the sink retries by itself.".into(),
+            Self::S3Unreachable { .. } => "Check platform.lake_s3_endpoint and that the server reaches it; nothing was committed past what the bucket holds, and the sink resumes by itself.".into(),
+            Self::S3Exists(_) => "Another writer owns that name (another sink with the same prefix?): give each sink its own prefix.".into(),
             Self::Io(_) => "Check the lake directory exists and is usable by the server's operating-system user; the sink resumes by itself once it is.".into(),
             Self::Permission(_) => "Give the server's operating-system user write access to the lake directory; the sink resumes by itself once it has it.".into(),
             Self::DiskFull(_) => "Free space on the lake's file system; nothing was committed and the sink resumes by itself.".into(),
@@ -167,12 +203,53 @@ pub use archive::archive_partition;
 /// Where a sink lands its files.
 pub enum LakeUrl {
     Local(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+/// A sink's lake as its batches write it: the lake itself for a directory; for an S3 lake,
+/// its staging directory and the bucket that committed files go to.
+pub struct Target {
+    pub lake: files::Lake,
+    pub remote: Option<s3::Remote>,
+}
+
+pub fn open_target(sink: &str, url: &str) -> Result<Target, LakeError> {
+    Ok(match parse_url(url)? {
+        LakeUrl::Local(root) => Target {
+            lake: files::Lake {
+                root,
+                sink: sink.into(),
+            },
+            remote: None,
+        },
+        LakeUrl::S3 { bucket, prefix } => {
+            let root = s3::staging_root(sink);
+            std::fs::create_dir_all(&root).map_err(|e| LakeError::io(&root, e))?;
+            Target {
+                lake: files::Lake {
+                    root,
+                    sink: sink.into(),
+                },
+                remote: Some(s3::Remote::new(&bucket, &prefix)?),
+            }
+        }
+    })
+}
+
+/// Raises 0A000 for what an S3 sink cannot do yet; the local lake's root otherwise.
+fn local_only(what: &str, sink: &str, url: &str) -> PathBuf {
+    match parse_url(url).or_raise() {
+        LakeUrl::Local(root) => root,
+        LakeUrl::S3 { .. } => raise(LakeError::S3Unsupported(what.into(), sink.into())),
+    }
 }
 
 pub fn parse_url(url: &str) -> Result<LakeUrl, LakeError> {
     let path = url.strip_prefix("file://").unwrap_or(url);
     if url.starts_with("s3://") {
-        return Err(LakeError::S3NotSupported(url.into()));
+        return s3::parse(url)
+            .map(|(bucket, prefix)| LakeUrl::S3 { bucket, prefix })
+            .ok_or_else(|| LakeError::BadUrl(url.into()));
     }
     if path.starts_with('/') && !path.contains('\0') {
         let p = PathBuf::from(path);
@@ -296,7 +373,7 @@ fn create_lake_sink(
         raise(LakeError::BadName(name.into()));
     }
     check_file_privilege();
-    let LakeUrl::Local(root) = parse_url(lake_url).or_raise();
+    let url = parse_url(lake_url).or_raise();
     if crate::sql::read::<bool>(
         "SELECT true FROM platform.lake_sink WHERE name = $1",
         &[name.into()],
@@ -316,14 +393,20 @@ fn create_lake_sink(
         raise(LakeError::SlotExists(slot));
     }
     let selected = check_tables(tables);
-    if let Err(e) = std::fs::create_dir_all(&root) {
-        raise(LakeError::io(&root, e));
+    match url {
+        LakeUrl::Local(root) => {
+            if let Err(e) = std::fs::create_dir_all(&root) {
+                raise(LakeError::io(&root, e));
+            }
+        }
+        // What a dropped sink of the same name left staged is not this sink's.
+        LakeUrl::S3 { .. } => s3::remove_staging(name).or_raise(),
     }
-    let lake = files::Lake {
-        root,
-        sink: name.into(),
-    };
-    lake.prepare().or_raise();
+    let target = open_target(name, lake_url).or_raise();
+    target.lake.prepare().or_raise();
+    if let Some(remote) = &target.remote {
+        remote.probe(name).or_raise();
+    }
     crate::cdc::check_slot_settings();
     // Read-only SPI: a slot cannot be created once the transaction has an xid, so the slot
     // comes first and the sink row after it.
@@ -434,13 +517,17 @@ fn lake_read_sql(sink: &str, table: &str, zone: default!(&str, "'bronze'")) -> S
     let Some(url) = url else {
         raise(LakeError::UnknownSink(sink.into()));
     };
-    let LakeUrl::Local(root) = parse_url(&url).or_raise();
     let Some((schema, name)) = table.split_once('.') else {
         raise(LakeError::NotInSink(table.into(), sink.into()));
     };
     let quote = |p: &Path| p.display().to_string().replace('\'', "''");
     match zone {
         "bronze" => {
+            // An S3 lake is read the same way, through DuckDB's httpfs extension.
+            let root = match parse_url(&url).or_raise() {
+                LakeUrl::Local(root) => root,
+                LakeUrl::S3 { .. } => PathBuf::from(url.trim_end_matches('/')),
+            };
             let glob = root.join(schema).join(name).join("**").join("*.parquet");
             format!(
                 "SELECT * FROM read_parquet('{}', hive_partitioning = true, union_by_name = true, \
@@ -449,6 +536,7 @@ fn lake_read_sql(sink: &str, table: &str, zone: default!(&str, "'bronze'")) -> S
             )
         }
         "current" => {
+            let root = local_only("the current zone", sink, &url);
             let lake = files::Lake {
                 root: root.clone(),
                 sink: sink.into(),
@@ -490,12 +578,16 @@ fn lake_star_schema_sql(sink: &str, schema: default!(&str, "'payments'")) -> Str
 }
 
 /// Merges the small bronze files of past days: for each table and commit day before
-/// `before` (UTC) whose files are all folded into the current zone, one file replaces
-/// them, switched in atomically (readers never see a row twice or miss one).
+/// `before` (UTC, default yesterday) whose files are all folded into the current zone, one
+/// file replaces them, switched in atomically (readers never see a row twice or miss one).
+/// With `recent`, each later day's small files folded so far become one file too (the
+/// worker does this after each compaction), so a day in progress never holds more than a
+/// file per merge plus the batches since the last.
 #[pg_extern(volatile)]
 fn lake_merge(
     sink: &str,
     before: default!(Option<pgrx::datum::Date>, "NULL"),
+    recent: default!(bool, false),
 ) -> TableIterator<
     'static,
     (
@@ -513,11 +605,11 @@ fn lake_merge(
                 .unwrap_or_default()
         }
     };
-    TableIterator::new(merge_sink(sink, &before))
+    TableIterator::new(merge_sink(sink, &before, recent))
 }
 
 /// The work of `lake_merge` (also run by the worker after a compaction).
-pub fn merge_sink(sink: &str, before_day: &str) -> Vec<(String, String, i32, i64)> {
+pub fn merge_sink(sink: &str, before_day: &str, recent: bool) -> Vec<(String, String, i32, i64)> {
     let url = Spi::connect_mut(|c| {
         let t = c.update(
             "SELECT lake_url FROM platform.lake_sink WHERE name = $1 FOR UPDATE",
@@ -534,13 +626,13 @@ pub fn merge_sink(sink: &str, before_day: &str) -> Vec<(String, String, i32, i64
     let Some(url) = url else {
         raise(LakeError::UnknownSink(sink.into()));
     };
-    let LakeUrl::Local(root) = parse_url(&url).or_raise();
+    let root = local_only("lake_merge", sink, &url);
     let lake = files::Lake {
         root,
         sink: sink.into(),
     };
     let mut out = Vec::new();
-    for g in merge::groups(&lake, sink, before_day).or_raise() {
+    for g in merge::groups(&lake, sink, before_day, recent).or_raise() {
         let manifest = merge::manifest_path(&lake, &g);
         // A merge switched in whose record was lost: only the record is redone.
         let (path, rows) = if manifest.exists() && !lake.root.join(&g.files[0]).exists() {
@@ -644,7 +736,7 @@ pub fn compact_sink(sink: &str, only: Option<&str>) -> Vec<compact::Compacted> {
         raise(LakeError::UnknownSink(sink.into()));
     };
     let cut = files::parse_lsn(&cut).unwrap_or(0);
-    let LakeUrl::Local(root) = parse_url(&url).or_raise();
+    let root = local_only("lake_compact", sink, &url);
     let lake = files::Lake {
         root,
         sink: sink.into(),

@@ -19,8 +19,8 @@
 use super::backfill::{self, Chunks, Progress};
 use super::columns::ColType;
 use super::decode::{self, Message, Relation};
-use super::files::{self, lsn_text, parse_lsn, BatchWriter, FileStat, Lake};
-use super::{parse_url, LakeError, LakeUrl, EXCLUDED_TABLES};
+use super::files::{self, lsn_text, parse_lsn, BatchWriter, FileStat};
+use super::{open_target, LakeError, Target, EXCLUDED_TABLES};
 use crate::error::{raise, OrRaise, SpiFailure};
 use pgrx::prelude::*;
 use std::collections::HashMap;
@@ -318,7 +318,8 @@ fn result(start: u64, end: u64, stats: &[FileStat], recovered: bool) -> SyncResu
 
 /// Finishes or undoes what the previous run left; returns a result when this run's work
 /// was to record a batch the previous run committed to the lake but not to the database.
-fn recover(sink: &Sink, lake: &Lake, slot: &mut Slot) -> Option<SyncResult> {
+fn recover(sink: &Sink, target: &Target, slot: &mut Slot) -> Option<SyncResult> {
+    let lake = &target.lake;
     let intent = files::read_intent(lake).or_raise()?;
     let manifest = lake.manifest_path(intent.start, intent.end);
     if manifest.exists() && batch_recorded(&sink.name, intent.start) {
@@ -328,7 +329,8 @@ fn recover(sink: &Sink, lake: &Lake, slot: &mut Slot) -> Option<SyncResult> {
     } else if manifest.exists() {
         let (stats, progress) = read_manifest(&manifest).or_raise();
         let paths: Vec<String> = stats.iter().map(|f| f.path.clone()).collect();
-        files::publish(lake, &paths).or_raise();
+        files::publish(lake, &paths, target.remote.is_some()).or_raise();
+        upload(target, intent.start, intent.end, &stats);
         if slot.confirmed > intent.end {
             raise(gap(sink, slot.confirmed, intent.end));
         }
@@ -372,15 +374,35 @@ fn fault(step: &str) {
     }
 }
 
+/// The (schema, table) pairs a batch landed files of.
+fn tables_of(stats: &[FileStat]) -> Vec<(String, String)> {
+    let mut t: Vec<(String, String)> = stats
+        .iter()
+        .map(|s| (s.schema.clone(), s.table.clone()))
+        .collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
+/// For an S3 sink: uploads what a committed batch staged (its files, schemas, manifest).
+fn upload(target: &Target, start: u64, end: u64, stats: &[FileStat]) {
+    if let Some(remote) = &target.remote {
+        let lake = &target.lake;
+        let paths: Vec<String> = stats.iter().map(|f| f.path.clone()).collect();
+        let manifest = lake.relative(&lake.manifest_path(start, end));
+        remote
+            .upload(lake, &paths, &tables_of(stats), &manifest)
+            .or_raise();
+    }
+}
+
 pub fn run(name: &str) -> SyncResult {
     let sink = lock_sink(name);
-    let LakeUrl::Local(root) = parse_url(&sink.url).or_raise();
-    let lake = Lake {
-        root,
-        sink: sink.name.clone(),
-    };
+    let target = open_target(&sink.name, &sink.url).or_raise();
+    let lake = &target.lake;
     let mut slot = slot_info(&sink);
-    if let Some(r) = recover(&sink, &lake, &mut slot) {
+    if let Some(r) = recover(&sink, &target, &mut slot) {
         return r;
     }
     let expected = crate::sql::read::<String>(
@@ -419,8 +441,8 @@ pub fn run(name: &str) -> SyncResult {
         return result(start, start, &[], false);
     }
     lake.prepare().or_raise();
-    let target = (crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize) << 20;
-    let mut w = BatchWriter::new(&lake, start, end, target).or_raise();
+    let target_bytes = (crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize) << 20;
+    let mut w = BatchWriter::new(lake, start, end, target_bytes).or_raise();
     decode_range(&sink, end, &mut w, &mut chunks);
     let stats = w.finish().or_raise();
     let progress = chunks.progress();
@@ -433,8 +455,9 @@ pub fn run(name: &str) -> SyncResult {
         )
         .or_raise();
         let paths: Vec<String> = stats.iter().map(|f| f.path.clone()).collect();
-        files::publish(&lake, &paths).or_raise();
-        files::publish_schemas(&lake, &stats).or_raise();
+        files::publish(lake, &paths, false).or_raise();
+        files::publish_schemas(lake, &stats).or_raise();
+        upload(&target, start, end, &stats);
     }
     fault("after_manifest");
     advance(&sink.slot, end);

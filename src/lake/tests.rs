@@ -394,7 +394,10 @@ mod integration {
             ("SELECT * FROM platform.create_lake_sink('bad', 'relative/dir')".to_string(), "22023"),
             ("SELECT * FROM platform.create_lake_sink('bad', 'ftp://host/x')".to_string(), "22023"),
             ("SELECT * FROM platform.create_lake_sink('bad', '/tmp/../etc')".to_string(), "22023"),
-            ("SELECT * FROM platform.create_lake_sink('bad', 's3://bucket/prefix')".to_string(), "0A000"),
+            ("SELECT * FROM platform.create_lake_sink('bad', 's3://Bad_Bucket/prefix')".to_string(), "22023"),
+            ("SELECT * FROM platform.create_lake_sink('bad', 's3://lake-bucket/a/../b')".to_string(), "22023"),
+            // No credentials in the server's environment nor a credentials file.
+            ("SELECT * FROM platform.create_lake_sink('bad', 's3://lake-bucket/prefix', tables => 'public.lake_x')".to_string(), "28000"),
             (format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_noident', background => false)"), "55000"),
             (format!("SELECT * FROM platform.create_lake_sink('bad', '{url}', tables => 'public.lake_reserved', background => false)"), "42939"),
             // The server's user cannot create a directory in one only root may write.
@@ -1168,5 +1171,104 @@ mod integration {
         let (code, msg) = expect_error(&mut c, "SELECT * FROM platform.lake_merge('nope')");
         assert_eq!(code, "42704", "{msg}");
         drop_sink(&mut c, "merge");
+    }
+
+    #[test]
+    fn a_day_in_progress_merges_its_folded_small_files_and_keeps_the_rest() {
+        let mut c = client();
+        let lake = lake_dir("merge_recent");
+        drop_sink(&mut c, "merge_recent");
+        c.batch_execute(
+            "DROP TABLE IF EXISTS lake_mr; CREATE TABLE lake_mr (id int PRIMARY KEY, v text);",
+        )
+        .expect("table");
+        c.query(
+            "SELECT platform.create_lake_sink('merge_recent', $1, tables => 'public.lake_mr', background => false)",
+            &[&lake.display().to_string()],
+        )
+        .expect("sink");
+        let mut next = 0;
+        let mut land = |c: &mut postgres::Client, batches: i32| {
+            for _ in 0..batches {
+                c.batch_execute(&format!(
+                    "INSERT INTO lake_mr SELECT g, 'v' FROM generate_series({} + 1, {} + 10) g",
+                    next, next
+                ))
+                .expect("rows");
+                next += 10;
+                sync(c, "merge_recent");
+            }
+        };
+        let names = || {
+            let mut p = Vec::new();
+            files_under(&lake.join("public/lake_mr"), ".parquet", &mut p);
+            let mut n: Vec<String> = p
+                .iter()
+                .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            n.sort();
+            n
+        };
+        let merge = |c: &mut postgres::Client, recent: bool| -> Vec<(i32, i64)> {
+            c.query(
+                "SELECT merged_files, rows FROM platform.lake_merge('merge_recent', recent => $1)",
+                &[&recent],
+            )
+            .expect("merge")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+        };
+        land(&mut c, 3);
+        c.batch_execute("SELECT count(*) FROM platform.lake_compact('merge_recent')")
+            .expect("compact");
+        land(&mut c, 1);
+        // Today is not a past day: without `recent` nothing merges.
+        assert_eq!(merge(&mut c, false), vec![]);
+        // The three folded batches become one file; the one landed after the cut stays.
+        assert_eq!(merge(&mut c, true), vec![(3, 30)]);
+        let after_first = names();
+        assert_eq!(after_first.len(), 2, "{after_first:?}");
+        assert_eq!(
+            after_first
+                .iter()
+                .filter(|n| n.starts_with("merged_"))
+                .count(),
+            1
+        );
+        assert_eq!(
+            sorted_ids(&read_table(&lake, "lake_mr")),
+            (1..=40).collect::<Vec<i32>>()
+        );
+        assert_eq!(
+            merge(&mut c, true),
+            vec![],
+            "one small folded file is left alone"
+        );
+        // The next merge takes the small files folded since, not the earlier merge's file.
+        land(&mut c, 2);
+        c.batch_execute("SELECT count(*) FROM platform.lake_compact('merge_recent')")
+            .expect("compact");
+        assert_eq!(merge(&mut c, true), vec![(3, 30)]);
+        let after_second = names();
+        assert_eq!(after_second.len(), 2, "{after_second:?}");
+        assert!(after_second.iter().all(|n| n.starts_with("merged_")));
+        assert!(after_second.contains(&after_first[0]) || after_second.contains(&after_first[1]));
+        assert_eq!(
+            sorted_ids(&read_table(&lake, "lake_mr")),
+            (1..=60).collect::<Vec<i32>>(),
+            "every row once"
+        );
+        let recorded: (i64, i64) = {
+            let r = c
+                .query_one(
+                    "SELECT count(*), sum(rows)::int8 FROM platform.lake_file WHERE sink = 'merge_recent'",
+                    &[],
+                )
+                .expect("files");
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(recorded, (2, 60));
+        drop_sink(&mut c, "merge_recent");
     }
 }

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# S3 lakes against a local S3-compatible server (moto, from PyPI) on 127.0.0.1: a sink on
+# s3://bucket/prefix lands a backfill and every later change exactly once, as pyarrow
+# reads them through its S3 file system (types and values as PostgreSQL has them); every
+# data file belongs to a manifest in the bucket, nothing pending is visible, the staging
+# directory keeps no data. A missing bucket and an unreachable endpoint are clear errors
+# that leave no sink; a frozen S3 server fails the batch without moving the slot, and the
+# sink lands everything once when the server answers again. Partition retention archives
+# to the bucket. The secret key appears in no message, status or server log line.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/scripts/lib.sh"
+py=$(lake_python) || { echo "cannot make the Python venv with pyarrow and moto"; exit 1; }
+throwaway_server e2e-lake-s3 yes
+q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+# expect_error SQLSTATE SQL: the statement fails with that SQLSTATE.
+expect_error() {
+    local out
+    if out=$(PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres \
+            -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "\\set VERBOSITY verbose" -c "$2" 2>&1); then
+        echo "expected SQLSTATE $1, the statement succeeded: $2"; exit 1
+    fi
+    echo "$out" | grep -q "ERROR:  $1:" || { echo "expected SQLSTATE $1 from: $2"; echo "$out"; exit 1; }
+    echo "$out" | grep "ERROR:" | head -1
+}
+
+s3port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+closed=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$(dirname "$py")/moto_server" -H 127.0.0.1 -p "$s3port" >"$dir/moto.log" 2>&1 &
+moto=$!
+trap 'kill -CONT $moto 2>/dev/null || true; kill $moto 2>/dev/null || true; stop_server "$dir"' EXIT
+endpoint=http://127.0.0.1:$s3port
+secret="pgp-secret-$RANDOM$RANDOM$RANDOM"
+export AWS_ACCESS_KEY_ID=AKIDPGPLATFORME2E AWS_SECRET_ACCESS_KEY=$secret AWS_DEFAULT_REGION=us-east-1
+"$py" - "$endpoint" <<'PY'
+import sys, time, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+for _ in range(100):
+    try:
+        s3.create_bucket(Bucket="lake-e2e")
+        break
+    except Exception:
+        time.sleep(0.1)
+else:
+    sys.exit("moto does not start")
+PY
+# The server reads its keys from a shared credentials file named in postgresql.conf.
+umask 077
+cat >"$dir/aws_credentials" <<EOF
+[default]
+aws_access_key_id = AKIDPGPLATFORME2E
+aws_secret_access_key = $secret
+EOF
+chown "$(server_user)" "$dir/aws_credentials" 2>/dev/null || true
+q -c "ALTER SYSTEM SET platform.lake_s3_endpoint = '$endpoint'" \
+  -c "ALTER SYSTEM SET platform.lake_s3_credentials_file = '$dir/aws_credentials'" \
+  -c "ALTER SYSTEM SET platform.lake_s3_timeout = 3" -c "SELECT pg_reload_conf()" >/dev/null
+q -c "CREATE EXTENSION pg_platform" >/dev/null
+q >/dev/null <<'SQL'
+CREATE TABLE public.s3t (id int PRIMARY KEY, amount numeric(12,2), at timestamptz, note text, tags text[], raw bytea);
+INSERT INTO public.s3t SELECT g, g * 1.25, '2026-12-01 10:00:00+00'::timestamptz + g * interval '1 second',
+       CASE WHEN g % 10 = 0 THEN NULL ELSE 'row ' || g END, ARRAY['t' || g, NULL], '\x00ff'::bytea
+  FROM generate_series(1, 100) g;
+SQL
+
+# Bad input: a bucket that does not exist, an endpoint nobody listens on; no sink is left.
+expect_error 58P01 "SELECT * FROM platform.create_lake_sink('s3none', 's3://no-such-bucket/x', tables => 'public.s3t')"
+q -c "ALTER SYSTEM SET platform.lake_s3_endpoint = 'http://127.0.0.1:$closed'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.3
+expect_error 08006 "SELECT * FROM platform.create_lake_sink('s3down', 's3://lake-e2e/x', tables => 'public.s3t')"
+q -c "ALTER SYSTEM SET platform.lake_s3_endpoint = '$endpoint'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.3
+expect_error 22023 "SELECT * FROM platform.create_lake_sink('s3bad', 's3://Bad_Bucket/x')"
+[ "$(q -c "SELECT count(*) FROM platform.lake_sink")" = 0 ] || { echo "a refused sink was left behind"; exit 1; }
+[ "$(q -c "SELECT count(*) FROM pg_replication_slots")" = 0 ] || { echo "a refused sink left its slot"; exit 1; }
+
+q -c "SELECT * FROM platform.create_lake_sink('s3lake', 's3://lake-e2e/raw/', tables => 'public.s3t', background => false)" >/dev/null
+drain() {
+    local rows
+    for _ in $(seq 1 20); do
+        rows=$(q -c "SELECT rows FROM platform.lake_sync('s3lake')")
+        [ "$rows" = 0 ] && [ "$(q -c "SELECT state FROM platform.lake_backfills WHERE sink = 's3lake'")" = done ] && return 0
+    done
+    echo "the S3 sink does not catch up"; exit 1
+}
+# The backfill of the rows already there first, then changes.
+drain
+q >/dev/null <<'SQL'
+INSERT INTO public.s3t SELECT g, g * 1.25, '2026-12-01 10:00:00+00'::timestamptz + g * interval '1 second', 'row ' || g, '{}', NULL
+  FROM generate_series(101, 150) g;
+UPDATE public.s3t SET amount = 0.01, note = 'changed' WHERE id = 5;
+DELETE FROM public.s3t WHERE id = 6;
+SQL
+drain
+[ "$(q -c "SELECT platform.lake_read_sql('s3lake', 'public.s3t')")" = \
+  "SELECT * FROM read_parquet('s3://lake-e2e/raw/public/s3t/**/*.parquet', hive_partitioning = true, union_by_name = true, hive_types = {'_commit_year': INTEGER, '_commit_month': INTEGER, '_commit_day': INTEGER})" ] \
+    || { echo "lake_read_sql does not name the bucket's files"; q -c "SELECT platform.lake_read_sql('s3lake', 'public.s3t')"; exit 1; }
+expect_error 0A000 "SELECT * FROM platform.lake_compact('s3lake')"
+
+# A frozen S3 server: the batch fails (timeout), the slot stays; thawed, it lands once.
+slot_before=$(q -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pg_platform_lake_s3lake'")
+q -c "INSERT INTO public.s3t SELECT g, 2, now(), 'late', NULL, NULL FROM generate_series(200, 219) g" >/dev/null
+kill -STOP "$moto"
+expect_error 08006 "SELECT rows FROM platform.lake_sync('s3lake')"
+[ "$(q -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pg_platform_lake_s3lake'")" = "$slot_before" ] \
+    || { echo "the slot moved past a batch the bucket does not hold"; exit 1; }
+kill -CONT "$moto"
+drain
+[ "$(q -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pg_platform_lake_s3lake' AND confirmed_flush_lsn > '$slot_before'")" = 1 ] \
+    || { echo "the slot did not move after the thaw"; exit 1; }
+if find "$dir/data/pg_platform/lake/s3lake" -name '*.parquet*' | grep -q .; then
+    echo "the staging directory keeps data files after their upload"; find "$dir/data/pg_platform/lake/s3lake"; exit 1
+fi
+
+q -c "\\copy (SELECT id, amount::text, (extract(epoch FROM at) * 1000000)::int8, note, tags::text, encode(raw, 'hex') FROM public.s3t ORDER BY id) TO '$dir/s3t.csv' CSV"
+"$py" - "$endpoint" "$dir/s3t.csv" <<'PY'
+import csv, decimal, json, sys
+import boto3, pyarrow.dataset as ds, pyarrow.fs as pafs
+endpoint, state_csv = sys.argv[1:3]
+problems = []
+def check(what, got, want):
+    if got != want:
+        problems.append(f"{what}: lake {got!r}, expected {want!r}")
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket="lake-e2e", Prefix="raw/") for o in p.get("Contents", [])]
+data = sorted(k for k in keys if k.endswith(".parquet"))
+check("pending objects", [k for k in keys if k.endswith(".pending") or k.endswith(".tmp")], [])
+manifests = [k for k in keys if k.startswith("raw/_pg_platform/s3lake/commits/") and k.endswith(".json")]
+listed = set()
+for m in manifests:
+    body = json.loads(s3.get_object(Bucket="lake-e2e", Key=m)["Body"].read())
+    listed.update("raw/" + f["path"] for f in body["files"])
+check("data files without a manifest", sorted(set(data) - listed), [])
+check("manifest files missing", sorted(listed - set(data)), [])
+check("schema file", "raw/public/s3t/_schema.json" in keys, True)
+fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1")
+table = ds.dataset([k.replace("raw/", "lake-e2e/raw/", 1) for k in data], filesystem=fs, format="parquet",
+                   partitioning="hive").to_table()
+check("amount type", str(table.schema.field("amount").type), "decimal128(12, 2)")
+check("at type", str(table.schema.field("at").type), "timestamp[us, tz=UTC]")
+check("tags type", str(table.schema.field("tags").type), "list<item: string>")
+check("raw type", str(table.schema.field("raw").type), "binary")
+rows = table.to_pylist()
+changes = {}
+for r in rows:
+    changes.setdefault((r["_op"], r["id"]), []).append(r)
+check("changes landed twice", sorted(k for k, v in changes.items() if len(v) > 1), [])
+want_ops = {("r", i) for i in range(1, 101)} | {("i", i) for i in range(101, 151)} | {("u", 5), ("d", 6)} \
+    | {("i", i) for i in range(200, 220)}
+check("changes", sorted(set(changes) - want_ops), [])
+check("changes missing", sorted(want_ops - set(changes)), [])
+# The table's state, replayed from the lake in LSN order, equals PostgreSQL's.
+state = {}
+for r in sorted(rows, key=lambda r: (r["_lsn"], r["_op"] != "d")):
+    if r["_op"] == "d":
+        state.pop(r["id"], None)
+    else:
+        state[r["id"]] = r
+with open(state_csv) as f:
+    pg = {int(x[0]): x for x in csv.reader(f)}
+check("replayed ids", sorted(state), sorted(pg))
+for i, want in pg.items():
+    got = state.get(i)
+    if got is None:
+        continue
+    check(f"{i} amount", got["amount"], decimal.Decimal(want[1]) if want[1] else None)
+    check(f"{i} at", None if got["at"] is None else int(got["at"].timestamp() * 1_000_000), int(want[2]) if want[2] else None)
+    check(f"{i} note", got["note"], want[3] if want[3] else None)
+    check(f"{i} raw", None if got["raw"] is None else got["raw"].hex(), want[5] if want[5] else None)
+if problems:
+    print("\n".join(problems[:20]))
+    sys.exit(1)
+print(f"lake s3 check: {len(rows)} changes in {len(data)} objects under {len(manifests)} manifests, each once; the replay equals the table ({len(pg)} rows)")
+PY
+
+# Retention's archive action writes an expiring partition to the bucket before dropping it.
+q >/dev/null <<'SQL'
+CREATE TABLE public.s3p (id int, at timestamptz NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+SELECT platform.partition_by_time('public.s3p', 'at', '1 day', premake => 1, start => now() - interval '10 days');
+INSERT INTO public.s3p SELECT g, date_trunc('day', now() - interval '8 days') + g * interval '1 minute' FROM generate_series(1, 30) g;
+SQL
+q -c "SELECT * FROM platform.create_lake_sink('s3arch', 's3://lake-e2e/arch', tables => 'public.s3p', background => false, backfill => false)" >/dev/null
+q -c "SELECT platform.set_retention('public.s3p', '3 days', 'archive')" -c "SELECT platform.run_maintenance('public.s3p')" >/dev/null
+[ "$(q -c "SELECT count(*) FROM public.s3p")" = 0 ] || { echo "the expired partition was not retired"; exit 1; }
+[ "$(q -c "SELECT sum(rows) FROM platform.lake_archive WHERE sink = 's3arch'")" = 30 ] \
+    || { echo "the archive is not recorded"; q -c "SELECT * FROM platform.lake_archive"; exit 1; }
+"$py" - "$endpoint" <<'PY'
+import sys
+import boto3, pyarrow.dataset as ds, pyarrow.fs as pafs
+endpoint = sys.argv[1]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lake-e2e", Prefix="arch/").get("Contents", [])]
+data = [k for k in keys if k.endswith(".parquet")]
+manifests = [k for k in keys if "/_pg_platform/s3arch/commits/archive_" in k]
+fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1")
+rows = ds.dataset(["lake-e2e/" + k for k in data], filesystem=fs, format="parquet").to_table().to_pylist()
+ids = sorted(r["id"] for r in rows)
+ok = ids == list(range(1, 31)) and all(r["_op"] == "r" for r in rows) and len(manifests) >= 1 \
+    and all(k.split("/")[-1].startswith("archive_") for k in data)
+if not ok:
+    sys.exit(f"archive in the bucket: ids {ids}, objects {keys}")
+print(f"lake s3 archive: {len(rows)} rows in {len(data)} objects, {len(manifests)} manifests")
+PY
+
+# The secret key is nowhere in what the server said.
+q -c "SELECT coalesce(last_error, '') FROM platform.lake_status" >"$dir/status.txt"
+if grep -q "$secret" "$dir/server.log" "$dir/status.txt" "$dir"/data/log/* 2>/dev/null; then
+    echo "the S3 secret key appears in the server's messages"; exit 1
+fi
+q -c "SELECT platform.drop_lake_sink('s3lake')" -c "SELECT platform.drop_lake_sink('s3arch')" >/dev/null
+echo "S3 lake: backfill, changes and an archived partition landed exactly once through a frozen S3 server, bad buckets and endpoints refused"
