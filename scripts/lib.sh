@@ -112,6 +112,39 @@ throwaway_server() {
     trap "stop_server '$dir'" EXIT
 }
 
+# start_moto PY BUCKET: an S3-compatible server (moto, from the lake venv PY) on a free
+# 127.0.0.1 port with an empty BUCKET, for the S3 lake tests, and the throwaway server
+# (dir, port) told where it is and how to sign (a shared credentials file in dir). Sets
+# moto (its pid), s3_endpoint and s3_secret, and exports the keys for Python's clients.
+start_moto() {
+    local py=$1 bucket=$2 s3_port
+    s3_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$(dirname "$py")/moto_server" -H 127.0.0.1 -p "$s3_port" >"$dir/moto.log" 2>&1 &
+    moto=$!
+    s3_endpoint=http://127.0.0.1:$s3_port
+    s3_secret="pgp-secret-$RANDOM$RANDOM$RANDOM"
+    export AWS_ACCESS_KEY_ID=AKIDPGPLATFORMTEST AWS_SECRET_ACCESS_KEY=$s3_secret AWS_DEFAULT_REGION=us-east-1
+    "$py" - "$s3_endpoint" "$bucket" <<'PY' || { cat "$dir/moto.log"; kill "$moto"; return 1; }
+import sys, time, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+for _ in range(200):
+    try:
+        s3.create_bucket(Bucket=sys.argv[2])
+        break
+    except Exception:
+        time.sleep(0.1)
+else:
+    sys.exit("moto does not start")
+PY
+    (umask 077; printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+        "$AWS_ACCESS_KEY_ID" "$s3_secret" >"$dir/aws_credentials")
+    as_root chown "$(server_user)" "$dir/aws_credentials"
+    PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+        -c "ALTER SYSTEM SET platform.lake_s3_endpoint = '$s3_endpoint'" \
+        -c "ALTER SYSTEM SET platform.lake_s3_credentials_file = '$dir/aws_credentials'" \
+        -c "SELECT pg_reload_conf()" >/dev/null
+}
+
 # lake_python: a Python with DuckDB, pyarrow and moto (tests/e2e/lake/requirements.txt), in a
 # venv made on first use. Prints the interpreter's path.
 lake_python() {

@@ -10,8 +10,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
 py=$(lake_python) || { echo "cannot make the Python venv with DuckDB and pyarrow"; exit 1; }
-throwaway_server e2e-lake yes
+# LAKE_CRASH_TARGET=s3 runs the same loop against an S3 lake (moto on 127.0.0.1); the
+# bucket is then copied to a directory and checked the same way.
+target=${LAKE_CRASH_TARGET:-local}
+throwaway_server "e2e-lake-$target" yes
 lake=$dir/lake
+url=$lake
 iterations=${LAKE_CRASH_ITERATIONS:-50}
 q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 # A start can still find the old shared memory attached for a moment after the killed
@@ -29,6 +33,12 @@ restart() {
 }
 up() { for _ in $(seq 1 300); do q -c "SELECT 1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "server does not come back"; cat "$dir/server.log"; exit 1; }
 
+moto=
+if [ "$target" = s3 ]; then
+    start_moto "$py" lake-crash
+    trap 'kill $moto 2>/dev/null || true; stop_server "$dir"' EXIT
+    url=s3://lake-crash/lake
+fi
 q -c "CREATE EXTENSION pg_platform" >/dev/null
 q >/dev/null <<'SQL'
 CREATE TABLE public.ledger (id bigserial PRIMARY KEY, account int NOT NULL, amount numeric(12,2) NOT NULL, note text);
@@ -59,7 +69,7 @@ SQL
 for _ in $(seq 1 40); do q -c "SELECT public.write_some(60)" >/dev/null; done
 boundary=$(q -c "SELECT max(seq) FROM public.history")
 q -c "ALTER SYSTEM SET platform.lake_backfill_chunk_rows = 200" -c "SELECT pg_reload_conf()" >/dev/null
-q -c "SELECT * FROM platform.create_lake_sink('crash', '$lake', tables => 'public.ledger')" >/dev/null
+q -c "SELECT * FROM platform.create_lake_sink('crash', '$url', tables => 'public.ledger')" >/dev/null
 # The worker lands a batch whenever changes are 0.2 s old.
 q -c "ALTER SYSTEM SET platform.lake_batch_max_age = 200" -c "ALTER SYSTEM SET platform.lake_sync_interval = 50" -c "SELECT pg_reload_conf()" >/dev/null
 
@@ -68,7 +78,7 @@ stop=$dir/stop-writers
 writer() { while [ ! -e "$stop" ]; do q -c "SELECT public.write_some($((RANDOM % 30 + 1)))" >/dev/null 2>&1 || sleep 0.2; done; }
 writer & w1=$!
 writer & w2=$!
-trap 'touch "$stop"; kill $w1 $w2 2>/dev/null || true; stop_server "$dir"' EXIT
+trap 'touch "$stop"; kill $w1 $w2 $moto 2>/dev/null || true; stop_server "$dir"' EXIT
 
 interrupted=0
 for i in $(seq 1 "$iterations"); do
@@ -115,4 +125,16 @@ q -c "\\copy (SELECT id, op, amount FROM public.history WHERE seq > $boundary) T
 q -c "\\copy (SELECT id, amount FROM public.ledger) TO '$dir/state.csv' CSV"
 echo "$interrupted of $iterations kills interrupted the lake_sync call (the worker's batches are killed too)"
 [ "$interrupted" -ge $((iterations / 20)) ] || { echo "too few kills hit a running batch to test recovery"; exit 1; }
+if [ "$target" = s3 ]; then
+    "$py" - "$s3_endpoint" "$lake" <<'PY'
+import os, sys, boto3
+endpoint, lake = sys.argv[1:3]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="lake-crash", Prefix="lake/"):
+    for o in page.get("Contents", []):
+        path = os.path.join(lake, o["Key"][len("lake/"):])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        s3.download_file("lake-crash", o["Key"], path)
+PY
+fi
 "$py" "$root/tests/e2e/lake/check.py" "$lake" "$dir/history.csv" "$dir/state.csv"

@@ -24,37 +24,12 @@ expect_error() {
     echo "$out" | grep "ERROR:" | head -1
 }
 
-s3port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 closed=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$(dirname "$py")/moto_server" -H 127.0.0.1 -p "$s3port" >"$dir/moto.log" 2>&1 &
-moto=$!
+start_moto "$py" lake-e2e
 trap 'kill -CONT $moto 2>/dev/null || true; kill $moto 2>/dev/null || true; stop_server "$dir"' EXIT
-endpoint=http://127.0.0.1:$s3port
-secret="pgp-secret-$RANDOM$RANDOM$RANDOM"
-export AWS_ACCESS_KEY_ID=AKIDPGPLATFORME2E AWS_SECRET_ACCESS_KEY=$secret AWS_DEFAULT_REGION=us-east-1
-"$py" - "$endpoint" <<'PY'
-import sys, time, boto3
-s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
-for _ in range(100):
-    try:
-        s3.create_bucket(Bucket="lake-e2e")
-        break
-    except Exception:
-        time.sleep(0.1)
-else:
-    sys.exit("moto does not start")
-PY
-# The server reads its keys from a shared credentials file named in postgresql.conf.
-umask 077
-cat >"$dir/aws_credentials" <<EOF
-[default]
-aws_access_key_id = AKIDPGPLATFORME2E
-aws_secret_access_key = $secret
-EOF
-chown "$(server_user)" "$dir/aws_credentials" 2>/dev/null || true
-q -c "ALTER SYSTEM SET platform.lake_s3_endpoint = '$endpoint'" \
-  -c "ALTER SYSTEM SET platform.lake_s3_credentials_file = '$dir/aws_credentials'" \
-  -c "ALTER SYSTEM SET platform.lake_s3_timeout = 3" -c "SELECT pg_reload_conf()" >/dev/null
+endpoint=$s3_endpoint
+secret=$s3_secret
+q -c "ALTER SYSTEM SET platform.lake_s3_timeout = 3" -c "SELECT pg_reload_conf()" >/dev/null
 q -c "CREATE EXTENSION pg_platform" >/dev/null
 q >/dev/null <<'SQL'
 CREATE TABLE public.s3t (id int PRIMARY KEY, amount numeric(12,2), at timestamptz, note text, tags text[], raw bytea);
