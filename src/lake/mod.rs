@@ -168,7 +168,7 @@ impl SqlError for LakeError {
             Self::SlotExists(s) => format!("A sink owns the slot it creates; drop the leftover slot with SELECT pg_drop_replication_slot('{s}') if nothing uses it."),
             Self::BadName(_) => "A sink name is 1 to 40 lowercase letters, digits or underscores, starting with a letter or underscore (it names the slot and a lake directory).".into(),
             Self::BadUrl(_) => "Use an absolute directory path (/srv/lake or file:///srv/lake), or s3://bucket/prefix (a bucket name of 3 to 63 lowercase letters, digits, dots or hyphens).".into(),
-            Self::S3Unsupported(..) => "An S3 sink lands the bronze zone (every change, backfills, archives); compaction and merging need a local lake (a directory, which can be a mounted object store) in this version.".into(),
+            Self::S3Unsupported(..) => "Merging exchanges a day's files in one rename, which a bucket cannot do: on S3 the small files stay (read the current zone for the table's state), or use a local lake (a directory, which can be a mounted object store).".into(),
             Self::S3Credentials(_) => "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's environment, or platform.lake_s3_credentials_file (postgresql.conf) to a shared credentials file the server's user can read.".into(),
             Self::S3Config(_) => "Set platform.lake_s3_endpoint (an http or https URL, for an S3-compatible server) and platform.lake_s3_region in postgresql.conf, then reload.".into(),
             Self::S3Status { status: 401 | 403, .. } => "Check the credentials and that they may read and write the bucket's prefix; the sink resumes by itself once they do.".into(),
@@ -536,10 +536,22 @@ fn lake_read_sql(sink: &str, table: &str, zone: default!(&str, "'bronze'")) -> S
             )
         }
         "current" => {
-            let root = local_only("the current zone", sink, &url);
-            let lake = files::Lake {
-                root: root.clone(),
-                sink: sink.into(),
+            let (root, lake) = match parse_url(&url).or_raise() {
+                LakeUrl::Local(root) => (
+                    root.clone(),
+                    files::Lake {
+                        root,
+                        sink: sink.into(),
+                    },
+                ),
+                // The pointer is staged; the files are read from the bucket.
+                LakeUrl::S3 { .. } => (
+                    PathBuf::from(url.trim_end_matches('/')),
+                    files::Lake {
+                        root: s3::staging_root(sink),
+                        sink: sink.into(),
+                    },
+                ),
             };
             let pointer = compact::read_pointer(&lake).or_raise();
             let Some(entry) = pointer.tables.iter().find(|t| t.0 == table) else {
@@ -736,12 +748,12 @@ pub fn compact_sink(sink: &str, only: Option<&str>) -> Vec<compact::Compacted> {
         raise(LakeError::UnknownSink(sink.into()));
     };
     let cut = files::parse_lsn(&cut).unwrap_or(0);
-    let root = local_only("lake_compact", sink, &url);
-    let lake = files::Lake {
-        root,
-        sink: sink.into(),
-    };
-    let mut pointer = compact::read_pointer(&lake).or_raise();
+    // An S3 lake is compacted in its staging directory: the files the fold reads are
+    // fetched from the bucket, the new current files and the pointer uploaded (the pointer
+    // last); current files stay staged as the next fold's base.
+    let target = open_target(sink, &url).or_raise();
+    let lake = &target.lake;
+    let mut pointer = compact::read_pointer(lake).or_raise();
     let previous = pointer.clone();
     let tables: Vec<String> = Spi::connect(|c| {
         let t = c.select(
@@ -816,7 +828,21 @@ pub fn compact_sink(sink: &str, only: Option<&str>) -> Vec<compact::Compacted> {
         }
         let path = format!("current/{schema}/{name}/{:016X}.parquet", cut);
         let base = entry.map(|i| pointer.tables[i].1.clone());
-        let rows = compact::compact_table(&lake, base.as_deref(), &bronze, &key, &path).or_raise();
+        if let Some(remote) = &target.remote {
+            for f in bronze.iter().chain(base.iter()) {
+                remote.fetch(f, &lake.root.join(f)).or_raise();
+            }
+        }
+        let rows = compact::compact_table(lake, base.as_deref(), &bronze, &key, &path).or_raise();
+        if let Some(remote) = &target.remote {
+            // Overwritable: no pointer names it until the pointer below is uploaded.
+            remote
+                .put_file(&path, &lake.root.join(&path), false)
+                .or_raise();
+            for f in &bronze {
+                let _ = std::fs::remove_file(lake.root.join(f));
+            }
+        }
         let e = (t.clone(), path.clone(), cut, rows, key);
         match entry {
             Some(i) => pointer.tables[i] = e,
@@ -830,7 +856,11 @@ pub fn compact_sink(sink: &str, only: Option<&str>) -> Vec<compact::Compacted> {
         });
     }
     pointer.cut = cut;
-    compact::write_pointer(&lake, &pointer).or_raise();
+    compact::write_pointer(lake, &pointer).or_raise();
+    if let Some(remote) = &target.remote {
+        let p = compact::pointer_path(lake);
+        remote.put_file(&lake.relative(&p), &p, false).or_raise();
+    }
     // Files of cuts before the previous one: no reader that followed a pointer needs them.
     for (t, path, ..) in &pointer.tables {
         let keep_prev = previous
@@ -853,6 +883,9 @@ pub fn compact_sink(sink: &str, only: Option<&str>) -> Vec<compact::Compacted> {
                     if &rel != path && Some(&rel) != keep_prev.as_ref() && rel.ends_with(".parquet")
                     {
                         let _ = std::fs::remove_file(e.path());
+                        if let Some(remote) = &target.remote {
+                            remote.delete(&rel).or_raise();
+                        }
                     }
                 }
             }

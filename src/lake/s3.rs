@@ -14,7 +14,7 @@
 use super::files::Lake;
 use super::LakeError;
 use md5::{Digest, Md5};
-use rusty_s3::actions::{DeleteObject, HeadObject, PutObject, S3Action};
+use rusty_s3::actions::{DeleteObject, GetObject, HeadObject, PutObject, S3Action};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -279,6 +279,30 @@ impl Remote {
             Ok(_) | Err(ureq::Error::Status(404, _)) => Ok(()),
             Err(e) => Err(self.failure("DELETE", rel, e)),
         }
+    }
+
+    /// Downloads `rel` into `path` (streamed, fsynced, then renamed into place) unless it
+    /// is there already.
+    pub fn fetch(&self, rel: &str, path: &Path) -> Result<(), LakeError> {
+        if path.exists() {
+            return Ok(());
+        }
+        let key = self.key(rel);
+        let url = GetObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNED_FOR);
+        let response = self
+            .agent
+            .get(url.as_str())
+            .call()
+            .map_err(|e| self.failure("GET", rel, e))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| LakeError::io(dir, e))?;
+        }
+        let tmp = path.with_extension("download");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| LakeError::io(&tmp, e))?;
+        std::io::copy(&mut response.into_reader(), &mut f)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| LakeError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| LakeError::io(path, e))
     }
 
     /// Checks the bucket takes and removes an object (at sink creation).

@@ -68,7 +68,8 @@ fn compact_if_due(name: &str) -> Result<(), String> {
     let sink = name.to_string();
     BackgroundWorker::transaction(|| {
         crate::sql::in_subtransaction(move || {
-            // S3 sinks land the bronze zone only (compaction needs a local lake).
+            super::compact_sink(&sink, None);
+            // Merging switches a day's files atomically, which only a directory can do.
             let on_s3 = crate::sql::read::<bool>(
                 "SELECT lake_url LIKE 's3://%' FROM platform.lake_sink WHERE name = $1",
                 &[sink.as_str().into()],
@@ -77,7 +78,6 @@ fn compact_if_due(name: &str) -> Result<(), String> {
             if on_s3 {
                 return;
             }
-            super::compact_sink(&sink, None);
             // Days before yesterday are complete: their small files become one per table;
             // today's small files folded so far become one per compaction.
             let before = crate::sql::read::<String>(

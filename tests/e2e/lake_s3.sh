@@ -6,7 +6,8 @@
 # directory keeps no data. A missing bucket and an unreachable endpoint are clear errors
 # that leave no sink; a frozen S3 server fails the batch without moving the slot, and the
 # sink lands everything once when the server answers again. Partition retention archives
-# to the bucket. The secret key appears in no message, status or server log line.
+# to the bucket; the current zone is folded from the bucket and read back through its
+# pointer. The secret key appears in no message, status or server log line.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
@@ -70,7 +71,7 @@ drain
 [ "$(q -c "SELECT platform.lake_read_sql('s3lake', 'public.s3t')")" = \
   "SELECT * FROM read_parquet('s3://lake-e2e/raw/public/s3t/**/*.parquet', hive_partitioning = true, union_by_name = true, hive_types = {'_commit_year': INTEGER, '_commit_month': INTEGER, '_commit_day': INTEGER})" ] \
     || { echo "lake_read_sql does not name the bucket's files"; q -c "SELECT platform.lake_read_sql('s3lake', 'public.s3t')"; exit 1; }
-expect_error 0A000 "SELECT * FROM platform.lake_compact('s3lake')"
+expect_error 0A000 "SELECT * FROM platform.lake_merge('s3lake', recent => true)"
 
 # A frozen S3 server: the batch fails (timeout), the slot stays; thawed, it lands once.
 slot_before=$(q -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pg_platform_lake_s3lake'")
@@ -87,6 +88,11 @@ if find "$dir/data/pg_platform/lake/s3lake" -name '*.parquet*' | grep -q .; then
     echo "the staging directory keeps data files after their upload"; find "$dir/data/pg_platform/lake/s3lake"; exit 1
 fi
 
+# The current zone, folded from the bucket's files and uploaded with its pointer last.
+[ "$(q -c "SELECT rows FROM platform.lake_compact('s3lake')")" = "$(q -c "SELECT count(*) FROM public.s3t")" ] \
+    || { echo "the current zone of the S3 sink does not hold the table's rows"; exit 1; }
+current=$(q -c "SELECT platform.lake_read_sql('s3lake', 'public.s3t', zone => 'current')")
+case "$current" in "SELECT * FROM read_parquet('s3://lake-e2e/raw/current/public/s3t/"*) ;; *) echo "current zone query: $current"; exit 1;; esac
 q -c "\\copy (SELECT id, amount::text, (extract(epoch FROM at) * 1000000)::int8, note, tags::text, encode(raw, 'hex') FROM public.s3t ORDER BY id) TO '$dir/s3t.csv' CSV"
 "$py" - "$endpoint" "$dir/s3t.csv" <<'PY'
 import csv, decimal, json, sys
@@ -98,7 +104,7 @@ def check(what, got, want):
         problems.append(f"{what}: lake {got!r}, expected {want!r}")
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
 keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket="lake-e2e", Prefix="raw/") for o in p.get("Contents", [])]
-data = sorted(k for k in keys if k.endswith(".parquet"))
+data = sorted(k for k in keys if k.endswith(".parquet") and not k.startswith("raw/current/"))
 check("pending objects", [k for k in keys if k.endswith(".pending") or k.endswith(".tmp")], [])
 manifests = [k for k in keys if k.startswith("raw/_pg_platform/s3lake/commits/") and k.endswith(".json")]
 listed = set()
@@ -142,6 +148,14 @@ for i, want in pg.items():
     check(f"{i} at", None if got["at"] is None else int(got["at"].timestamp() * 1_000_000), int(want[2]) if want[2] else None)
     check(f"{i} note", got["note"], want[3] if want[3] else None)
     check(f"{i} raw", None if got["raw"] is None else got["raw"].hex(), want[5] if want[5] else None)
+# The current zone: the pointer names one file per table, whose rows are the table's.
+pointer = json.loads(s3.get_object(Bucket="lake-e2e", Key="raw/_pg_platform/s3lake/current.json")["Body"].read())
+current = [t for t in pointer["tables"] if t["table"] == "public.s3t"]
+check("current zone tables", len(current), 1)
+if current:
+    cur = ds.dataset("lake-e2e/raw/" + current[0]["path"], filesystem=fs, format="parquet").to_table().to_pylist()
+    check("current ids", sorted(r["id"] for r in cur), sorted(pg))
+    check("current amounts", {r["id"]: r["amount"] for r in cur}, {i: decimal.Decimal(w[1]) if w[1] else None for i, w in pg.items()})
 if problems:
     print("\n".join(problems[:20]))
     sys.exit(1)
