@@ -197,11 +197,30 @@ impl Remote {
                     code: s3_code,
                 }
             }
-            ureq::Error::Transport(t) => LakeError::S3Unreachable {
-                what: what.into(),
-                object,
-                reason: t.kind().to_string(),
-            },
+            ureq::Error::Transport(t) => {
+                let timed_out = std::error::Error::source(&t)
+                    .and_then(|s| s.downcast_ref::<std::io::Error>())
+                    .is_some_and(|e| {
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                        )
+                    });
+                // The transport's own text names the URL, with its signature: only its kind.
+                let reason = if timed_out {
+                    format!(
+                        "no answer within platform.lake_s3_timeout ({} s)",
+                        crate::gucs::LAKE_S3_TIMEOUT.get()
+                    )
+                } else {
+                    t.kind().to_string()
+                };
+                LakeError::S3Unreachable {
+                    what: what.into(),
+                    object,
+                    reason,
+                }
+            }
         }
     }
 

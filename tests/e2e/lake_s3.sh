@@ -5,7 +5,8 @@
 # data file belongs to a manifest in the bucket, nothing pending is visible, the staging
 # directory keeps no data. A missing bucket and an unreachable endpoint are clear errors
 # that leave no sink; a frozen S3 server fails the batch without moving the slot, and the
-# sink lands everything once when the server answers again. Partition retention archives
+# sink lands everything once when the server answers again (by lake_sync, and by the
+# worker, whose failure shows in lake_status meanwhile). Partition retention archives
 # to the bucket; the current zone is folded from the bucket and read back through its
 # pointer. The secret key appears in no message, status or server log line.
 set -euo pipefail
@@ -88,6 +89,30 @@ if find "$dir/data/pg_platform/lake/s3lake" -name '*.parquet*' | grep -q .; then
     echo "the staging directory keeps data files after their upload"; find "$dir/data/pg_platform/lake/s3lake"; exit 1
 fi
 
+# The worker on a frozen S3 server: the failure is in lake_status.last_error (SQLSTATE
+# and object, no secret) and the sink lands by itself once the server answers again.
+q -c "UPDATE platform.lake_sink SET background = true WHERE name = 's3lake'" >/dev/null
+kill -STOP "$moto"
+q -c "INSERT INTO public.s3t SELECT g, 3, now(), 'by the worker', NULL, NULL FROM generate_series(300, 309) g" >/dev/null
+for _ in $(seq 1 150); do
+    [ -n "$(q -c "SELECT last_error FROM platform.lake_status WHERE sink = 's3lake' AND last_error LIKE '%(08006)'")" ] && break
+    sleep 0.2
+done
+q -c "SELECT last_error FROM platform.lake_status WHERE sink = 's3lake'" >"$dir/worker_error.txt"
+grep -q "^S3 PUT of s3://lake-e2e/raw/.*(08006)$" "$dir/worker_error.txt" \
+    || { echo "the worker's S3 failure is not in lake_status:"; cat "$dir/worker_error.txt"; exit 1; }
+kill -CONT "$moto"
+for _ in $(seq 1 150); do
+    # A batch that succeeds clears the error.
+    [ "$(q -c "SELECT last_error IS NULL FROM platform.lake_status WHERE sink = 's3lake'")" = t ] && break
+    sleep 0.2
+done
+[ "$(q -c "SELECT last_error IS NULL FROM platform.lake_status WHERE sink = 's3lake'")" = t ] \
+    || { echo "the worker did not resume after the thaw"; q -c "SELECT * FROM platform.lake_status"; exit 1; }
+q -c "UPDATE platform.lake_sink SET background = false WHERE name = 's3lake'" >/dev/null
+sleep 1
+drain
+
 # The current zone, folded from the bucket's files and uploaded with its pointer last.
 [ "$(q -c "SELECT rows FROM platform.lake_compact('s3lake')")" = "$(q -c "SELECT count(*) FROM public.s3t")" ] \
     || { echo "the current zone of the S3 sink does not hold the table's rows"; exit 1; }
@@ -127,7 +152,7 @@ for r in rows:
     changes.setdefault((r["_op"], r["id"]), []).append(r)
 check("changes landed twice", sorted(k for k, v in changes.items() if len(v) > 1), [])
 want_ops = {("r", i) for i in range(1, 101)} | {("i", i) for i in range(101, 151)} | {("u", 5), ("d", 6)} \
-    | {("i", i) for i in range(200, 220)}
+    | {("i", i) for i in range(200, 220)} | {("i", i) for i in range(300, 310)}
 check("changes", sorted(set(changes) - want_ops), [])
 check("changes missing", sorted(want_ops - set(changes)), [])
 # The table's state, replayed from the lake in LSN order, equals PostgreSQL's.
