@@ -236,6 +236,18 @@ pub fn open_target(sink: &str, url: &str) -> Result<Target, LakeError> {
     })
 }
 
+/// The size at which a lake file rolls (`platform.lake_file_target_mb`); at most 4 GB for
+/// an S3 lake, whose files are each one PUT (S3 takes up to 5 GB in one).
+pub fn file_target_bytes(target: &Target) -> usize {
+    let mb = crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize;
+    let mb = if target.remote.is_some() {
+        mb.min(4096)
+    } else {
+        mb
+    };
+    mb << 20
+}
+
 /// Raises 0A000 for what an S3 sink cannot do yet; the local lake's root otherwise.
 fn local_only(what: &str, sink: &str, url: &str) -> PathBuf {
     match parse_url(url).or_raise() {

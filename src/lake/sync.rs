@@ -441,7 +441,7 @@ pub fn run(name: &str) -> SyncResult {
         return result(start, start, &[], false);
     }
     lake.prepare().or_raise();
-    let target_bytes = (crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize) << 20;
+    let target_bytes = super::file_target_bytes(&target);
     let mut w = BatchWriter::new(lake, start, end, target_bytes).or_raise();
     decode_range(&sink, end, &mut w, &mut chunks);
     let stats = w.finish().or_raise();
