@@ -2,13 +2,14 @@
 # transaction table (inserts in 1k-row transactions, then updates and deletes), against
 # the pipeline people build by hand (wal2json read with psycopg2 into pyarrow Parquet,
 # benches/lake/wal2json_parquet.py) on the same WAL; the backend's peak memory for one
-# huge transaction; and freshness (commit to durable file, p50/p99) with the file count
-# under a steady pgbench write load with the worker landing continuously.
+# huge transaction; and freshness (commit to durable file, p50/p99, over the files not
+# merged yet) with the file count under a steady pgbench write load with the worker
+# landing continuously (60 s; LAKE_SOAK_SECONDS=3600 for the hour the issue asks about).
 set -euo pipefail
 . scripts/lib.sh
 root=$(pwd)
 note() { echo "bench lake: $*" >&2; }
-if [ "$SMOKE" = 1 ]; then inserts=2000; updates=200; deletes=100; big=5000; fresh_secs=3; else inserts=200000; updates=20000; deletes=10000; big=1000000; fresh_secs=60; fi
+if [ "$SMOKE" = 1 ]; then inserts=2000; updates=200; deletes=100; big=5000; fresh_secs=3; else inserts=200000; updates=20000; deletes=10000; big=1000000; fresh_secs=${LAKE_SOAK_SECONDS:-60}; fi
 changes=$((inserts + updates + deletes))
 db=bench_lake
 lake=$BENCH_DIR/lake
@@ -102,14 +103,15 @@ con.executemany("INSERT INTO landed VALUES (?, ?)", [(lake + "/" + p, t) for p, 
 p50, p99 = con.execute(f"""
   SELECT quantile_cont(l.t - epoch(f._commit_ts), 0.5), quantile_cont(l.t - epoch(f._commit_ts), 0.99)
     FROM read_parquet('{lake}/public/lake_fresh/**/*.parquet', filename = true, hive_partitioning = true) f
-    JOIN landed l ON l.path = f.filename""").fetchone()
+    JOIN landed l ON l.path = f.filename
+   WHERE NOT f.filename LIKE '%/merged_%'""").fetchone()
 size = con.execute(f"SELECT avg(size) FROM (SELECT size FROM read_blob('{lake}/public/lake_fresh/**/*.parquet'))").fetchone()[0]
 print(f"{p50:.2f} {p99:.2f} {len(landed)} {size / 1024:.0f}")
 PY
 )
         result "lake: freshness under pgbench at 500 tps, p50" "s" "$p50" "goal (p99 under 5 s)" 5 lower
         result "lake: freshness under pgbench at 500 tps, p99" "s" "$p99" "goal (p99 under 5 s)" 5 lower
-        note "lake: $files files of $mean_kb kB on average after ${fresh_secs} s at 500 tps (one per batch of platform.lake_batch_max_age; lake_compact merges them)"
+        note "lake: $files files of $mean_kb kB on average after ${fresh_secs} s at 500 tps (one per batch of platform.lake_batch_max_age until the worker's compaction, every platform.lake_compact_interval, merges the day's folded ones)"
     fi
     sql postgres "SELECT platform.drop_lake_sink('fresh')" "DROP TABLE public.lake_fresh" >/dev/null
 fi
