@@ -164,6 +164,45 @@ impl Current {
     }
 }
 
+/// Adds `schema`'s fields (but those named in `skip`) missing from `fields`, nullable;
+/// a column whose type changed is refused (files of one table are read as one schema).
+pub fn union_fields(
+    fields: &mut Vec<Field>,
+    schema: &Schema,
+    skip: &[&str],
+) -> Result<(), LakeError> {
+    for f in schema.fields() {
+        if skip.contains(&f.name().as_str()) {
+            continue;
+        }
+        match fields.iter().find(|x| x.name() == f.name()) {
+            Some(x) if x.data_type() != f.data_type() => {
+                return Err(LakeError::CompactType(
+                    f.name().clone(),
+                    x.data_type().to_string(),
+                    f.data_type().to_string(),
+                ))
+            }
+            Some(_) => {}
+            None => fields.push(f.as_ref().clone().with_nullable(true)),
+        }
+    }
+    Ok(())
+}
+
+/// `b`'s columns as `schema`'s (by name; a column `b` lacks is all NULL).
+pub fn conform(b: &RecordBatch, schema: &Schema) -> Vec<ArrayRef> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            b.column_by_name(f.name())
+                .cloned()
+                .unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
+        })
+        .collect()
+}
+
 /// Folds `base` (the previous current file, if any) and `bronze` (files in LSN order) into
 /// the current rows of one table, written to `out` (as `.pending`, then renamed).
 pub fn compact_table(
@@ -187,22 +226,7 @@ pub fn compact_table(
     }
     let mut fields: Vec<Field> = Vec::new();
     for (_, b) in &sources {
-        for f in b.schema().fields() {
-            if META_COLUMNS.contains(&f.name().as_str()) {
-                continue;
-            }
-            match fields.iter().find(|x| x.name() == f.name()) {
-                Some(x) if x.data_type() != f.data_type() => {
-                    return Err(LakeError::CompactType(
-                        f.name().clone(),
-                        x.data_type().to_string(),
-                        f.data_type().to_string(),
-                    ))
-                }
-                Some(_) => {}
-                None => fields.push(f.as_ref().clone().with_nullable(true)),
-            }
-        }
+        union_fields(&mut fields, &b.schema(), &META_COLUMNS)?;
     }
     for m in ["_commit_lsn", "_lsn", "_commit_ts"] {
         if let Some(f) = sources
@@ -216,20 +240,7 @@ pub fn compact_table(
     }
     let schema = Arc::new(Schema::new(fields));
     // Every source as the target's columns (missing ones NULL).
-    let columns: Vec<Vec<ArrayRef>> = sources
-        .iter()
-        .map(|(_, b)| {
-            schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    b.column_by_name(f.name())
-                        .cloned()
-                        .unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
-                })
-                .collect()
-        })
-        .collect();
+    let columns: Vec<Vec<ArrayRef>> = sources.iter().map(|(_, b)| conform(b, &schema)).collect();
     let key_idx: Vec<usize> = key
         .iter()
         .map(|k| {

@@ -6,10 +6,11 @@
 //! `commits/merge_<start>_<end>_<schema>.<table>.json`, then exchanged with the live day
 //! directory in one `renameat2(RENAME_EXCHANGE)`; the old directory is removed after.
 
-use super::compact::{read_file, read_pointer};
+use super::compact::{conform, read_file, read_pointer, union_fields};
 use super::files::{self, lsn_text, parse_lsn, Lake};
+use super::s3::Remote;
 use super::LakeError;
-use arrow_array::{new_null_array, ArrayRef, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -71,43 +72,30 @@ fn file_schema(path: &Path) -> Result<Arc<Schema>, LakeError> {
         .map_err(|e| LakeError::Parquet(format!("{}: {e}", path.display())))
 }
 
-/// Merges one group; returns the merged file's relative path and its rows.
-pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
-    let Some(first) = g.files.first() else {
-        return Err(LakeError::Corrupt("an empty merge group".into()));
-    };
-    let day_rel = Path::new(first)
-        .parent()
+/// The merged file's name for a group.
+pub fn merged_name(g: &Group) -> String {
+    format!("merged_{:016X}_{:016X}.parquet", g.start, g.end)
+}
+
+/// The group's day directory, relative to the lake.
+pub fn day_dir(g: &Group) -> PathBuf {
+    g.files
+        .first()
+        .and_then(|f| Path::new(f).parent())
         .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let live = lake.root.join(&day_rel);
-    let staging = lake.control_dir().join("merging").join(&day_rel);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
-    }
-    files::ensure_dir(&lake.root, &staging)?;
-    // The union of the files' columns, from their footers; then the rows, one file at a
-    // time (memory bounded by one file, whatever the day holds).
+        .unwrap_or_default()
+}
+
+/// Writes the rows of the group's files (read from under `root`) into `out`, fsynced, with
+/// the union of their columns; returns the rows. Streams one file at a time: memory is
+/// bounded by one file, whatever the day holds.
+pub fn write_merged(root: &Path, g: &Group, out: &Path) -> Result<u64, LakeError> {
     let mut fields: Vec<Field> = Vec::new();
     for f in &g.files {
-        for f in file_schema(&lake.root.join(f))?.fields() {
-            match fields.iter().find(|x| x.name() == f.name()) {
-                Some(x) if x.data_type() != f.data_type() => {
-                    return Err(LakeError::CompactType(
-                        f.name().clone(),
-                        x.data_type().to_string(),
-                        f.data_type().to_string(),
-                    ))
-                }
-                Some(_) => {}
-                None => fields.push(f.as_ref().clone().with_nullable(true)),
-            }
-        }
+        union_fields(&mut fields, file_schema(&root.join(f))?.as_ref(), &[])?;
     }
     let schema = Arc::new(Schema::new(fields));
-    let name = format!("merged_{:016X}_{:016X}.parquet", g.start, g.end);
-    let out = staging.join(&name);
-    let file = File::create(&out).map_err(|e| LakeError::io(&out, e))?;
+    let file = File::create(out).map_err(|e| LakeError::io(out, e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build();
@@ -115,17 +103,8 @@ pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
         .map_err(|e| LakeError::Parquet(e.to_string()))?;
     let mut rows = 0u64;
     for f in &g.files {
-        for b in read_file(&lake.root.join(f))? {
-            let cols: Vec<ArrayRef> = schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    b.column_by_name(f.name())
-                        .cloned()
-                        .unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
-                })
-                .collect();
-            let nb = RecordBatch::try_new(schema.clone(), cols)
+        for b in read_file(&root.join(f))? {
+            let nb = RecordBatch::try_new(schema.clone(), conform(&b, &schema))
                 .map_err(|e| LakeError::Parquet(e.to_string()))?;
             rows += nb.num_rows() as u64;
             w.write(&nb)
@@ -135,7 +114,60 @@ pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
     let f = w
         .into_inner()
         .map_err(|e| LakeError::Parquet(e.to_string()))?;
-    f.sync_all().map_err(|e| LakeError::io(&out, e))?;
+    f.sync_all().map_err(|e| LakeError::io(out, e))?;
+    Ok(rows)
+}
+
+/// The manifest recording a merge: the files it replaces and the merged file.
+pub fn write_manifest(lake: &Lake, g: &Group, m: &Merged) -> Result<(), LakeError> {
+    let body = serde_json::json!({
+        "format_version": 1,
+        "merge_of": g.files,
+        "table": format!("{}.{}", g.schema, g.table),
+        "start_lsn": lsn_text(g.start),
+        "end_lsn": lsn_text(g.end),
+        "rows": m.rows,
+        "files": [{"path": m.path, "rows": m.rows, "bytes": m.bytes}],
+    });
+    let mut text = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    text.push(b'\n');
+    files::write_atomic(&manifest_path(lake, g), &text)
+}
+
+/// What a merge made: the merged file (relative path), its rows and size.
+pub struct Merged {
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// The merged file a manifest records (a merge done whose record was lost).
+pub fn read_manifest(lake: &Lake, g: &Group) -> Merged {
+    let v: serde_json::Value = std::fs::read(manifest_path(lake, g))
+        .ok()
+        .and_then(|t| serde_json::from_slice(&t).ok())
+        .unwrap_or_default();
+    let f = &v["files"][0];
+    Merged {
+        path: f["path"].as_str().unwrap_or_default().to_string(),
+        rows: f["rows"].as_u64().unwrap_or(0),
+        bytes: f["bytes"].as_u64().unwrap_or(0),
+    }
+}
+
+/// Merges one group of a local lake; returns the merged file's relative path and its rows.
+pub fn merge_group(lake: &Lake, g: &Group) -> Result<Merged, LakeError> {
+    let day_rel = day_dir(g);
+    let live = lake.root.join(&day_rel);
+    let staging = lake.control_dir().join("merging").join(&day_rel);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
+    }
+    files::ensure_dir(&lake.root, &staging)?;
+    let name = merged_name(g);
+    let out = staging.join(&name);
+    let rows = write_merged(&lake.root, g, &out)?;
+    let bytes = std::fs::metadata(&out).map_or(0, |m| m.len());
     // Everything else of the live day directory stays: hard links, no copy.
     let merged: Vec<PathBuf> = g.files.iter().map(|f| lake.root.join(f)).collect();
     if let Ok(entries) = std::fs::read_dir(&live) {
@@ -148,20 +180,12 @@ pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
         }
     }
     sync_dir(&staging)?;
-    let rel = format!("{}/{name}", day_rel.display());
-    let manifest = manifest_path(lake, g);
-    let body = serde_json::json!({
-        "format_version": 1,
-        "merge_of": g.files,
-        "table": format!("{}.{}", g.schema, g.table),
-        "start_lsn": lsn_text(g.start),
-        "end_lsn": lsn_text(g.end),
-        "rows": rows,
-        "files": [{"path": rel, "rows": rows}],
-    });
-    let mut text = serde_json::to_vec_pretty(&body).unwrap_or_default();
-    text.push(b'\n');
-    files::write_atomic(&manifest, &text)?;
+    let m = Merged {
+        path: format!("{}/{name}", day_rel.display()),
+        rows,
+        bytes,
+    };
+    write_manifest(lake, g, &m)?;
     // The switch readers see: one directory for the other.
     exchange(&staging, &live)?;
     if let Some(parent) = live.parent() {
@@ -171,7 +195,74 @@ pub fn merge_group(lake: &Lake, g: &Group) -> Result<(String, u64), LakeError> {
         sync_dir(parent)?;
     }
     std::fs::remove_dir_all(&staging).map_err(|e| LakeError::io(&staging, e))?;
-    Ok((rel, rows))
+    Ok(m)
+}
+
+/// Merges one group of an S3 lake in its staging directory `lake`: the group's files are
+/// fetched from the bucket, merged, the manifest staged (the merge's intent), then the
+/// merged file uploaded (create-only: the switch for readers of `lake_read_sql`, which
+/// skip the files a merged file's LSN range covers), then the manifest; the merged files
+/// are deleted from the bucket last. Redone after a failure, it finishes what is left.
+pub fn merge_group_s3(lake: &Lake, remote: &Remote, g: &Group) -> Result<Merged, LakeError> {
+    let rel = format!("{}/{}", day_dir(g).display(), merged_name(g));
+    let local = lake.root.join(&rel);
+    let manifest = manifest_path(lake, g);
+    let m = if manifest.exists() {
+        read_manifest(lake, g)
+    } else {
+        for f in &g.files {
+            remote.fetch(f, &lake.root.join(f))?;
+        }
+        let pending = local.with_extension("parquet.pending");
+        let rows = write_merged(&lake.root, g, &pending)?;
+        let bytes = std::fs::metadata(&pending).map_or(0, |m| m.len());
+        std::fs::rename(&pending, &local).map_err(|e| LakeError::io(&local, e))?;
+        let m = Merged {
+            path: rel.clone(),
+            rows,
+            bytes,
+        };
+        write_manifest(lake, g, &m)?;
+        m
+    };
+    // A merged file no longer staged was uploaded by an earlier try.
+    if local.exists() {
+        remote.put_file(&rel, &local, true)?;
+    }
+    remote.put_file(&lake.relative(&manifest), &manifest, true)?;
+    for f in &g.files {
+        remote.delete(f)?;
+        let _ = std::fs::remove_file(lake.root.join(f));
+    }
+    let _ = std::fs::remove_file(&local);
+    Ok(m)
+}
+
+/// The LSN range a file's name gives (`<start>_<end>[_<part>].parquet` for a batch,
+/// `merged_<start>_<end>.parquet` for a merge, which the flag tells), or None (an archive).
+pub fn name_range(path: &str) -> Option<(u64, u64, bool)> {
+    let name = Path::new(path).file_name()?.to_str()?;
+    let stem = name.strip_suffix(".parquet")?;
+    let (merged, stem) = match stem.strip_prefix("merged_") {
+        Some(s) => (true, s),
+        None => (false, stem),
+    };
+    let hex = |t: &str| {
+        (t.len() == 16
+            && t.bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)))
+        .then(|| u64::from_str_radix(t, 16).ok())
+        .flatten()
+    };
+    let mut parts = stem.split('_');
+    let (s, e) = (hex(parts.next()?)?, hex(parts.next()?)?);
+    match (parts.next(), parts.next(), merged) {
+        (None, _, _) => Some((s, e, merged)),
+        (Some(n), None, false) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((s, e, false))
+        }
+        _ => None,
+    }
 }
 
 /// Whether a file is the output of a merge (left alone by the merges of a day in progress).
@@ -186,11 +277,17 @@ fn is_merged(path: &str) -> bool {
 /// each later day (still being written) its small files folded so far, which become one
 /// file per merge (earlier merges' files stay), so a day in progress holds a file per
 /// merge plus the batches since the last one.
+///
+/// On S3 (`by_name`), a group holds only files named by their LSN range (batches and
+/// merges; archives stay as they are), and only a run of them that no other such file of
+/// the day falls inside: a merged file then supersedes exactly the files whose ranges it
+/// covers, which is the rule `lake_read_sql` reads a bucket by.
 pub fn groups(
     lake: &Lake,
     sink: &str,
     before_day: &str,
     recent: bool,
+    by_name: bool,
 ) -> Result<Vec<Group>, LakeError> {
     let pointer = read_pointer(lake)?;
     type Day = (String, String, bool, Vec<String>, Vec<String>, Vec<String>);
@@ -241,6 +338,9 @@ pub fn groups(
                 all_folded = false;
                 continue;
             };
+            if by_name && name_range(p).is_none() {
+                continue;
+            }
             if e > cut {
                 all_folded = false;
                 continue;
@@ -256,6 +356,12 @@ pub fn groups(
         if (past && !all_folded) || files.len() < 2 {
             continue;
         }
+        let inside_but_left = paths.iter().any(|p| {
+            !files.contains(p) && name_range(p).is_some_and(|(s, e, _)| start <= s && e <= end)
+        });
+        if by_name && inside_but_left {
+            continue;
+        }
         out.push(Group {
             schema,
             table,
@@ -265,4 +371,38 @@ pub fn groups(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_range;
+
+    #[test]
+    fn file_names_give_their_lsn_range() {
+        let b = "public/t/_commit_year=2026/_commit_month=12/_commit_day=2";
+        assert_eq!(
+            name_range(&format!("{b}/00000000016B3A28_00000000016C0000.parquet")),
+            Some((0x16B3A28, 0x16C0000, false))
+        );
+        assert_eq!(
+            name_range(&format!("{b}/00000000016B3A28_00000000016C0000_2.parquet")),
+            Some((0x16B3A28, 0x16C0000, false))
+        );
+        assert_eq!(
+            name_range(&format!(
+                "{b}/merged_00000000016B3A28_00000000016C0000.parquet"
+            )),
+            Some((0x16B3A28, 0x16C0000, true))
+        );
+        for other in [
+            "archive_p20261101.parquet",
+            "merged_00000000016B3A28_00000000016C0000_1.parquet",
+            "00000000016b3a28_00000000016C0000.parquet",
+            "00000000016B3A28_00000000016C0000.parquet.pending",
+            "00000000016B3A28_00000000016C0000_.parquet",
+            "0016B3A28_00000000016C0000.parquet",
+        ] {
+            assert_eq!(name_range(&format!("{b}/{other}")), None, "{other}");
+        }
+    }
 }

@@ -37,8 +37,6 @@ pub enum LakeError {
     BadName(String),
     #[error("lake_url \"{0}\" is not supported")]
     BadUrl(String),
-    #[error("{0} is not available for S3 lake sinks in this version (sink \"{1}\")")]
-    S3Unsupported(String, String),
     #[error("no S3 credentials for the lake: {0}")]
     S3Credentials(String),
     #[error("S3 lake settings: {0}")]
@@ -132,7 +130,6 @@ impl SqlError for LakeError {
             Self::BadName(_) | Self::BadUrl(_) | Self::BadZone(_) => {
                 ERRCODE_INVALID_PARAMETER_VALUE
             }
-            Self::S3Unsupported(..) => ERRCODE_FEATURE_NOT_SUPPORTED,
             Self::S3Credentials(_) => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             Self::S3Config(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::S3Status {
@@ -168,7 +165,6 @@ impl SqlError for LakeError {
             Self::SlotExists(s) => format!("A sink owns the slot it creates; drop the leftover slot with SELECT pg_drop_replication_slot('{s}') if nothing uses it."),
             Self::BadName(_) => "A sink name is 1 to 40 lowercase letters, digits or underscores, starting with a letter or underscore (it names the slot and a lake directory).".into(),
             Self::BadUrl(_) => "Use an absolute directory path (/srv/lake or file:///srv/lake), or s3://bucket/prefix (a bucket name of 3 to 63 lowercase letters, digits, dots or hyphens).".into(),
-            Self::S3Unsupported(..) => "Merging exchanges a day's files in one rename, which a bucket cannot do: on S3 the small files stay (read the current zone for the table's state), or use a local lake (a directory, which can be a mounted object store).".into(),
             Self::S3Credentials(_) => "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the server's environment, or platform.lake_s3_credentials_file (postgresql.conf) to a shared credentials file the server's user can read.".into(),
             Self::S3Config(_) => "Set platform.lake_s3_endpoint (an http or https URL, for an S3-compatible server) and platform.lake_s3_region in postgresql.conf, then reload.".into(),
             Self::S3Status { status: 401 | 403, .. } => "Check the credentials and that they may read and write the bucket's prefix; the sink resumes by itself once they do.".into(),
@@ -246,14 +242,6 @@ pub fn file_target_bytes(target: &Target) -> usize {
         mb
     };
     mb << 20
-}
-
-/// Raises 0A000 for what an S3 sink cannot do yet; the local lake's root otherwise.
-fn local_only(what: &str, sink: &str, url: &str) -> PathBuf {
-    match parse_url(url).or_raise() {
-        LakeUrl::Local(root) => root,
-        LakeUrl::S3 { .. } => raise(LakeError::S3Unsupported(what.into(), sink.into())),
-    }
 }
 
 pub fn parse_url(url: &str) -> Result<LakeUrl, LakeError> {
@@ -535,17 +523,35 @@ fn lake_read_sql(sink: &str, table: &str, zone: default!(&str, "'bronze'")) -> S
     let quote = |p: &Path| p.display().to_string().replace('\'', "''");
     match zone {
         "bronze" => {
-            // An S3 lake is read the same way, through DuckDB's httpfs extension.
-            let root = match parse_url(&url).or_raise() {
-                LakeUrl::Local(root) => root,
-                LakeUrl::S3 { .. } => PathBuf::from(url.trim_end_matches('/')),
-            };
-            let glob = root.join(schema).join(name).join("**").join("*.parquet");
-            format!(
-                "SELECT * FROM read_parquet('{}', hive_partitioning = true, union_by_name = true, \
-                 hive_types = {{'_commit_year': INTEGER, '_commit_month': INTEGER, '_commit_day': INTEGER}})",
-                quote(&glob)
-            )
+            let hive = "hive_partitioning = true, union_by_name = true, \
+                 hive_types = {'_commit_year': INTEGER, '_commit_month': INTEGER, '_commit_day': INTEGER}";
+            match parse_url(&url).or_raise() {
+                LakeUrl::Local(root) => {
+                    let glob = root.join(schema).join(name).join("**").join("*.parquet");
+                    format!("SELECT * FROM read_parquet('{}', {hive})", quote(&glob))
+                }
+                // A bucket, through DuckDB's httpfs extension: a merged file is uploaded
+                // before the files it replaces are deleted, so the files whose LSN range
+                // (in their names) a merged file of the same day covers are skipped.
+                LakeUrl::S3 { .. } => {
+                    let glob = quote(
+                        &PathBuf::from(url.trim_end_matches('/'))
+                            .join(schema)
+                            .join(name)
+                            .join("**")
+                            .join("*.parquet"),
+                    );
+                    format!(
+                        "SELECT * EXCLUDE (_pg_platform_file) FROM read_parquet('{glob}', {hive}, \
+                         filename = '_pg_platform_file') WHERE _pg_platform_file NOT IN (\
+                         WITH f AS (SELECT file, parse_dirpath(file) AS dir, regexp_extract(parse_filename(file), \
+                         '^(merged_)?([0-9A-F]{{16}})_([0-9A-F]{{16}})(_[0-9]+)?\\.parquet$', ['m', 's', 'e']) AS n \
+                         FROM glob('{glob}')) \
+                         SELECT f.file FROM f JOIN f AS m ON m.dir = f.dir AND m.file <> f.file \
+                         WHERE m.n.m <> '' AND f.n.s <> '' AND m.n.s <= f.n.s AND f.n.e <= m.n.e)"
+                    )
+                }
+            }
         }
         "current" => {
             let (root, lake) = match parse_url(&url).or_raise() {
@@ -650,33 +656,26 @@ pub fn merge_sink(sink: &str, before_day: &str, recent: bool) -> Vec<(String, St
     let Some(url) = url else {
         raise(LakeError::UnknownSink(sink.into()));
     };
-    let root = local_only("lake_merge", sink, &url);
-    let lake = files::Lake {
-        root,
-        sink: sink.into(),
-    };
+    // An S3 lake merges in its staging directory; the bucket gets the merged file.
+    let target = open_target(sink, &url).or_raise();
+    let lake = &target.lake;
     let mut out = Vec::new();
-    for g in merge::groups(&lake, sink, before_day, recent).or_raise() {
-        let manifest = merge::manifest_path(&lake, &g);
-        // A merge switched in whose record was lost: only the record is redone.
-        let (path, rows) = if manifest.exists() && !lake.root.join(&g.files[0]).exists() {
-            let v: serde_json::Value = std::fs::read(&manifest)
-                .ok()
-                .and_then(|t| serde_json::from_slice(&t).ok())
-                .unwrap_or_default();
-            (
-                v["files"][0]["path"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                v["rows"].as_u64().unwrap_or(0),
-            )
-        } else {
-            merge::merge_group(&lake, &g).or_raise()
+    let groups = merge::groups(lake, sink, before_day, recent, target.remote.is_some()).or_raise();
+    for g in groups {
+        let m = match &target.remote {
+            Some(remote) => merge::merge_group_s3(lake, remote, &g).or_raise(),
+            // A merge switched in whose record was lost: only the record is redone.
+            None if merge::manifest_path(lake, &g).exists()
+                && !lake.root.join(&g.files[0]).exists() =>
+            {
+                merge::read_manifest(lake, &g)
+            }
+            None => merge::merge_group(lake, &g).or_raise(),
         };
-        let bytes = std::fs::metadata(lake.root.join(&path))
-            .map(|m| m.len() as i64)
-            .unwrap_or(0);
+        let bytes = match &target.remote {
+            Some(_) => m.bytes as i64,
+            None => std::fs::metadata(lake.root.join(&m.path)).map_or(0, |f| f.len() as i64),
+        };
         let day = crate::sql::read::<String>(
             "SELECT commit_day::text FROM platform.lake_file WHERE sink = $1 AND path = $2",
             &[sink.into(), g.files[0].as_str().into()],
@@ -692,11 +691,11 @@ pub fn merge_sink(sink: &str, before_day: &str, recent: bool) -> Vec<(String, St
              VALUES ($1, $2, $3, $4, $5::date, $6, $7, $8::pg_lsn, $9::pg_lsn, $8::pg_lsn, $9::pg_lsn, clock_timestamp())",
             &[
                 sink.into(),
-                path.as_str().into(),
+                m.path.as_str().into(),
                 g.schema.as_str().into(),
                 g.table.as_str().into(),
                 day.as_str().into(),
-                (rows as i64).into(),
+                (m.rows as i64).into(),
                 bytes.into(),
                 files::lsn_text(g.start).as_str().into(),
                 files::lsn_text(g.end).as_str().into(),
@@ -704,9 +703,9 @@ pub fn merge_sink(sink: &str, before_day: &str, recent: bool) -> Vec<(String, St
         );
         out.push((
             format!("{}.{}", g.schema, g.table),
-            path,
+            m.path,
             g.files.len() as i32,
-            rows as i64,
+            m.rows as i64,
         ));
     }
     out

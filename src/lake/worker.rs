@@ -69,15 +69,6 @@ fn compact_if_due(name: &str) -> Result<(), String> {
     BackgroundWorker::transaction(|| {
         crate::sql::in_subtransaction(move || {
             super::compact_sink(&sink, None);
-            // Merging switches a day's files atomically, which only a directory can do.
-            let on_s3 = crate::sql::read::<bool>(
-                "SELECT lake_url LIKE 's3://%' FROM platform.lake_sink WHERE name = $1",
-                &[sink.as_str().into()],
-            )
-            .unwrap_or(false);
-            if on_s3 {
-                return;
-            }
             // Days before yesterday are complete: their small files become one per table;
             // today's small files folded so far become one per compaction.
             let before = crate::sql::read::<String>(
