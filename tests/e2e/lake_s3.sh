@@ -335,4 +335,4 @@ if grep -q "$secret" "$dir/server.log" "$dir/status.txt" "$dir"/data/log/* 2>/de
     echo "the S3 secret key appears in the server's messages"; exit 1
 fi
 q -c "SELECT platform.drop_lake_sink('s3lake')" -c "SELECT platform.drop_lake_sink('s3arch')" >/dev/null
-echo "S3 lake: backfill, changes and an archived partition landed exactly once through a frozen S3 server, bad buckets and endpoints refused"
+echo "S3 lake: backfill, changes and an archived partition landed exactly once through a frozen, then a restarted S3 server and a conflicting object; small files merged in the bucket; bad buckets and endpoints refused"
