@@ -72,6 +72,88 @@ fn file_schema(path: &Path) -> Result<Arc<Schema>, LakeError> {
         .map_err(|e| LakeError::Parquet(format!("{}: {e}", path.display())))
 }
 
+/// The intent of a merge, written before anything else: a merge a crash interrupted is
+/// finished (or, not switched in yet, forgotten) from it by the next `lake_merge`, before
+/// new groups are chosen, which may differ once more files are folded.
+pub fn intent_path(lake: &Lake, g: &Group) -> PathBuf {
+    let name = manifest_path(lake, g)
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    lake.control_dir().join("merging").join(name)
+}
+
+fn write_intent(lake: &Lake, g: &Group) -> Result<(), LakeError> {
+    let path = intent_path(lake, g);
+    if path.exists() {
+        return Ok(());
+    }
+    files::ensure_dir(&lake.root, &lake.control_dir().join("merging"))?;
+    let body = serde_json::json!({
+        "schema": g.schema,
+        "table": g.table,
+        "merge_of": g.files,
+        "start_lsn": lsn_text(g.start),
+        "end_lsn": lsn_text(g.end),
+    });
+    files::write_atomic(&path, body.to_string().as_bytes())
+}
+
+/// The merges begun and not known to be recorded: each group and its merged file's path.
+pub fn intents(lake: &Lake) -> Vec<(Group, String)> {
+    let Ok(entries) = std::fs::read_dir(lake.control_dir().join("merging")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let Some(v) = std::fs::read(&p)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+        else {
+            continue;
+        };
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let (Some(start), Some(end)) = (parse_lsn(&text("start_lsn")), parse_lsn(&text("end_lsn")))
+        else {
+            continue;
+        };
+        let files: Vec<String> = v["merge_of"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if files.is_empty() {
+            continue;
+        }
+        let g = Group {
+            schema: text("schema"),
+            table: text("table"),
+            files,
+            start,
+            end,
+        };
+        let path = format!("{}/{}", day_dir(&g).display(), merged_name(&g));
+        out.push((g, path));
+    }
+    out.sort_by_key(|(g, _)| g.start);
+    out
+}
+
+/// Forgets a merge's intent (recorded, or never switched in: its manifest goes too).
+pub fn clear_intent(lake: &Lake, g: &Group, switched: bool) {
+    if !switched {
+        let _ = std::fs::remove_file(manifest_path(lake, g));
+    }
+    let _ = std::fs::remove_file(intent_path(lake, g));
+}
+
 /// The merged file's name for a group.
 pub fn merged_name(g: &Group) -> String {
     format!("merged_{:016X}_{:016X}.parquet", g.start, g.end)
@@ -157,6 +239,7 @@ pub fn read_manifest(lake: &Lake, g: &Group) -> Merged {
 
 /// Merges one group of a local lake; returns the merged file's relative path and its rows.
 pub fn merge_group(lake: &Lake, g: &Group) -> Result<Merged, LakeError> {
+    write_intent(lake, g)?;
     let day_rel = day_dir(g);
     let live = lake.root.join(&day_rel);
     let staging = lake.control_dir().join("merging").join(&day_rel);
@@ -207,6 +290,7 @@ pub fn merge_group_s3(lake: &Lake, remote: &Remote, g: &Group) -> Result<Merged,
     let rel = format!("{}/{}", day_dir(g).display(), merged_name(g));
     let local = lake.root.join(&rel);
     let manifest = manifest_path(lake, g);
+    write_intent(lake, g)?;
     let m = if manifest.exists() {
         read_manifest(lake, g)
     } else {

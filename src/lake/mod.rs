@@ -660,55 +660,87 @@ pub fn merge_sink(sink: &str, before_day: &str, recent: bool) -> Vec<(String, St
     let target = open_target(sink, &url).or_raise();
     let lake = &target.lake;
     let mut out = Vec::new();
+    // Merges a crash interrupted: finished, or (never switched in locally) forgotten.
+    for (g, path) in merge::intents(lake) {
+        let recorded = crate::sql::read::<bool>(
+            "SELECT count(*) FILTER (WHERE path = $2) > 0 OR count(*) FILTER (WHERE path = ANY($3)) < $4
+               FROM platform.lake_file WHERE sink = $1",
+            &[
+                sink.into(),
+                path.as_str().into(),
+                g.files.clone().into(),
+                (g.files.len() as i64).into(),
+            ],
+        )
+        .unwrap_or(true);
+        let m = match &target.remote {
+            _ if recorded => None,
+            Some(remote) => Some(merge::merge_group_s3(lake, remote, &g).or_raise()),
+            None if lake.root.join(&path).exists() => Some(merge::read_manifest(lake, &g)),
+            None => {
+                merge::clear_intent(lake, &g, false);
+                None
+            }
+        };
+        match m {
+            Some(m) => out.push(record_merge(sink, &target, &g, m)),
+            None if recorded => merge::clear_intent(lake, &g, true),
+            None => {}
+        }
+    }
     let groups = merge::groups(lake, sink, before_day, recent, target.remote.is_some()).or_raise();
     for g in groups {
         let m = match &target.remote {
             Some(remote) => merge::merge_group_s3(lake, remote, &g).or_raise(),
-            // A merge switched in whose record was lost: only the record is redone.
-            None if merge::manifest_path(lake, &g).exists()
-                && !lake.root.join(&g.files[0]).exists() =>
-            {
-                merge::read_manifest(lake, &g)
-            }
             None => merge::merge_group(lake, &g).or_raise(),
         };
-        let bytes = match &target.remote {
-            Some(_) => m.bytes as i64,
-            None => std::fs::metadata(lake.root.join(&m.path)).map_or(0, |f| f.len() as i64),
-        };
-        let day = crate::sql::read::<String>(
-            "SELECT commit_day::text FROM platform.lake_file WHERE sink = $1 AND path = $2",
-            &[sink.into(), g.files[0].as_str().into()],
-        )
-        .unwrap_or_default();
-        crate::sql::modify(
-            "DELETE FROM platform.lake_file WHERE sink = $1 AND path = ANY($2)",
-            &[sink.into(), g.files.clone().into()],
-        );
-        crate::sql::modify(
-            "INSERT INTO platform.lake_file (sink, path, schema_name, table_name, commit_day, rows, bytes,
-                                             start_lsn, end_lsn, min_lsn, max_lsn, landed_at)
-             VALUES ($1, $2, $3, $4, $5::date, $6, $7, $8::pg_lsn, $9::pg_lsn, $8::pg_lsn, $9::pg_lsn, clock_timestamp())",
-            &[
-                sink.into(),
-                m.path.as_str().into(),
-                g.schema.as_str().into(),
-                g.table.as_str().into(),
-                day.as_str().into(),
-                (m.rows as i64).into(),
-                bytes.into(),
-                files::lsn_text(g.start).as_str().into(),
-                files::lsn_text(g.end).as_str().into(),
-            ],
-        );
-        out.push((
-            format!("{}.{}", g.schema, g.table),
-            m.path,
-            g.files.len() as i32,
-            m.rows as i64,
-        ));
+        out.push(record_merge(sink, &target, &g, m));
     }
     out
+}
+
+/// Records a merge in `platform.lake_file`: the merged file in place of the group's.
+fn record_merge(
+    sink: &str,
+    target: &Target,
+    g: &merge::Group,
+    m: merge::Merged,
+) -> (String, String, i32, i64) {
+    let bytes = match &target.remote {
+        Some(_) => m.bytes as i64,
+        None => std::fs::metadata(target.lake.root.join(&m.path)).map_or(0, |f| f.len() as i64),
+    };
+    let day = crate::sql::read::<String>(
+        "SELECT commit_day::text FROM platform.lake_file WHERE sink = $1 AND path = $2",
+        &[sink.into(), g.files[0].as_str().into()],
+    )
+    .unwrap_or_default();
+    crate::sql::modify(
+        "DELETE FROM platform.lake_file WHERE sink = $1 AND path = ANY($2)",
+        &[sink.into(), g.files.clone().into()],
+    );
+    crate::sql::modify(
+        "INSERT INTO platform.lake_file (sink, path, schema_name, table_name, commit_day, rows, bytes,
+                                         start_lsn, end_lsn, min_lsn, max_lsn, landed_at)
+         VALUES ($1, $2, $3, $4, $5::date, $6, $7, $8::pg_lsn, $9::pg_lsn, $8::pg_lsn, $9::pg_lsn, clock_timestamp())",
+        &[
+            sink.into(),
+            m.path.as_str().into(),
+            g.schema.as_str().into(),
+            g.table.as_str().into(),
+            day.as_str().into(),
+            (m.rows as i64).into(),
+            bytes.into(),
+            files::lsn_text(g.start).as_str().into(),
+            files::lsn_text(g.end).as_str().into(),
+        ],
+    );
+    (
+        format!("{}.{}", g.schema, g.table),
+        m.path,
+        g.files.len() as i32,
+        m.rows as i64,
+    )
 }
 
 /// Writes the current-state zone of a sink: every table (or the one named) as of the

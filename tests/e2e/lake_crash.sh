@@ -3,7 +3,8 @@
 # change in public.history in the same transaction) while platform.lake_sync runs in a
 # loop and the background worker lands batches too; in each of LAKE_CRASH_ITERATIONS
 # (default 50) rounds the backend running lake_sync, the worker, or the whole server is
-# killed with SIGKILL at a random moment. At the end the
+# killed with SIGKILL at a random moment; the worker compacts and merges the day's small
+# files every 2 s meanwhile, so kills land in merges too. At the end the
 # lake must hold every committed change exactly once (DuckDB and pyarrow read it), every
 # file must belong to a manifest, and replaying the lake must give the table.
 set -euo pipefail
@@ -70,8 +71,10 @@ for _ in $(seq 1 40); do q -c "SELECT public.write_some(60)" >/dev/null; done
 boundary=$(q -c "SELECT max(seq) FROM public.history")
 q -c "ALTER SYSTEM SET platform.lake_backfill_chunk_rows = 200" -c "SELECT pg_reload_conf()" >/dev/null
 q -c "SELECT * FROM platform.create_lake_sink('crash', '$url', tables => 'public.ledger')" >/dev/null
-# The worker lands a batch whenever changes are 0.2 s old.
-q -c "ALTER SYSTEM SET platform.lake_batch_max_age = 200" -c "ALTER SYSTEM SET platform.lake_sync_interval = 50" -c "SELECT pg_reload_conf()" >/dev/null
+# The worker lands a batch whenever changes are 0.2 s old, and compacts and merges the
+# day's small files every 2 s: kills land in merges too.
+q -c "ALTER SYSTEM SET platform.lake_batch_max_age = 200" -c "ALTER SYSTEM SET platform.lake_sync_interval = 50" \
+  -c "ALTER SYSTEM SET platform.lake_compact_interval = 2" -c "SELECT pg_reload_conf()" >/dev/null
 
 # Writers: a failed transaction (crash, deadlock) is simply not in the history.
 stop=$dir/stop-writers
@@ -83,7 +86,10 @@ trap 'touch "$stop"; kill $w1 $w2 $moto 2>/dev/null || true; stop_server "$dir"'
 interrupted=0
 for i in $(seq 1 "$iterations"); do
     sleep "0.$((RANDOM % 6))"
-    PGAPPNAME=lake_crash q -c "SELECT rows FROM platform.lake_sync('crash')" >"$dir/sync.out" 2>&1 &
+    # One round in three the backend also compacts and merges, in the same transaction.
+    work="SELECT rows FROM platform.lake_sync('crash')"
+    [ $((RANDOM % 3)) = 0 ] && work="$work; SELECT count(*) FROM platform.lake_compact('crash'); SELECT count(*) FROM platform.lake_merge('crash', recent => true)"
+    PGAPPNAME=lake_crash q -c "$work" >"$dir/sync.out" 2>&1 &
     sync_pid=$!
     sleep "0.$(printf '%03d' $((RANDOM % 400)))"
     choice=$((RANDOM % 3))
@@ -109,6 +115,7 @@ for i in $(seq 1 "$iterations"); do
     if wait "$sync_pid"; then result="finished first"; else result="killed mid-batch"; interrupted=$((interrupted + 1)); fi
     up
     echo "round $i: killed the $mode, lake_sync $result"
+    grep -v "terminat\|connection\|server closed\|^[0-9]*$\|shut down\|recovery mode" "$dir/sync.out" | sed 's/^/  /' || true
 done
 touch "$stop"
 wait $w1 $w2 2>/dev/null || true
@@ -119,6 +126,14 @@ for _ in $(seq 1 200); do
     [ "$rows" = 0 ] && [ "$(q -c "SELECT state FROM platform.lake_backfills WHERE sink = 'crash'")" = done ] && break
 done
 [ "$rows" = 0 ] || { echo "the sink does not catch up"; exit 1; }
+# A merge the last kill interrupted is finished by the next one (which also merges what
+# the last compaction folded, so the check below always sees merged files).
+q -c "ALTER SYSTEM SET platform.lake_compact_interval = 0" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.5
+q -c "SELECT count(*) FROM platform.lake_compact('crash')" >/dev/null
+q -c "SELECT count(*) FROM platform.lake_merge('crash', recent => true)" >/dev/null
+read_sql=$(q -c "SELECT platform.lake_read_sql('crash', 'public.ledger')")
+read_sql=${read_sql//"$url"/"$lake"}
 q -c "\\copy (SELECT id, op, amount FROM public.history WHERE seq > $boundary) TO '$dir/history.csv' CSV"
 [ "$(q -c "SELECT state FROM platform.lake_backfills WHERE sink = 'crash'")" = done ] \
     || { echo "the backfill did not finish:"; q -c "SELECT * FROM platform.lake_backfills"; exit 1; }
@@ -137,4 +152,4 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket="lake-crash", Pr
         s3.download_file("lake-crash", o["Key"], path)
 PY
 fi
-"$py" "$root/tests/e2e/lake/check.py" "$lake" "$dir/history.csv" "$dir/state.csv"
+"$py" "$root/tests/e2e/lake/check.py" "$lake" "$dir/history.csv" "$dir/state.csv" "$read_sql"

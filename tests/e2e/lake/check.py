@@ -1,13 +1,14 @@
 """Checks a lake sink's files against the change history the writers recorded.
 
-    python check.py LAKE_DIR HISTORY_CSV STATE_CSV
+    python check.py LAKE_DIR HISTORY_CSV STATE_CSV [READ_SQL]
 
 HISTORY_CSV: every committed change of public.ledger (id, op, amount) made after the sink
 was created, as the writers recorded it in the same transactions. Rows from before come
 as the backfill's snapshot rows (_op = 'r'): each at most once, and the replay of
 snapshot rows and changes in commit order must give the table. STATE_CSV: the table's rows at the end (id, amount).
-Read with DuckDB (Hive partitions, all files) and pyarrow (types). Exits non-zero with
-what differs.
+READ_SQL: the DuckDB query platform.lake_read_sql gives for the table, its lake URL
+replaced by LAKE_DIR (all files, Hive partitions, when absent).
+Read with DuckDB and pyarrow (types). Exits non-zero with what differs.
 """
 import collections
 import csv
@@ -21,22 +22,30 @@ import pyarrow.parquet as pq
 
 lake, history_csv, state_csv = sys.argv[1:4]
 table_dir = os.path.join(lake, "public", "ledger")
+read_sql = sys.argv[4] if len(sys.argv) > 4 else \
+    f"SELECT * FROM read_parquet('{table_dir}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
 problems = []
 
-# Every data file is named by a committed manifest, and nothing is left pending.
+# Every data file is named by a committed manifest (a merge's manifest names the merged
+# file in place of those it replaced), and nothing is left pending.
 manifests = os.path.join(lake, "_pg_platform", "crash", "commits")
-listed = set()
+listed, replaced = set(), set()
+merges = 0
 for m in os.listdir(manifests):
     if m.endswith(".json"):
         with open(os.path.join(manifests, m)) as f:
-            listed.update(x["path"] for x in json.load(f)["files"])
+            body = json.load(f)
+        listed.update(x["path"] for x in body["files"])
+        replaced.update(body.get("merge_of", []))
+        merges += "merge_of" in body
+listed -= replaced
 on_disk = set()
 for d, _, names in os.walk(lake):
     for n in names:
         rel = os.path.relpath(os.path.join(d, n), lake)
         if n.endswith(".pending"):
             problems.append(f"left pending: {rel}")
-        if n.endswith(".parquet"):
+        if n.endswith(".parquet") and not rel.startswith(("current/", "_pg_platform/")):
             on_disk.add(rel)
 if on_disk != listed:
     problems.append(f"files without a manifest: {sorted(on_disk - listed)[:5]}, "
@@ -44,8 +53,7 @@ if on_disk != listed:
 
 con = duckdb.connect()
 rows = con.execute(
-    f"""SELECT id, _op::text, amount, _lsn, _commit_lsn, _commit_year, _commit_day
-          FROM read_parquet('{table_dir}/**/*.parquet', hive_partitioning = true, union_by_name = true)"""
+    f"SELECT id, _op::text, amount, _lsn, _commit_lsn, _commit_year, _commit_day FROM ({read_sql})"
 ).fetchall()
 
 # Each change once: the same (lsn, op, id) twice is a duplicate.
@@ -93,10 +101,12 @@ if some:
         if str(schema.field(k).type) != v:
             problems.append(f"column {k} is {schema.field(k).type}, expected {v}")
 
+if not merges:
+    problems.append("no merge manifest: the lake was never merged")
 if problems:
     print("lake check FAILED:")
     for p in problems:
         print("  " + p)
     sys.exit(1)
 print(f"lake check: {sum(history.values())} committed changes, each exactly once, and {sum(snap.values())} "
-      f"backfilled rows in {len(on_disk)} files; replay equals the table ({len(final)} rows)")
+      f"backfilled rows in {len(on_disk)} files ({merges} merges); replay equals the table ({len(final)} rows)")
