@@ -358,11 +358,11 @@ pub fn compact_table(
         let batch = RecordBatch::try_new(schema.clone(), arrays)
             .map_err(|e| LakeError::Parquet(e.to_string()))?;
         w.write(&batch)
-            .map_err(|e| LakeError::Parquet(e.to_string()))?;
+            .map_err(|e| LakeError::parquet(&pending, e))?;
     }
     let f = w
         .into_inner()
-        .map_err(|e| LakeError::Parquet(e.to_string()))?;
+        .map_err(|e| LakeError::parquet(&pending, e))?;
     f.sync_all().map_err(|e| LakeError::io(&pending, e))?;
     std::fs::rename(&pending, &abs).map_err(|e| LakeError::io(&abs, e))?;
     if let Some(dir) = abs.parent() {

@@ -810,7 +810,7 @@ impl TableFile {
                 ]))
                 .build();
             let w = ArrowWriter::try_new(file, schema.clone(), Some(props))
-                .map_err(|e| LakeError::Parquet(e.to_string()))?;
+                .map_err(|e| LakeError::parquet(&p, e))?;
             self.writer = Some(w);
         }
         let mut arrays: Vec<ArrayRef> =
@@ -820,7 +820,7 @@ impl TableFile {
             RecordBatch::try_new(schema, arrays).map_err(|e| LakeError::Parquet(e.to_string()))?;
         if let Some(w) = self.writer.as_mut() {
             w.write(&batch)
-                .map_err(|e| LakeError::Parquet(e.to_string()))?;
+                .map_err(|e| LakeError::parquet(&pending(&self.abs), e))?;
         }
         self.buffered = 0;
         Ok(())
@@ -842,7 +842,7 @@ impl TableFile {
         ));
         let file = w
             .into_inner()
-            .map_err(|e| LakeError::Parquet(e.to_string()))?;
+            .map_err(|e| LakeError::parquet(&pending(&self.abs), e))?;
         file.sync_all().map_err(|e| LakeError::io(&self.abs, e))?;
         self.stat.bytes = file
             .metadata()

@@ -189,13 +189,10 @@ pub fn write_merged(root: &Path, g: &Group, out: &Path) -> Result<u64, LakeError
             let nb = RecordBatch::try_new(schema.clone(), conform(&b, &schema))
                 .map_err(|e| LakeError::Parquet(e.to_string()))?;
             rows += nb.num_rows() as u64;
-            w.write(&nb)
-                .map_err(|e| LakeError::Parquet(e.to_string()))?;
+            w.write(&nb).map_err(|e| LakeError::parquet(out, e))?;
         }
     }
-    let f = w
-        .into_inner()
-        .map_err(|e| LakeError::Parquet(e.to_string()))?;
+    let f = w.into_inner().map_err(|e| LakeError::parquet(out, e))?;
     f.sync_all().map_err(|e| LakeError::io(out, e))?;
     Ok(rows)
 }

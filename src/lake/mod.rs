@@ -119,6 +119,17 @@ impl LakeError {
             _ => LakeError::Io(format!("lake I/O failed on {what}")),
         }
     }
+
+    /// A Parquet writer's failure on `path`: its I/O error (a full disk is 53100, not an
+    /// internal error) when the writer passed one up, otherwise a Parquet error.
+    pub fn parquet(path: &Path, e: parquet::errors::ParquetError) -> LakeError {
+        if let parquet::errors::ParquetError::External(inner) = &e {
+            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                return LakeError::io(path, std::io::Error::new(io.kind(), io.to_string()));
+            }
+        }
+        LakeError::Parquet(format!("{}: {e}", path.display()))
+    }
 }
 
 impl SqlError for LakeError {
