@@ -934,10 +934,13 @@ pub fn compact_sink(sink: &str, only: Option<&str>) -> Vec<compact::Compacted> {
                             .unwrap_or_default(),
                         e.file_name().to_string_lossy()
                     );
-                    if &rel != path && Some(&rel) != keep_prev.as_ref() && rel.ends_with(".parquet")
-                    {
+                    // A `.pending` here is a fold a crash interrupted (folds hold the sink's
+                    // row lock, so none is in flight).
+                    let pending = rel.ends_with(".parquet.pending");
+                    let stale = rel.ends_with(".parquet") || pending;
+                    if &rel != path && Some(&rel) != keep_prev.as_ref() && stale {
                         let _ = std::fs::remove_file(e.path());
-                        if let Some(remote) = &target.remote {
+                        if let (Some(remote), false) = (&target.remote, pending) {
                             remote.delete(&rel).or_raise();
                         }
                     }

@@ -793,6 +793,9 @@ mod integration {
         )
         .expect("changes");
         sync(&mut c, "current");
+        // What a fold killed while writing leaves behind: the next fold removes it.
+        let interrupted = lake.join("current/public/lake_cur_a/0000000000000001.parquet.pending");
+        std::fs::write(&interrupted, b"torn").expect("pending");
         let second: Vec<(String, i64, i32)> = c
             .query("SELECT table_name, rows, merged_files FROM platform.lake_compact('current') ORDER BY 1", &[])
             .expect("compact")
@@ -806,6 +809,10 @@ mod integration {
                 ("public.lake_cur_b".into(), 1, 1)
             ],
             "folded into the previous cut: only the new bronze file is read"
+        );
+        assert!(
+            !interrupted.exists(),
+            "an interrupted fold's file is removed"
         );
         let pointer: serde_json::Value = serde_json::from_slice(
             &std::fs::read(lake.join("_pg_platform/current/current.json")).expect("pointer"),
