@@ -112,6 +112,21 @@ throwaway_server() {
     trap "stop_server '$dir'" EXIT
 }
 
+# q PSQL-ARGS: psql on the throwaway server (dir, port) as postgres: quiet, unaligned,
+# stopping at the first error.
+q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
+
+# expect_error SQLSTATE SQL: the statement fails with that SQLSTATE; prints its ERROR line.
+expect_error() {
+    local out
+    if out=$(PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres \
+            -v ON_ERROR_STOP=1 -c "\\set VERBOSITY verbose" -c "$2" 2>&1); then
+        echo "expected SQLSTATE $1, the statement succeeded: $2"; exit 1
+    fi
+    echo "$out" | grep -q "ERROR:  $1:" || { echo "expected SQLSTATE $1 from: $2"; echo "$out"; exit 1; }
+    echo "$out" | grep "ERROR:" | head -1
+}
+
 # start_moto PY BUCKET: an S3-compatible server (moto, from the lake venv PY) on a free
 # 127.0.0.1 port with an empty BUCKET, for the S3 lake tests, and the throwaway server
 # (dir, port) told where it is and how to sign (a shared credentials file in dir). Sets

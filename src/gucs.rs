@@ -81,8 +81,11 @@ pub static LAKE_S3_CREDENTIALS_FILE: GucSetting<Option<CString>> =
 /// Seconds one S3 request of a lake may take.
 pub static LAKE_S3_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30);
 
+/// MB of one part of a multipart upload to an S3 lake; files up to it are one PUT.
+pub static LAKE_S3_PART_MB: GucSetting<i32> = GucSetting::<i32>::new(64);
+
 /// Test hook: the lake sink step after which a batch fails with an ERROR, as a crash there
-/// would leave it (`after_files`, `after_manifest`, `after_advance`). Superuser only.
+/// would leave it (`after_files`, `after_manifest`, `after_advance`, `after_part`). Superuser only.
 pub static LAKE_FAULT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn register() {
@@ -203,7 +206,7 @@ pub fn register() {
     GucRegistry::define_string_guc(
         c"platform.lake_fault",
         c"Test hook: the lake batch step after which an ERROR is raised.",
-        c"after_files, after_manifest or after_advance; empty (the default) for none. Used by the crash-recovery tests.",
+        c"after_files, after_manifest, after_advance, or after_part (an S3 multipart upload after its first part); empty (the default) for none. Used by the crash-recovery tests.",
         &LAKE_FAULT,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL,
@@ -241,6 +244,16 @@ pub fn register() {
         &LAKE_S3_TIMEOUT,
         1,
         3600,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"platform.lake_s3_part_mb",
+        c"MB of one part of a multipart upload to an s3:// lake.",
+        c"Files up to this size are one PUT; larger ones go up in parts of this size (larger when a file would need more than 10 000 parts). S3 takes parts of 5 MB to 5 GB.",
+        &LAKE_S3_PART_MB,
+        5,
+        5120,
         GucContext::Sighup,
         GucFlags::default(),
     );

@@ -3,6 +3,9 @@ read with psycopg2 through a server-side cursor, rows collected per table and wr
 zstd Parquet files with pyarrow, each file fsynced, then the slot consumed.
 
     python wal2json_parquet.py DSN SLOT OUT_DIR   -> prints "rows seconds peak_rss_mb"
+
+OUT_DIR may be s3://bucket/prefix: the files go there through pyarrow's S3 file system
+(endpoint AWS_ENDPOINT_URL, keys from the environment); a finished PUT is durable.
 """
 import json
 import os
@@ -15,7 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 dsn, slot, out = sys.argv[1:4]
-os.makedirs(out, exist_ok=True)
+s3 = None
+if out.startswith("s3://"):
+    import pyarrow.fs as pfs
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    s3 = pfs.S3FileSystem(endpoint_override=endpoint.split("://")[-1] or None,
+                          scheme=endpoint.split("://")[0] if endpoint else "https",
+                          region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    out = out.removeprefix("s3://")
+else:
+    os.makedirs(out, exist_ok=True)
 t0 = time.monotonic()
 conn = psycopg2.connect(dsn)
 cur = conn.cursor(name="changes")
@@ -36,10 +48,11 @@ def flush():
         if not recs:
             continue
         path = os.path.join(out, f"{schema}.{table}.{batch:06d}.parquet")
-        pq.write_table(pa.Table.from_pylist(recs), path, compression="zstd")
-        fd = os.open(path, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+        pq.write_table(pa.Table.from_pylist(recs), path, compression="zstd", filesystem=s3)
+        if s3 is None:
+            fd = os.open(path, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
         recs.clear()
     batch += 1
 

@@ -115,7 +115,7 @@ fn archive_into(
     let (info, mut rel, types) = super::backfill::relation_of(oid)?;
     rel.schema = schema.to_string();
     rel.table = table.to_string();
-    let target_bytes = super::file_target_bytes(target);
+    let target_bytes = super::file_target_bytes();
     let mut w = BatchWriter::archive(lake, lsn, target_bytes, &intent_path, &short)?;
     let head = Head {
         xid: 0,

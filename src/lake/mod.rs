@@ -243,16 +243,10 @@ pub fn open_target(sink: &str, url: &str) -> Result<Target, LakeError> {
     })
 }
 
-/// The size at which a lake file rolls (`platform.lake_file_target_mb`); at most 4 GB for
-/// an S3 lake, whose files are each one PUT (S3 takes up to 5 GB in one).
-pub fn file_target_bytes(target: &Target) -> usize {
-    let mb = crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize;
-    let mb = if target.remote.is_some() {
-        mb.min(4096)
-    } else {
-        mb
-    };
-    mb << 20
+/// The size at which a lake file rolls (`platform.lake_file_target_mb`), local or S3
+/// (larger files go up to S3 in parts).
+pub fn file_target_bytes() -> usize {
+    (crate::gucs::LAKE_FILE_TARGET_MB.get().max(1) as usize) << 20
 }
 
 pub fn parse_url(url: &str) -> Result<LakeUrl, LakeError> {

@@ -11,12 +11,15 @@
 //! nothing runs beside the backend. Endpoint, region and credentials come from the
 //! server's settings and environment, never from SQL; no message names a signed URL.
 
-use super::files::Lake;
+use super::files::{self, Lake};
 use super::LakeError;
 use md5::{Digest, Md5};
-use rusty_s3::actions::{DeleteObject, GetObject, HeadObject, PutObject, S3Action};
+use rusty_s3::actions::{
+    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, DeleteObject, GetObject,
+    HeadObject, PutObject, S3Action, UploadPart,
+};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +27,34 @@ use std::time::Duration;
 const SIGNED_FOR: Duration = Duration::from_secs(600);
 /// The object metadata holding the MD-5 of what an upload sent.
 const MD5_HEADER: &str = "x-amz-meta-pg-platform-md5";
+/// S3 takes at most this many parts in one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The size of one part of a multipart upload of `len` bytes (`platform.lake_s3_part_mb`,
+/// larger when the file would need more than [`MAX_PARTS`]); a file up to this size is one
+/// PUT.
+fn part_bytes(len: u64) -> u64 {
+    part_size(len, crate::gucs::LAKE_S3_PART_MB.get())
+}
+
+fn part_size(len: u64, mb: i32) -> u64 {
+    ((mb.clamp(5, 5120) as u64) << 20).max(len.div_ceil(MAX_PARTS))
+}
+
+/// Where a multipart upload in progress of the staged file `path` keeps its upload id, so
+/// a retry after a crash aborts the parts it left (they are stored and paid for until then).
+fn upload_marker(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".upload");
+    PathBuf::from(p)
+}
+
+/// The text between `open` and `close` in an S3 XML answer.
+fn xml_value<'a>(body: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    body.split_once(open)
+        .and_then(|(_, r)| r.split_once(close))
+        .map(|(v, _)| v)
+}
 
 /// An S3 lake: its bucket, key prefix and how to reach it.
 pub struct Remote {
@@ -185,11 +216,9 @@ impl Remote {
         match e {
             ureq::Error::Status(code, response) => {
                 let body = response.into_string().unwrap_or_default();
-                let s3_code = body
-                    .split_once("<Code>")
-                    .and_then(|(_, r)| r.split_once("</Code>"))
-                    .map(|(c, _)| c.to_string())
-                    .unwrap_or_default();
+                let s3_code = xml_value(&body, "<Code>", "</Code>")
+                    .unwrap_or_default()
+                    .to_string();
                 LakeError::S3Status {
                     what: what.into(),
                     object,
@@ -275,7 +304,8 @@ impl Remote {
         }
     }
 
-    /// Uploads the file `path` to `rel`.
+    /// Uploads the file `path` to `rel`: one PUT up to `platform.lake_s3_part_mb`, a
+    /// multipart upload above (S3 takes at most 5 GB in one PUT).
     pub fn put_file(&self, rel: &str, path: &Path, create_only: bool) -> Result<(), LakeError> {
         let mut hasher = Md5::new();
         let mut f = std::fs::File::open(path).map_err(|e| LakeError::io(path, e))?;
@@ -283,7 +313,154 @@ impl Remote {
         let md5 = format!("{:x}", hasher.finalize());
         let f = std::fs::File::open(path).map_err(|e| LakeError::io(path, e))?;
         let len = f.metadata().map_err(|e| LakeError::io(path, e))?.len();
+        let part = part_bytes(len);
+        if len > part {
+            return self.put_multipart(rel, path, len, part, &md5, create_only);
+        }
         self.put(rel, f, len, &md5, create_only)
+    }
+
+    /// Uploads `path` to `rel` in parts of `part` bytes, each streamed from the file.
+    /// The upload id is kept next to the staged file while parts go up: an upload an
+    /// ERROR or a crash interrupted is aborted by the next try, which starts again.
+    /// Create-only as [`Remote::put`]: the completion is conditional (`If-None-Match`).
+    fn put_multipart(
+        &self,
+        rel: &str,
+        path: &Path,
+        len: u64,
+        part: u64,
+        md5: &str,
+        create_only: bool,
+    ) -> Result<(), LakeError> {
+        let key = self.key(rel);
+        let marker = upload_marker(path);
+        if let Ok(id) = std::fs::read_to_string(&marker) {
+            self.abort_upload(rel, id.trim())?;
+            std::fs::remove_file(&marker).map_err(|e| LakeError::io(&marker, e))?;
+        }
+        let mut action = CreateMultipartUpload::new(&self.bucket, Some(&self.credentials), &key);
+        action.headers_mut().insert(MD5_HEADER, md5.to_string());
+        let url = action.sign(SIGNED_FOR);
+        let body = self
+            .agent
+            .post(url.as_str())
+            .set(MD5_HEADER, md5)
+            .call()
+            .map_err(|e| self.failure("POST", rel, e))?
+            .into_string()
+            .map_err(|e| LakeError::io(path, e))?;
+        let Some(id) = xml_value(&body, "<UploadId>", "</UploadId>").map(str::to_string) else {
+            return Err(self.malformed("POST", rel, &body));
+        };
+        files::write_atomic(&marker, id.as_bytes())?;
+        match self.send_parts(rel, &key, &id, path, len, part, md5, create_only) {
+            Ok(()) => {
+                std::fs::remove_file(&marker).map_err(|e| LakeError::io(&marker, e))?;
+                Ok(())
+            }
+            Err(e) => {
+                // Best effort: a failed abort leaves the marker for the next try.
+                if self.abort_upload(rel, &id).is_ok() {
+                    let _ = std::fs::remove_file(&marker);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The parts of a multipart upload, then its completion.
+    #[allow(clippy::too_many_arguments)]
+    fn send_parts(
+        &self,
+        rel: &str,
+        key: &str,
+        id: &str,
+        path: &Path,
+        len: u64,
+        part: u64,
+        md5: &str,
+        create_only: bool,
+    ) -> Result<(), LakeError> {
+        let count = len.div_ceil(part);
+        let mut etags = Vec::with_capacity(count as usize);
+        for n in 0..count {
+            let start = n * part;
+            let size = part.min(len - start);
+            let mut f = std::fs::File::open(path).map_err(|e| LakeError::io(path, e))?;
+            f.seek(SeekFrom::Start(start))
+                .map_err(|e| LakeError::io(path, e))?;
+            let number = (n + 1) as u16;
+            let url = UploadPart::new(&self.bucket, Some(&self.credentials), key, number, id)
+                .sign(SIGNED_FOR);
+            let response = self
+                .agent
+                .put(url.as_str())
+                .set("Content-Length", &size.to_string())
+                .send(f.take(size))
+                .map_err(|e| self.failure("PUT", rel, e))?;
+            let Some(etag) = response.header("ETag").map(str::to_string) else {
+                return Err(self.malformed("PUT", rel, ""));
+            };
+            etags.push(etag);
+            super::sync::fault("after_part");
+        }
+        let mut action = CompleteMultipartUpload::new(
+            &self.bucket,
+            Some(&self.credentials),
+            key,
+            id,
+            etags.iter().map(String::as_str),
+        );
+        if create_only {
+            action.headers_mut().insert("if-none-match", "*");
+        }
+        let url = action.sign(SIGNED_FOR);
+        let mut request = self.agent.post(url.as_str());
+        if create_only {
+            request = request.set("If-None-Match", "*");
+        }
+        match request.send_string(&action.body()) {
+            // S3 may answer 200 and still fail: the body says which.
+            Ok(r) => {
+                let body = r.into_string().map_err(|e| LakeError::io(path, e))?;
+                if body.contains("<Error>") {
+                    return Err(self.malformed("POST", rel, &body));
+                }
+                Ok(())
+            }
+            Err(ureq::Error::Status(412 | 409, _)) if create_only => {
+                let _ = self.abort_upload(rel, id);
+                match self.recorded_md5(rel)? {
+                    Some(m) if m == md5 => Ok(()),
+                    _ => Err(LakeError::S3Exists(self.name(rel))),
+                }
+            }
+            Err(e) => Err(self.failure("POST", rel, e)),
+        }
+    }
+
+    /// Aborts a multipart upload of `rel`, dropping its parts (one already gone is fine).
+    fn abort_upload(&self, rel: &str, id: &str) -> Result<(), LakeError> {
+        let key = self.key(rel);
+        let url = AbortMultipartUpload::new(&self.bucket, Some(&self.credentials), &key, id)
+            .sign(SIGNED_FOR);
+        match self.agent.delete(url.as_str()).call() {
+            Ok(_) | Err(ureq::Error::Status(404, _)) => Ok(()),
+            Err(e) => Err(self.failure("DELETE", rel, e)),
+        }
+    }
+
+    /// An answer S3 sent that says the request failed, or that cannot be read.
+    fn malformed(&self, what: &str, rel: &str, body: &str) -> LakeError {
+        LakeError::S3Status {
+            what: what.into(),
+            object: self.name(rel),
+            status: 200,
+            code: xml_value(body, "<Code>", "</Code>")
+                .unwrap_or("an answer without what it should hold")
+                .to_string(),
+        }
     }
 
     pub fn put_bytes(&self, rel: &str, bytes: &[u8], create_only: bool) -> Result<(), LakeError> {
@@ -381,6 +558,15 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn parts_are_the_setting_s_size_unless_a_file_needs_more_than_ten_thousand() {
+        assert_eq!(part_size(1, 64), 64 << 20);
+        assert_eq!(part_size(1, 1), 5 << 20, "S3's smallest part");
+        let huge = 10_000 * (64u64 << 20) + 1;
+        assert_eq!(part_size(huge, 64), (64 << 20) + 1);
+        assert!(huge.div_ceil(part_size(huge, 64)) <= MAX_PARTS);
     }
 
     #[test]

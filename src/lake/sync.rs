@@ -364,7 +364,7 @@ fn gap(sink: &Sink, slot_lsn: u64, lake_lsn: u64) -> LakeError {
 }
 
 /// The test hook `platform.lake_fault`: fail right after `step`.
-fn fault(step: &str) {
+pub fn fault(step: &str) {
     let set = crate::gucs::LAKE_FAULT
         .get()
         .map(|c| c.to_string_lossy() == step)
@@ -441,7 +441,7 @@ pub fn run(name: &str) -> SyncResult {
         return result(start, start, &[], false);
     }
     lake.prepare().or_raise();
-    let target_bytes = super::file_target_bytes(&target);
+    let target_bytes = super::file_target_bytes();
     let mut w = BatchWriter::new(lake, start, end, target_bytes).or_raise();
     decode_range(&sink, end, &mut w, &mut chunks);
     let stats = w.finish().or_raise();

@@ -13,7 +13,6 @@ slot=e2e_$$
 stop_receiver() { pkill -INT -f -- "--slot $slot --start" 2>/dev/null || true; }
 cleanup() { stop_receiver; stop_server "$dir"; }
 trap cleanup EXIT
-q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 out=$dir/changes.jsonl
 rows=${CDC_E2E_ROWS:-10000000}
 

@@ -18,7 +18,6 @@ throwaway_server "e2e-lake-$target" yes
 lake=$dir/lake
 url=$lake
 iterations=${LAKE_CRASH_ITERATIONS:-50}
-q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 # A start can still find the old shared memory attached for a moment after the killed
 # processes are gone (seen in CI: "pre-existing shared memory block is still in use"):
 # it is retried for up to 30 s.

@@ -15,7 +15,6 @@ if ! as_root mount -t tmpfs -o size=512k,mode=0755 tmpfs "$lake" 2>/dev/null; th
 fi
 trap 'as_root umount "$lake" 2>/dev/null || true; stop_server "$dir"' EXIT
 as_root chown "$(server_user)" "$lake"
-q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 q -c "CREATE EXTENSION pg_platform" >/dev/null
 q -c "CREATE TABLE public.blob (id int PRIMARY KEY, body bytea)" >/dev/null
 q -c "SELECT * FROM platform.create_lake_sink('full', '$lake', tables => 'public.blob', background => false, backfill => false)" >/dev/null

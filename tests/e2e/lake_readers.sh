@@ -11,7 +11,6 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 py=$(lake_python) || { echo "cannot make the Python venv with DuckDB and pyarrow"; exit 1; }
 throwaway_server e2e-lake-readers yes
 lake=$dir/lake
-q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 q -c "CREATE EXTENSION pg_platform" >/dev/null
 q >/dev/null <<'SQL'
 CREATE TABLE public.typed (

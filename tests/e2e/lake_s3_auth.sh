@@ -10,16 +10,6 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
 py=$(lake_python) || { echo "cannot make the Python venv with pyarrow and moto"; exit 1; }
 throwaway_server e2e-lake-s3-auth yes
-q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
-expect_error() {
-    local out
-    if out=$(PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres \
-            -v ON_ERROR_STOP=1 -c "\\set VERBOSITY verbose" -c "$2" 2>&1); then
-        echo "expected SQLSTATE $1, the statement succeeded: $2"; exit 1
-    fi
-    echo "$out" | grep -q "ERROR:  $1:" || { echo "expected SQLSTATE $1 from: $2"; echo "$out"; exit 1; }
-    echo "$out" | grep "ERROR:" | head -1
-}
 
 s3_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 endpoint=http://127.0.0.1:$s3_port

@@ -9,7 +9,6 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
 py=$(lake_python) || { echo "cannot make the Python venv with DuckDB"; exit 1; }
 throwaway_server e2e-lake-star yes
-q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 q -c "CREATE EXTENSION pg_platform" -c "SELECT platform.create_payments_schema('payments')" >/dev/null
 q -c "SELECT count(*) FROM platform.generate_payments('payments', 800, 80, 30000, days => 400, start_at => '2025-06-01')" >/dev/null
 q -c "SELECT * FROM platform.create_lake_sink('star', '$dir/lake', tables => 'payments.*', background => false)" >/dev/null

@@ -6,7 +6,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/scripts/lib.sh"
 throwaway_server e2e-partworker yes
-q() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -At -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 q -c "CREATE EXTENSION pg_platform" \
   -c "SET TimeZone = 'UTC'" \
   -c "CREATE TABLE public.events (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at)" \
