@@ -405,7 +405,10 @@ fn create_lake_sink(
             }
         }
         // What a dropped sink of the same name left staged is not this sink's.
-        LakeUrl::S3 { .. } => s3::remove_staging(name).or_raise(),
+        LakeUrl::S3 { .. } => {
+            DROPPED_S3.with_borrow_mut(|d| d.remove(name));
+            s3::remove_staging(name).or_raise()
+        }
     }
     let target = open_target(name, lake_url).or_raise();
     target.lake.prepare().or_raise();
@@ -449,6 +452,13 @@ fn create_lake_sink(
     TableIterator::once((name.to_string(), slot, lsn))
 }
 
+thread_local! {
+    /// S3 sinks dropped in this transaction (and not made again in it): their staging
+    /// directories go at commit.
+    static DROPPED_S3: std::cell::RefCell<std::collections::HashSet<String>> =
+        std::cell::RefCell::default();
+}
+
 /// Drops a lake sink and its replication slot. The files already in the lake stay.
 #[pg_extern(volatile)]
 fn drop_lake_sink(name: &str) -> bool {
@@ -459,6 +469,25 @@ fn drop_lake_sink(name: &str) -> bool {
     let Some(slot) = slot else {
         raise(LakeError::UnknownSink(name.into()));
     };
+    let url = crate::sql::read::<String>(
+        "SELECT lake_url FROM platform.lake_sink WHERE name = $1",
+        &[name.into()],
+    )
+    .unwrap_or_default();
+    // An S3 sink's staging directory (manifests, files not uploaded yet) goes with it once
+    // the drop commits, unless the transaction made a sink of that name again.
+    if url.starts_with("s3://") {
+        let sink = name.to_string();
+        DROPPED_S3.with_borrow_mut(|d| d.insert(sink.clone()));
+        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
+            if DROPPED_S3.with_borrow_mut(|d| d.remove(&sink)) {
+                let _ = s3::remove_staging(&sink);
+            }
+        });
+        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, || {
+            DROPPED_S3.with_borrow_mut(|d| d.clear());
+        });
+    }
     if let Some(pid) = crate::sql::read::<i32>(
         "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 AND active",
         &[slot.as_str().into()],

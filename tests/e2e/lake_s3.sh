@@ -323,5 +323,11 @@ q -c "SELECT coalesce(last_error, '') FROM platform.lake_status" >"$dir/status.t
 if grep -q "$secret" "$dir/server.log" "$dir/status.txt" "$dir"/data/log/* 2>/dev/null; then
     echo "the S3 secret key appears in the server's messages"; exit 1
 fi
+# A dropped sink's staging directory goes at commit, not before (a rollback keeps it).
+q -c "BEGIN" -c "SELECT platform.drop_lake_sink('s3arch')" -c "ROLLBACK" >/dev/null
+as_root test -d "$dir/data/pg_platform/lake/s3arch" || { echo "a rolled-back drop removed the staging directory"; exit 1; }
 q -c "SELECT platform.drop_lake_sink('s3lake')" -c "SELECT platform.drop_lake_sink('s3arch')" >/dev/null
+for s in s3lake s3arch; do
+    if as_root test -e "$dir/data/pg_platform/lake/$s"; then echo "the dropped sink $s left its staging directory"; exit 1; fi
+done
 echo "S3 lake: backfill, changes and an archived partition landed exactly once through a frozen, then a restarted S3 server and a conflicting object; small files merged in the bucket; bad buckets and endpoints refused"
