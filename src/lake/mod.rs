@@ -769,6 +769,12 @@ fn record_merge(
             files::lsn_text(g.end).as_str().into(),
         ],
     );
+    // Once the record commits, the merge's intent is done with (a rollback keeps it: the
+    // next merge run records the merge again).
+    let intent = merge::intent_path(&target.lake, g);
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, move || {
+        let _ = std::fs::remove_file(&intent);
+    });
     (
         format!("{}.{}", g.schema, g.table),
         m.path,

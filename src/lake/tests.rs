@@ -1130,6 +1130,12 @@ mod integration {
         )
         .expect("merge rolled back");
         assert_eq!(count_files(), 1, "the switch is on disk");
+        let intents = || {
+            let mut p = Vec::new();
+            files_under(&lake.join("_pg_platform/merge/merging"), ".json", &mut p);
+            p.len()
+        };
+        assert_eq!(intents(), 1, "the rolled-back merge's intent stays");
         let still: i64 = one(
             &mut c,
             "SELECT count(*) FROM platform.lake_file WHERE sink = 'merge'",
@@ -1143,6 +1149,7 @@ mod integration {
         };
         assert_eq!(merged, (4, 31));
         assert_eq!(count_files(), 1);
+        assert_eq!(intents(), 0, "a recorded merge's intent goes at commit");
         let ids = sorted_ids(&read_table(&lake, "lake_m"));
         let mut want: Vec<i32> = (1..=30).collect();
         want.push(5);
