@@ -257,8 +257,10 @@ pub fn read_chunks(sink: &str) -> Chunks {
         }
     }
     if !chunks.is_empty() {
-        // The watermarks must be in the flushed WAL the batch decodes.
-        unsafe { pg_sys::XLogFlush(pg_sys::GetXLogInsertRecPtr()) };
+        // The watermarks must be in the flushed WAL the batch decodes. Up to the end of
+        // the last record this backend wrote: the insert position, when it sits at a page
+        // boundary, points past a page header not written yet, which XLogFlush refuses.
+        unsafe { pg_sys::XLogFlush(pg_sys::XactLastRecEnd) };
     }
     chunks
 }

@@ -108,7 +108,16 @@ for i in $(seq 1 "$iterations"); do
         # children first missed one forked meanwhile, which kept the old shared memory
         # attached, and the restart refused to start).
         kill -9 -- "-$pm" 2>/dev/null || true
-        while pgrep -g "$pm" >/dev/null 2>&1; do sleep 0.05; done
+        # A child that made itself a session leader (PostgreSQL's children may) is not in
+        # that group: busy, it notices the postmaster's death late and keeps the shared
+        # memory attached. As in a real crash of the machine, it dies too: any server
+        # process left without its postmaster (now a child of PID 1) is killed.
+        pkill -9 -P "$pm" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            pkill -9 -P 1 -f '^postgres: ' 2>/dev/null || true
+            pgrep -g "$pm" >/dev/null 2>&1 || pgrep -P 1 -f '^postgres: ' >/dev/null 2>&1 || break
+            sleep 0.05
+        done
         restart
     fi
     if wait "$sync_pid"; then result="finished first"; else result="killed mid-batch"; interrupted=$((interrupted + 1)); fi
