@@ -265,6 +265,15 @@ impl Remote {
         }
     }
 
+    /// A create-only upload met an object under its name: fine when an upload of the same
+    /// bytes made it (a replay of the same plan), a conflict otherwise.
+    fn ours_already(&self, rel: &str, md5: &str) -> Result<(), LakeError> {
+        match self.recorded_md5(rel)? {
+            Some(m) if m == md5 => Ok(()),
+            _ => Err(LakeError::S3Exists(self.name(rel))),
+        }
+    }
+
     /// Uploads `len` bytes from `body` to `rel`, their MD-5 in the object's metadata.
     /// Create-only: an object already there is accepted only when an upload of the same
     /// bytes made it (a replay of the same plan).
@@ -294,12 +303,7 @@ impl Remote {
         match request.send(body) {
             Ok(_) => Ok(()),
             // 412: the object exists (a replay uploading again), 409: a concurrent put.
-            Err(ureq::Error::Status(412 | 409, _)) if create_only => {
-                match self.recorded_md5(rel)? {
-                    Some(m) if m == md5 => Ok(()),
-                    _ => Err(LakeError::S3Exists(self.name(rel))),
-                }
-            }
+            Err(ureq::Error::Status(412 | 409, _)) if create_only => self.ours_already(rel, md5),
             Err(e) => Err(self.failure("PUT", rel, e)),
         }
     }
@@ -431,10 +435,7 @@ impl Remote {
             }
             Err(ureq::Error::Status(412 | 409, _)) if create_only => {
                 let _ = self.abort_upload(rel, id);
-                match self.recorded_md5(rel)? {
-                    Some(m) if m == md5 => Ok(()),
-                    _ => Err(LakeError::S3Exists(self.name(rel))),
-                }
+                self.ours_already(rel, md5)
             }
             Err(e) => Err(self.failure("POST", rel, e)),
         }
