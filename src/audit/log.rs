@@ -62,6 +62,22 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
             }
         }
     });
+    // One callback for the log's caches: PostgreSQL allows few per backend.
+    super::trigger::invalidate(relid);
+}
+
+/// Registers the relcache callback that keeps this module's and the writer's caches
+/// current (once per backend).
+pub fn watch() {
+    if !CALLBACK.get() {
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(
+                Some(on_relcache_invalidation),
+                pg_sys::Datum::from(0),
+            )
+        };
+        CALLBACK.set(true);
+    }
 }
 
 /// Whether this backend is creating log partitions for a row it writes.
@@ -121,15 +137,7 @@ fn is_partitioned(log: pg_sys::Oid) -> bool {
 /// The log's partitions in time order (cached; the caller holds a lock on the log, so
 /// pending invalidations have been processed).
 pub fn partitions(log: pg_sys::Oid) -> Vec<LogPartition> {
-    if !CALLBACK.get() {
-        unsafe {
-            pg_sys::CacheRegisterRelcacheCallback(
-                Some(on_relcache_invalidation),
-                pg_sys::Datum::from(0),
-            )
-        };
-        CALLBACK.set(true);
-    }
+    watch();
     let cached = CACHE.with_borrow(|c| (c.log == log).then(|| c.partitions.clone()).flatten());
     if let Some(p) = cached {
         return p;
@@ -145,11 +153,20 @@ pub fn partitions(log: pg_sys::Oid) -> Vec<LogPartition> {
 /// The partition of the log that holds time `t`; with `make`, the partitions are made
 /// first when none does (maintenance that did not run for months).
 pub fn partition_for(log: pg_sys::Oid, t: i64, make: bool) -> Option<pg_sys::Oid> {
+    // Looked up in place: a writer asks once per statement.
     let find = || {
-        partitions(log)
-            .into_iter()
-            .find(|p| p.contains(t))
-            .map(|p| p.oid)
+        let cached = CACHE.with_borrow(|c| {
+            (c.log == log)
+                .then_some(c.partitions.as_ref())
+                .flatten()
+                .map(|p| p.iter().find(|p| p.contains(t)).map(|p| p.oid))
+        });
+        cached.unwrap_or_else(|| {
+            partitions(log)
+                .into_iter()
+                .find(|p| p.contains(t))
+                .map(|p| p.oid)
+        })
     };
     if let Some(oid) = find() {
         return Some(oid);

@@ -756,3 +756,76 @@ fn retention_retires_sealed_partitions_and_verification_accounts_for_them() {
     );
     run(&mut c, "DROP TABLE public.t_aud_keep");
 }
+
+/// The writer keeps the log's indexes itself and caches their descriptions per backend: an
+/// index added (or dropped) while a session writes is kept from its next statement on,
+/// and indexes it cannot keep itself (unique, partial, on expressions) go through the
+/// executor. Each index, read alone, finds exactly the rows a sequential scan finds.
+#[test]
+fn indexes_added_to_the_log_are_kept_by_the_writer() {
+    let mut c = client();
+    run(
+        &mut c,
+        "DROP TABLE IF EXISTS public.t_aud_idx; CREATE TABLE public.t_aud_idx (id int PRIMARY KEY, v text);
+         SELECT platform.audit_table('public.t_aud_idx');
+         INSERT INTO public.t_aud_idx SELECT g, 'before' FROM generate_series(1, 50) g",
+    );
+    // Another session adds indexes while this one keeps its cached description.
+    let mut admin = client();
+    run(
+        &mut admin,
+        "CREATE INDEX t_aud_idx_plain ON platform.audit_log (table_name);
+         CREATE UNIQUE INDEX t_aud_idx_unique ON platform.audit_log (id, event_time);
+         CREATE INDEX t_aud_idx_expr ON platform.audit_log (lower(operation));
+         CREATE INDEX t_aud_idx_partial ON platform.audit_log (row_seq) WHERE table_name = 'public.t_aud_idx'",
+    );
+    run(
+        &mut c,
+        "INSERT INTO public.t_aud_idx SELECT g, 'after' FROM generate_series(51, 120) g;
+         UPDATE public.t_aud_idx SET v = 'updated' WHERE id <= 10",
+    );
+    // Counted by an index alone and by a sequential scan, in one snapshot (other tests
+    // write to the log meanwhile).
+    let both = |c: &mut postgres::Client, filter: &str| -> (i64, i64) {
+        let count = |c: &mut postgres::Client, index: bool| -> i64 {
+            run(
+                c,
+                &format!("SET LOCAL enable_seqscan = {0}; SET LOCAL enable_bitmapscan = {1}; SET LOCAL enable_indexscan = {1}", !index, index),
+            );
+            one(
+                c,
+                &format!("SELECT count(*) FROM platform.audit_log WHERE {filter}"),
+            )
+        };
+        run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ");
+        let seq = count(c, false);
+        let index = count(c, true);
+        run(c, "COMMIT");
+        (seq, index)
+    };
+    assert_eq!(
+        both(
+            &mut c,
+            "table_name = 'public.t_aud_idx' AND operation <> 'DDL'"
+        ),
+        (130, 130)
+    );
+    assert_eq!(
+        both(&mut c, "table_name = 'public.t_aud_idx' AND row_seq > 60"),
+        (10, 10)
+    );
+    let (seq, index) = both(&mut c, "lower(operation) = 'update'");
+    assert!(seq >= 10, "{seq} UPDATE rows");
+    assert_eq!(seq, index);
+    let (seq, index) = both(&mut c, "id > 0 AND event_time > '-infinity'");
+    assert_eq!(seq, index);
+    // Dropped again: the writer stops keeping them from the next statement on.
+    run(
+        &mut admin,
+        "DROP INDEX platform.t_aud_idx_plain, platform.t_aud_idx_unique, platform.t_aud_idx_expr, platform.t_aud_idx_partial",
+    );
+    run(&mut c, "INSERT INTO public.t_aud_idx VALUES (500, 'last')");
+    let n: i64 = one(&mut c, "SELECT count(*) FROM platform.audit_log WHERE table_name = 'public.t_aud_idx' AND operation <> 'DDL'");
+    assert_eq!(n, 131);
+    run(&mut c, "DROP TABLE public.t_aud_idx");
+}

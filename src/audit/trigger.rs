@@ -21,6 +21,8 @@ struct Session {
     client_addr: Option<String>,
     client_port: Option<i32>,
     classes: Vec<(pg_sys::Oid, &'static str)>,
+    /// Role names by oid, dropped when pg_authid changes (a rename).
+    names: Vec<(pg_sys::Oid, String)>,
 }
 
 #[derive(Default)]
@@ -61,10 +63,18 @@ fn session() -> (Option<String>, Option<i32>, &'static str) {
                 (oid != pg_sys::InvalidOid).then_some((oid, *class))
             })
             .collect();
+            unsafe {
+                pg_sys::CacheRegisterSyscacheCallback(
+                    pg_sys::SysCacheIdentifier::AUTHOID as i32,
+                    Some(roles_changed),
+                    pg_sys::Datum::from(0),
+                )
+            };
             Session {
                 client_addr: addr,
                 client_port: port,
                 classes,
+                names: Vec::new(),
             }
         });
         let user = unsafe { pg_sys::GetUserId() };
@@ -74,6 +84,38 @@ fn session() -> (Option<String>, Option<i32>, &'static str) {
             .find(|(oid, _)| unsafe { pg_sys::has_privs_of_role(user, *oid) })
             .map_or("other", |(_, c)| c);
         (session.client_addr.clone(), session.client_port, class)
+    })
+}
+
+unsafe extern "C-unwind" fn roles_changed(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    let _ = STATE.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if let Some(session) = s.session.as_mut() {
+                session.names.clear();
+            }
+        }
+    });
+}
+
+/// The name of role `oid`, from the session's cache.
+fn cached_role_name(oid: pg_sys::Oid) -> String {
+    let known = STATE.with_borrow(|s| {
+        s.session.as_ref().and_then(|session| {
+            session
+                .names
+                .iter()
+                .find(|(o, _)| *o == oid)
+                .map(|(_, n)| n.clone())
+        })
+    });
+    known.unwrap_or_else(|| {
+        let name = role_name(oid);
+        STATE.with_borrow_mut(|s| {
+            if let Some(session) = s.session.as_mut() {
+                session.names.push((oid, name.clone()));
+            }
+        });
+        name
     })
 }
 
@@ -192,102 +234,99 @@ fn audit_trigger<'a>(
     let excluded: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let rel = td.tg_relation;
     let desc = unsafe { (*rel).rd_att };
-    let info = STATE.with_borrow_mut(|s| {
+    // The relation's description is used in place (encoding reads no other state).
+    let (rows, relid, table_name) = STATE.with_borrow_mut(|s| {
         let cache = s
             .relations
             .get_or_insert_with(crate::cdc::encoding::RelCache::new);
-        unsafe { cache.get(rel, |_, _| true) }.clone()
-    });
-    let included: Vec<usize> = (0..info.columns.len())
-        .filter(|&i| !excluded.contains(&info.columns[i].name.as_str()))
-        .collect();
-    let keys: Vec<usize> = (0..info.columns.len())
-        .filter(|&i| info.columns[i].key)
-        .collect();
-    let mut rows: Vec<Row> = Vec::new();
-    unsafe {
-        match operation {
-            "INSERT" => each_row(td.tg_newtable, desc, |v, n| {
-                rows.push(Row {
-                    primary_key: (!keys.is_empty())
-                        .then(|| object(&info, keys.iter().copied(), v, n)),
-                    old: None,
-                    new: Some(object(&info, included.iter().copied(), v, n)),
-                })
-            }),
-            "DELETE" => each_row(td.tg_oldtable, desc, |v, n| {
-                rows.push(Row {
-                    primary_key: (!keys.is_empty())
-                        .then(|| object(&info, keys.iter().copied(), v, n)),
-                    old: Some(object(&info, included.iter().copied(), v, n)),
-                    new: None,
-                })
-            }),
-            "UPDATE" => {
-                // PostgreSQL appends each updated row's old and new versions together: the
-                // two transition tables pair up by position.
-                let mut olds: Vec<(Vec<Vec<u8>>, Option<String>)> = Vec::new();
-                each_row(td.tg_oldtable, desc, |v, n| {
-                    let encoded = included
-                        .iter()
-                        .map(|&i| {
-                            let mut b = Vec::new();
-                            json_value(&mut b, &info, i, v, n);
-                            b
-                        })
-                        .collect();
-                    let key = (!keys.is_empty()).then(|| object(&info, keys.iter().copied(), v, n));
-                    olds.push((encoded, key));
-                });
-                let mut at = 0;
-                each_row(td.tg_newtable, desc, |v, n| {
-                    let Some((old_values, old_key)) = olds.get(at) else {
-                        return;
-                    };
-                    at += 1;
-                    let (mut o, mut w) = (vec![b'{'], vec![b'{']);
-                    for (j, &i) in included.iter().enumerate() {
-                        let mut b = Vec::new();
-                        json_value(&mut b, &info, i, v, n);
-                        if b == old_values[j] {
-                            continue;
-                        }
-                        for (buf, val) in [(&mut o, &old_values[j]), (&mut w, &b)] {
-                            if buf.len() > 1 {
-                                buf.push(b',');
-                            }
-                            buf.extend_from_slice(&info.columns[i].json_key);
-                            buf.extend_from_slice(val);
-                        }
-                    }
-                    o.push(b'}');
-                    w.push(b'}');
+        let info: &RelInfo = unsafe { cache.get(rel, |_, _| true) };
+        let included: Vec<usize> = (0..info.columns.len())
+            .filter(|&i| !excluded.contains(&info.columns[i].name.as_str()))
+            .collect();
+        let keys: Vec<usize> = (0..info.columns.len())
+            .filter(|&i| info.columns[i].key)
+            .collect();
+        let mut rows: Vec<Row> = Vec::new();
+        unsafe {
+            match operation {
+                "INSERT" => each_row(td.tg_newtable, desc, |v, n| {
                     rows.push(Row {
-                        primary_key: old_key.clone(),
-                        old: Some(String::from_utf8(o).unwrap_or_default()),
-                        new: Some(String::from_utf8(w).unwrap_or_default()),
+                        primary_key: (!keys.is_empty())
+                            .then(|| object(info, keys.iter().copied(), v, n)),
+                        old: None,
+                        new: Some(object(info, included.iter().copied(), v, n)),
+                    })
+                }),
+                "DELETE" => each_row(td.tg_oldtable, desc, |v, n| {
+                    rows.push(Row {
+                        primary_key: (!keys.is_empty())
+                            .then(|| object(info, keys.iter().copied(), v, n)),
+                        old: Some(object(info, included.iter().copied(), v, n)),
+                        new: None,
+                    })
+                }),
+                "UPDATE" => {
+                    // PostgreSQL appends each updated row's old and new versions together: the
+                    // two transition tables pair up by position.
+                    let mut olds: Vec<(Vec<Vec<u8>>, Option<String>)> = Vec::new();
+                    each_row(td.tg_oldtable, desc, |v, n| {
+                        let encoded = included
+                            .iter()
+                            .map(|&i| {
+                                let mut b = Vec::new();
+                                json_value(&mut b, info, i, v, n);
+                                b
+                            })
+                            .collect();
+                        let key =
+                            (!keys.is_empty()).then(|| object(info, keys.iter().copied(), v, n));
+                        olds.push((encoded, key));
                     });
-                });
+                    let mut at = 0;
+                    each_row(td.tg_newtable, desc, |v, n| {
+                        let Some((old_values, old_key)) = olds.get(at) else {
+                            return;
+                        };
+                        at += 1;
+                        let (mut o, mut w) = (vec![b'{'], vec![b'{']);
+                        for (j, &i) in included.iter().enumerate() {
+                            let mut b = Vec::new();
+                            json_value(&mut b, info, i, v, n);
+                            if b == old_values[j] {
+                                continue;
+                            }
+                            for (buf, val) in [(&mut o, &old_values[j]), (&mut w, &b)] {
+                                if buf.len() > 1 {
+                                    buf.push(b',');
+                                }
+                                buf.extend_from_slice(&info.columns[i].json_key);
+                                buf.extend_from_slice(val);
+                            }
+                        }
+                        o.push(b'}');
+                        w.push(b'}');
+                        rows.push(Row {
+                            primary_key: old_key.clone(),
+                            old: Some(String::from_utf8(o).unwrap_or_default()),
+                            new: Some(String::from_utf8(w).unwrap_or_default()),
+                        });
+                    });
+                }
+                _ => rows.push(Row {
+                    primary_key: None,
+                    old: None,
+                    new: None,
+                }),
             }
-            _ => rows.push(Row {
-                primary_key: None,
-                old: None,
-                new: None,
-            }),
         }
-    }
-    let table_name = format!(
-        "{}.{}",
-        sql::quote_ident(&info.schema),
-        sql::quote_ident(&info.table)
-    );
-    record(
-        operation,
-        Some(info.relid),
-        table_name,
-        rows,
-        include_statement,
-    );
+        let table_name = format!(
+            "{}.{}",
+            sql::quote_ident(&info.schema),
+            sql::quote_ident(&info.table)
+        );
+        (rows, info.relid, table_name)
+    });
+    record(operation, Some(relid), table_name, rows, include_statement);
     Ok(None)
 }
 
@@ -307,7 +346,7 @@ pub fn record(
     let statement_seq = next_statement(xid);
     let (client_addr, client_port, role_class) = session();
     let application_name = unsafe {
-        let p = pg_sys::GetConfigOption(c"application_name".as_ptr(), true, false);
+        let p = pg_sys::application_name;
         (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
     };
     let statement = include_statement
@@ -327,8 +366,8 @@ pub fn record(
         primary_key: None,
         old_values: None,
         new_values: None,
-        session_user: role_name(unsafe { pg_sys::GetSessionUserId() }),
-        current_user: role_name(unsafe { pg_sys::GetUserId() }),
+        session_user: cached_role_name(unsafe { pg_sys::GetSessionUserId() }),
+        current_user: cached_role_name(unsafe { pg_sys::GetUserId() }),
         role_class: role_class.to_string(),
         client_addr,
         client_port,
@@ -336,18 +375,167 @@ pub fn record(
         backend_pid: unsafe { pg_sys::MyProcPid },
         statement,
     };
-    for (chunk_no, chunk) in rows.chunks(CHUNK).enumerate() {
+    let mut rows = rows;
+    for (chunk_no, chunk) in rows.chunks_mut(CHUNK).enumerate() {
         let offset = (chunk_no * CHUNK) as i32;
         let mut hashes = Vec::with_capacity(chunk.len());
-        for (i, r) in chunk.iter().enumerate() {
+        for (i, r) in chunk.iter_mut().enumerate() {
+            // Lent to the record for hashing and given back: no copy per row.
             base.row_seq = offset + i as i32 + 1;
-            base.primary_key = r.primary_key.clone();
-            base.old_values = r.old.clone();
-            base.new_values = r.new.clone();
-            hashes.push(base.hash().to_vec());
+            base.primary_key = r.primary_key.take();
+            base.old_values = r.old.take();
+            base.new_values = r.new.take();
+            hashes.push(base.hash());
+            r.primary_key = base.primary_key.take();
+            r.old = base.old_values.take();
+            r.new = base.new_values.take();
         }
         // As the extension's owner: nextval checks privileges on the log's sequence.
-        sql::as_extension_owner(|| write(&base, relid, offset, chunk, hashes));
+        sql::as_extension_owner(|| write(&base, relid, offset, chunk, &hashes));
+    }
+}
+
+/// The log's columns, in the order `write` fills them.
+const COLUMNS: [&str; 21] = [
+    "id",
+    "cluster_id",
+    "event_time",
+    "xid",
+    "statement_seq",
+    "row_seq",
+    "operation",
+    "table_oid",
+    "table_name",
+    "primary_key",
+    "old_values",
+    "new_values",
+    "session_user_name",
+    "current_user_name",
+    "role_class",
+    "client_addr",
+    "client_port",
+    "application_name",
+    "backend_pid",
+    "statement",
+    "row_hash",
+];
+
+/// What `write` learnt of one relation rows go to (a partition of the log, the pending
+/// table, or the 0.3.0 log): where each column is, and its indexes' descriptions.
+struct Leaf {
+    oid: pg_sys::Oid,
+    /// Position of each of `COLUMNS` in the relation (None: not there).
+    at: [Option<usize>; COLUMNS.len()],
+    /// Per open index, in `RelationGetIndexList` order: its oid and description (kept
+    /// across statements: a BRIN index keeps its own description in it).
+    indexes: Vec<(pg_sys::Oid, *mut pg_sys::IndexInfo)>,
+    /// Whether every index is a plain one (columns only, no predicate, no uniqueness or
+    /// exclusion to enforce), which `write` maintains itself; otherwise the executor does.
+    plain: bool,
+}
+
+/// Per-backend descriptions of the relations `write` inserts into: building them cost
+/// more per statement than the rows. A relcache invalidation of one of them (or of all)
+/// marks the cache stale; it is dropped at the start of the next `write` (never during
+/// one, whose pointers must stay valid), after that write has locked its relations.
+struct Writer {
+    cxt: pg_sys::MemoryContext,
+    leaves: Vec<Leaf>,
+    stale: bool,
+}
+
+thread_local! {
+    static WRITER: RefCell<Writer> = const {
+        RefCell::new(Writer { cxt: std::ptr::null_mut(), leaves: Vec::new(), stale: false })
+    };
+}
+
+/// Called by the log's relcache callback.
+pub fn invalidate(relid: pg_sys::Oid) {
+    let _ = WRITER.try_with(|w| {
+        if let Ok(mut w) = w.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid
+                || w.leaves
+                    .iter()
+                    .any(|l| l.oid == relid || l.indexes.iter().any(|(i, _)| *i == relid))
+            {
+                w.stale = true;
+            }
+        }
+    });
+}
+
+impl Writer {
+    /// The description of `rel` with its open `indexes`, built on first use.
+    ///
+    /// # Safety
+    /// `rel` and `indexes` are open and locked by the caller.
+    unsafe fn leaf(&mut self, rel: pg_sys::Relation, indexes: &[pg_sys::Relation]) -> &Leaf {
+        unsafe {
+            if self.stale {
+                if !self.cxt.is_null() {
+                    pg_sys::MemoryContextDelete(self.cxt);
+                }
+                self.cxt = std::ptr::null_mut();
+                self.leaves.clear();
+                self.stale = false;
+            }
+            let oid = (*rel).rd_id;
+            let known = self.leaves.iter().position(|l| {
+                l.oid == oid
+                    && l.indexes.len() == indexes.len()
+                    && l.indexes
+                        .iter()
+                        .zip(indexes)
+                        .all(|((o, _), r)| *o == (**r).rd_id)
+            });
+            if let Some(at) = known {
+                return &self.leaves[at];
+            }
+            if self.cxt.is_null() {
+                self.cxt = pg_sys::AllocSetContextCreateExtended(
+                    pg_sys::TopMemoryContext,
+                    c"pg_platform audit writer".as_ptr(),
+                    pg_sys::ALLOCSET_SMALL_MINSIZE as usize,
+                    pg_sys::ALLOCSET_SMALL_INITSIZE as usize,
+                    pg_sys::ALLOCSET_SMALL_MAXSIZE as usize,
+                );
+            }
+            let desc = (*rel).rd_att;
+            let natts = (*desc).natts as usize;
+            let attrs = (*desc).attrs.as_slice(natts);
+            let mut at = [None; COLUMNS.len()];
+            for (i, a) in attrs.iter().enumerate() {
+                if a.attisdropped {
+                    continue;
+                }
+                let name = CStr::from_ptr(a.attname.data.as_ptr()).to_bytes();
+                if let Some(c) = COLUMNS.iter().position(|c| c.as_bytes() == name) {
+                    at[c] = Some(i);
+                }
+            }
+            let old = pg_sys::MemoryContextSwitchTo(self.cxt);
+            let infos: Vec<(pg_sys::Oid, *mut pg_sys::IndexInfo)> = indexes
+                .iter()
+                .map(|&i| ((*i).rd_id, pg_sys::BuildIndexInfo(i)))
+                .collect();
+            pg_sys::MemoryContextSwitchTo(old);
+            let plain = infos.iter().all(|(_, i)| {
+                let i = &**i;
+                !i.ii_Unique
+                    && i.ii_Expressions.is_null()
+                    && i.ii_Predicate.is_null()
+                    && i.ii_ExclusionOps.is_null()
+            });
+            self.leaves.retain(|l| l.oid != oid);
+            self.leaves.push(Leaf {
+                oid,
+                at,
+                indexes: infos,
+                plain,
+            });
+            &self.leaves[self.leaves.len() - 1]
+        }
     }
 }
 
@@ -355,7 +543,7 @@ pub fn record(
 /// does (heap insert, then its indexes): no SQL statement to plan or start per audited
 /// statement. The log has no INSERT triggers or CHECK constraints to honour; its NOT NULL
 /// columns are always filled here, and its index (BRIN on xid) is kept by the index insert.
-fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hashes: Vec<Vec<u8>>) {
+fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hashes: &[[u8; 32]]) {
     unsafe {
         let ns = pg_sys::get_namespace_oid(c"platform".as_ptr(), false);
         let log = pg_sys::get_relname_relid(c"audit_log".as_ptr(), ns);
@@ -363,6 +551,7 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
         if log == pg_sys::InvalidOid || seq == pg_sys::InvalidOid {
             crate::error::raise(super::AuditError::LogMissing);
         }
+        super::log::watch();
         // Locked as an INSERT into the log would lock it; the lock also brings in any
         // invalidation of its partition list.
         let parent = pg_sys::table_open(log, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
@@ -390,25 +579,40 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
         } else {
             log
         };
-        let rel = pg_sys::table_open(leaf, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let desc = (*rel).rd_att;
-        let natts = (*desc).natts as usize;
-        let attrs = (*desc).attrs.as_slice(natts);
-        let column = |name: &str| {
-            attrs.iter().position(|a| {
-                !a.attisdropped
-                    && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == name.as_bytes()
-            })
-        };
-        let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
-            as *mut pg_sys::ResultRelInfo;
-        (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
-        pg_sys::InitResultRelInfo(rri, rel, 1, std::ptr::null_mut(), 0);
-        pg_sys::ExecOpenIndices(rri, false);
-        let estate = pg_sys::CreateExecutorState();
+        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(leaf, lock);
+        let index_list =
+            pgrx::PgList::<std::ffi::c_void>::from_pg(pg_sys::RelationGetIndexList(rel));
+        let indexes: Vec<pg_sys::Relation> = (0..index_list.len())
+            .filter_map(|i| index_list.get_oid(i))
+            .map(|oid| pg_sys::index_open(oid, lock))
+            .collect();
+        // Every lock is taken, so the invalidations they brought in are known.
+        let (at, infos, plain) = WRITER.with_borrow_mut(|w| {
+            let l = w.leaf(rel, &indexes);
+            (
+                l.at,
+                l.indexes.iter().map(|(_, i)| *i).collect::<Vec<_>>(),
+                l.plain,
+            )
+        });
+        // Unique, partial or expression indexes (none of the extension's own) go through
+        // the executor, which knows how to maintain them.
+        let executor = (!plain).then(|| {
+            let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+                as *mut pg_sys::ResultRelInfo;
+            (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+            pg_sys::InitResultRelInfo(rri, rel, 1, std::ptr::null_mut(), 0);
+            pg_sys::ExecOpenIndices(rri, false);
+            let estate = pg_sys::CreateExecutorState();
+            (rri, estate)
+        });
         let cid = pg_sys::GetCurrentCommandId(true);
-        (*estate).es_output_cid = cid;
+        if let Some((_, estate)) = executor {
+            (*estate).es_output_cid = cid;
+        }
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+        let natts = (*(*rel).rd_att).natts as usize;
         let text = |v: &str| {
             pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
                 v.as_ptr() as *const std::ffi::c_char,
@@ -427,98 +631,109 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
                     -1,
                 )
             });
-        // The same for every row of the statement.
-        let fixed: Vec<(Option<usize>, Option<pg_sys::Datum>)> = vec![
-            (
-                column("cluster_id"),
-                Some(pg_sys::Datum::from(r.cluster_id)),
-            ),
-            (
-                column("event_time"),
-                Some(pg_sys::Datum::from(r.event_time_us - PG_EPOCH_US)),
-            ),
-            (column("xid"), Some(pg_sys::Datum::from(r.xid))),
-            (
-                column("statement_seq"),
-                Some(pg_sys::Datum::from(r.statement_seq)),
-            ),
-            (column("operation"), Some(text(&r.operation))),
-            (column("table_oid"), relid.map(pg_sys::Datum::from)),
-            (column("table_name"), Some(text(&r.table_name))),
-            (column("session_user_name"), Some(text(&r.session_user))),
-            (column("current_user_name"), Some(text(&r.current_user))),
-            (column("role_class"), Some(text(&r.role_class))),
-            (column("client_addr"), inet),
-            (
-                column("client_port"),
-                r.client_port.map(pg_sys::Datum::from),
-            ),
-            (
-                column("application_name"),
-                r.application_name.as_deref().map(text),
-            ),
-            (
-                column("backend_pid"),
-                Some(pg_sys::Datum::from(r.backend_pid)),
-            ),
-            (column("statement"), r.statement.as_deref().map(text)),
+        // The same for every row of the statement, in `COLUMNS` order (id, row_seq, the
+        // key, images and hash are per row).
+        let mut datums: [Option<pg_sys::Datum>; COLUMNS.len()] = [
+            None,
+            Some(pg_sys::Datum::from(r.cluster_id)),
+            Some(pg_sys::Datum::from(r.event_time_us - PG_EPOCH_US)),
+            Some(pg_sys::Datum::from(r.xid)),
+            Some(pg_sys::Datum::from(r.statement_seq)),
+            None,
+            Some(text(&r.operation)),
+            relid.map(pg_sys::Datum::from),
+            Some(text(&r.table_name)),
+            None,
+            None,
+            None,
+            Some(text(&r.session_user)),
+            Some(text(&r.current_user)),
+            Some(text(&r.role_class)),
+            inet,
+            r.client_port.map(pg_sys::Datum::from),
+            r.application_name.as_deref().map(text),
+            Some(pg_sys::Datum::from(r.backend_pid)),
+            r.statement.as_deref().map(text),
+            None,
         ];
-        let (id, row_seq, key, old, new, hash) = (
-            column("id"),
-            column("row_seq"),
-            column("primary_key"),
-            column("old_values"),
-            column("new_values"),
-            column("row_hash"),
-        );
+        let mut index_values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
+        let mut index_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
         for (i, (row, h)) in rows.iter().zip(hashes.iter()).enumerate() {
             pg_sys::ExecClearTuple(slot);
             let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
             let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
             nulls.fill(true);
-            let next_id = pg_sys::OidFunctionCall1Coll(
+            datums[0] = Some(pg_sys::OidFunctionCall1Coll(
                 pg_sys::Oid::from(pg_sys::F_NEXTVAL),
                 pg_sys::InvalidOid,
                 pg_sys::Datum::from(seq),
-            );
+            ));
+            datums[5] = Some(pg_sys::Datum::from(offset + i as i32 + 1));
+            datums[9] = row.primary_key.as_deref().map(text);
+            datums[10] = row.old.as_deref().map(text);
+            datums[11] = row.new.as_deref().map(text);
             // The bytea hash as a varlena (text and bytea share the layout).
-            let hash_datum = pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+            datums[20] = Some(pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
                 h.as_ptr() as *const std::ffi::c_char,
                 h.len() as i32,
-            ));
-            let per_row = [
-                (id, Some(next_id)),
-                (row_seq, Some(pg_sys::Datum::from(offset + i as i32 + 1))),
-                (key, row.primary_key.as_deref().map(text)),
-                (old, row.old.as_deref().map(text)),
-                (new, row.new.as_deref().map(text)),
-                (hash, Some(hash_datum)),
-            ];
-            for (at, value) in fixed.iter().chain(per_row.iter()) {
-                if let (Some(at), Some(v)) = (at, value) {
-                    values[*at] = *v;
-                    nulls[*at] = false;
+            )));
+            for (c, value) in datums.iter().enumerate() {
+                if let (Some(at), Some(v)) = (at[c], value) {
+                    values[at] = *v;
+                    nulls[at] = false;
                 }
             }
             pg_sys::ExecStoreVirtualTuple(slot);
             pg_sys::table_tuple_insert(rel, slot, cid, 0, std::ptr::null_mut());
-            pg_sys::ExecInsertIndexTuples(
-                rri,
-                slot,
-                estate,
-                false,
-                false,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
-            let econtext = (*estate).es_per_tuple_exprcontext;
-            if !econtext.is_null() {
-                pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+            match executor {
+                Some((rri, estate)) => {
+                    pg_sys::ExecInsertIndexTuples(
+                        rri,
+                        slot,
+                        estate,
+                        false,
+                        false,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    );
+                    let econtext = (*estate).es_per_tuple_exprcontext;
+                    if !econtext.is_null() {
+                        pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+                    }
+                }
+                None => {
+                    for (&index, &info) in indexes.iter().zip(infos.iter()) {
+                        if !(*info).ii_ReadyForInserts {
+                            continue;
+                        }
+                        let keys = (*info).ii_NumIndexAttrs as usize;
+                        for k in 0..keys {
+                            let attno = (*info).ii_IndexAttrNumbers[k] as usize;
+                            index_values[k] = values[attno - 1];
+                            index_nulls[k] = nulls[attno - 1];
+                        }
+                        pg_sys::index_insert(
+                            index,
+                            index_values.as_mut_ptr(),
+                            index_nulls.as_mut_ptr(),
+                            &mut (*slot).tts_tid,
+                            rel,
+                            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO,
+                            false,
+                            info,
+                        );
+                    }
+                }
             }
         }
         pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::ExecCloseIndices(rri);
-        pg_sys::FreeExecutorState(estate);
+        if let Some((rri, estate)) = executor {
+            pg_sys::ExecCloseIndices(rri);
+            pg_sys::FreeExecutorState(estate);
+        }
+        for index in indexes {
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
         pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
     }
 }
