@@ -14,6 +14,9 @@ use std::ffi::CStr;
 /// Rows per INSERT into the log (a statement's rows are written in chunks of this size).
 const CHUNK: usize = 5000;
 
+/// Rows per multi-row heap insert (COPY's batch size).
+const MULTI_INSERT: usize = 1000;
+
 /// PostgreSQL's epoch (2000-01-01) in Unix microseconds.
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
@@ -611,7 +614,6 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
         if let Some((_, estate)) = executor {
             (*estate).es_output_cid = cid;
         }
-        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
         let natts = (*(*rel).rd_att).natts as usize;
         let text = |v: &str| {
             pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
@@ -658,75 +660,119 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
         ];
         let mut index_values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
         let mut index_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
-        for (i, (row, h)) in rows.iter().zip(hashes.iter()).enumerate() {
-            pg_sys::ExecClearTuple(slot);
-            let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
-            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
-            nulls.fill(true);
-            datums[0] = Some(pg_sys::OidFunctionCall1Coll(
-                pg_sys::Oid::from(pg_sys::F_NEXTVAL),
-                pg_sys::InvalidOid,
-                pg_sys::Datum::from(seq),
-            ));
-            datums[5] = Some(pg_sys::Datum::from(offset + i as i32 + 1));
-            datums[9] = row.primary_key.as_deref().map(text);
-            datums[10] = row.old.as_deref().map(text);
-            datums[11] = row.new.as_deref().map(text);
-            // The bytea hash as a varlena (text and bytea share the layout).
-            datums[20] = Some(pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-                h.as_ptr() as *const std::ffi::c_char,
-                h.len() as i32,
-            )));
-            for (c, value) in datums.iter().enumerate() {
-                if let (Some(at), Some(v)) = (at[c], value) {
-                    values[at] = *v;
-                    nulls[at] = false;
-                }
-            }
-            pg_sys::ExecStoreVirtualTuple(slot);
-            pg_sys::table_tuple_insert(rel, slot, cid, 0, std::ptr::null_mut());
-            match executor {
-                Some((rri, estate)) => {
-                    pg_sys::ExecInsertIndexTuples(
-                        rri,
-                        slot,
-                        estate,
-                        false,
-                        false,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    );
-                    let econtext = (*estate).es_per_tuple_exprcontext;
-                    if !econtext.is_null() {
-                        pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+        // Rows go in batches, the way COPY writes them: one WAL record and one buffer
+        // lock per page of rows instead of per row.
+        let batch = rows.len().min(MULTI_INSERT);
+        let mut slots: Vec<*mut pg_sys::TupleTableSlot> = (0..batch)
+            .map(|_| pg_sys::table_slot_create(rel, std::ptr::null_mut()))
+            .collect();
+        let mut kept: Vec<(Vec<pg_sys::Datum>, Vec<bool>)> =
+            vec![(vec![pg_sys::Datum::from(0); natts], vec![true; natts]); batch];
+        let bistate = if rows.len() > 1 {
+            pg_sys::GetBulkInsertState()
+        } else {
+            std::ptr::null_mut()
+        };
+        for (b, (part, part_hashes)) in rows
+            .chunks(MULTI_INSERT)
+            .zip(hashes.chunks(MULTI_INSERT))
+            .enumerate()
+        {
+            for (j, (row, h)) in part.iter().zip(part_hashes.iter()).enumerate() {
+                let slot = slots[j];
+                pg_sys::ExecClearTuple(slot);
+                let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+                let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+                nulls.fill(true);
+                datums[0] = Some(pg_sys::OidFunctionCall1Coll(
+                    pg_sys::Oid::from(pg_sys::F_NEXTVAL),
+                    pg_sys::InvalidOid,
+                    pg_sys::Datum::from(seq),
+                ));
+                datums[5] = Some(pg_sys::Datum::from(
+                    offset + (b * MULTI_INSERT + j) as i32 + 1,
+                ));
+                datums[9] = row.primary_key.as_deref().map(text);
+                datums[10] = row.old.as_deref().map(text);
+                datums[11] = row.new.as_deref().map(text);
+                // The bytea hash as a varlena (text and bytea share the layout).
+                datums[20] = Some(pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+                    h.as_ptr() as *const std::ffi::c_char,
+                    h.len() as i32,
+                )));
+                for (c, value) in datums.iter().enumerate() {
+                    if let (Some(at), Some(v)) = (at[c], value) {
+                        values[at] = *v;
+                        nulls[at] = false;
                     }
                 }
-                None => {
-                    for (&index, &info) in indexes.iter().zip(infos.iter()) {
-                        if !(*info).ii_ReadyForInserts {
-                            continue;
-                        }
-                        let keys = (*info).ii_NumIndexAttrs as usize;
-                        for k in 0..keys {
-                            let attno = (*info).ii_IndexAttrNumbers[k] as usize;
-                            index_values[k] = values[attno - 1];
-                            index_nulls[k] = nulls[attno - 1];
-                        }
-                        pg_sys::index_insert(
-                            index,
-                            index_values.as_mut_ptr(),
-                            index_nulls.as_mut_ptr(),
-                            &mut (*slot).tts_tid,
-                            rel,
-                            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO,
+                // The slot's own arrays are not valid once the insert formed its tuple.
+                kept[j].0.copy_from_slice(values);
+                kept[j].1.copy_from_slice(nulls);
+                pg_sys::ExecStoreVirtualTuple(slot);
+            }
+            if part.len() == 1 {
+                pg_sys::table_tuple_insert(rel, slots[0], cid, 0, bistate);
+            } else {
+                pg_sys::table_multi_insert(
+                    rel,
+                    slots.as_mut_ptr(),
+                    part.len() as i32,
+                    cid,
+                    0,
+                    bistate,
+                );
+            }
+            for (j, &slot) in slots.iter().enumerate().take(part.len()) {
+                match executor {
+                    Some((rri, estate)) => {
+                        pg_sys::ExecInsertIndexTuples(
+                            rri,
+                            slot,
+                            estate,
                             false,
-                            info,
+                            false,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
                         );
+                        let econtext = (*estate).es_per_tuple_exprcontext;
+                        if !econtext.is_null() {
+                            pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+                        }
+                    }
+                    None => {
+                        let (values, nulls) = &kept[j];
+                        for (&index, &info) in indexes.iter().zip(infos.iter()) {
+                            if !(*info).ii_ReadyForInserts {
+                                continue;
+                            }
+                            let keys = (*info).ii_NumIndexAttrs as usize;
+                            for k in 0..keys {
+                                let attno = (*info).ii_IndexAttrNumbers[k] as usize;
+                                index_values[k] = values[attno - 1];
+                                index_nulls[k] = nulls[attno - 1];
+                            }
+                            pg_sys::index_insert(
+                                index,
+                                index_values.as_mut_ptr(),
+                                index_nulls.as_mut_ptr(),
+                                &mut (*slot).tts_tid,
+                                rel,
+                                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO,
+                                false,
+                                info,
+                            );
+                        }
                     }
                 }
             }
         }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        for slot in slots {
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
+        }
+        if !bistate.is_null() {
+            pg_sys::FreeBulkInsertState(bistate);
+        }
         if let Some((rri, estate)) = executor {
             pg_sys::ExecCloseIndices(rri);
             pg_sys::FreeExecutorState(estate);
