@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod policy;
 pub mod profile;
+pub mod profile_row;
 pub mod registry;
 pub mod rules;
 pub mod scoring;

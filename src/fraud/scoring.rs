@@ -46,6 +46,8 @@ pub enum ScoreError {
     BadOption(String, String),
     #[error("the operating system gave no random bytes for the card key salt")]
     NoRandomness,
+    #[error("platform.fraud_profile changed while this transaction held a card's profile")]
+    ProfileChanged,
 }
 
 impl SqlError for ScoreError {
@@ -60,10 +62,12 @@ impl SqlError for ScoreError {
             Self::NoLabels => ERRCODE_NO_DATA_FOUND,
             Self::BadOption(..) => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::NoRandomness => ERRCODE_SYSTEM_ERROR,
+            Self::ProfileChanged => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
     fn hint(&self) -> Option<String> {
         match self {
+            Self::ProfileChanged => Some("Retry the transaction; platform.fraud_profile must keep the shape the extension gave it.".into()),
             Self::MissingColumn(_) => Some("The query must return card, amount, occurred_at, merchant and category (lat, lon and attrs are optional), plus the label column for training and evaluation.".into()),
             _ => None,
         }
@@ -334,7 +338,13 @@ pub fn score_and_learn(
     };
     sql::as_extension_owner(|| {
         let key = card_key(card);
-        let mut profile = lock_profile(&key);
+        // The row found and locked without SQL when it can be (see `profile_row`).
+        let row = crate::fraud::profile_row::lock(&key);
+        let mut profile = match &row {
+            Some(r) if !r.state.is_empty() => Profile::from_bytes(&r.state).or_raise(),
+            Some(_) => Profile::new(0),
+            None => lock_profile(&key),
+        };
         let outcome = decide(
             &mut profile,
             &key,
@@ -344,7 +354,12 @@ pub fn score_and_learn(
             model.as_deref(),
             started,
         );
-        save_profile(&key, &profile);
+        match &row {
+            Some(r) => {
+                crate::fraud::profile_row::save(r, &key, profile.to_bytes(), profile.count as i64)
+            }
+            None => save_profile(&key, &profile),
+        }
         outcome
     })
 }

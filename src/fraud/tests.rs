@@ -1054,3 +1054,63 @@ fn stats_count_scores_per_model_version() {
     assert!(n.parse::<i64>().unwrap_or(0) >= 50, "{after}");
     assert_eq!(ok, "true");
 }
+
+/// The scoring trigger rewrites a card's profile row in place (no SQL): one statement with
+/// hundreds of payments of the same card (every version but the last dead in the
+/// statement's own transaction, so the page fills and rewrites leave it and the key index
+/// gets new entries), REPEATABLE READ (which takes the SQL path) and a rollback all leave
+/// one row per card, found by its key and by a scan alike, with the exact count.
+#[test]
+fn profiles_rewritten_in_place_stay_exact_and_findable() {
+    let mut c = client();
+    run(
+        &mut c,
+        "SET platform.fraud_model = 'none_deployed';
+         DROP TABLE IF EXISTS public.t_fraud_inplace;
+         CREATE TABLE public.t_fraud_inplace (id int PRIMARY KEY, card text NOT NULL, amount numeric(12,2) NOT NULL,
+                                              at timestamptz NOT NULL, shop text, score real);
+         SELECT platform.score_payments('public.t_fraud_inplace', '{\"card\": \"card\", \"amount\": \"amount\",
+             \"occurred_at\": \"at\", \"merchant\": \"shop\", \"score\": \"score\"}');
+         SELECT platform.fraud_set_rule('t_inplace_allow', 'allow', 'merchant = ''t-inplace''', 1000, true)",
+    );
+    let insert = |from: i32, to: i32| {
+        format!(
+            "INSERT INTO public.t_fraud_inplace (id, card, amount, at, shop)
+             SELECT g, '4600-' || (g % 2), 10 + g % 50, timestamptz '2026-06-01 00:00 UTC' + g * interval '1 minute', 't-inplace'
+               FROM generate_series({from}, {to}) g"
+        )
+    };
+    run(&mut c, &insert(1, 600));
+    run(
+        &mut c,
+        &format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; {}; COMMIT",
+            insert(601, 700)
+        ),
+    );
+    run(&mut c, &format!("BEGIN; {}; ROLLBACK", insert(701, 900)));
+    assert_eq!(payments(&mut c, "4600-0"), 350);
+    assert_eq!(payments(&mut c, "4600-1"), 350);
+    let both = |c: &mut postgres::Client, index: bool| -> String {
+        run(
+            c,
+            &format!(
+                "SET enable_seqscan = {0}; SET enable_indexscan = {1}; SET enable_bitmapscan = {1}",
+                !index, index
+            ),
+        );
+        one(
+            c,
+            "SELECT string_agg(p.payments::text, ',' ORDER BY p.payments)
+               FROM platform.fraud_profile p, platform.fraud_secret s
+              WHERE p.card_key IN (sha256(s.salt || '4600-0'::bytea), sha256(s.salt || '4600-1'::bytea))",
+        )
+    };
+    assert_eq!(both(&mut c, true), "350,350");
+    assert_eq!(both(&mut c, false), "350,350");
+    run(
+        &mut c,
+        "RESET enable_seqscan; RESET enable_indexscan; RESET enable_bitmapscan;
+         SELECT platform.fraud_drop_rule('t_inplace_allow'); DROP TABLE public.t_fraud_inplace",
+    );
+}
