@@ -8,7 +8,7 @@
 //! Anything else falls back to the SQL path of `scoring`: a card without a profile yet
 //! (its first payment inserts one), a row deleted meanwhile, REPEATABLE READ or
 //! SERIALIZABLE (whose errors and predicate locks the executor knows), and a profile
-//! table somebody gave triggers or more indexes.
+//! table somebody gave triggers, rules, row-level security or more indexes.
 
 use pgrx::prelude::*;
 use std::ffi::CStr;
@@ -40,6 +40,7 @@ unsafe fn open() -> Option<(pg_sys::Relation, pg_sys::Relation)> {
         let key_index = pg_sys::RelationGetPrimaryKeyIndex(rel);
         let plain = (*(*rel).rd_rel).relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
             && !(*(*rel).rd_rel).relhastriggers
+            && !(*(*rel).rd_rel).relrowsecurity
             && (*rel).rd_rules.is_null()
             && indexes.len() == 1
             && key_index != pg_sys::InvalidOid
