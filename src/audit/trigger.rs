@@ -448,6 +448,7 @@ struct Writer {
 }
 
 thread_local! {
+    static STALE_WHILE_BUILDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static WRITER: RefCell<Writer> = const {
         RefCell::new(Writer { cxt: std::ptr::null_mut(), leaves: Vec::new(), stale: false })
     };
@@ -455,8 +456,8 @@ thread_local! {
 
 /// Called by the log's relcache callback.
 pub fn invalidate(relid: pg_sys::Oid) {
-    let _ = WRITER.try_with(|w| {
-        if let Ok(mut w) = w.try_borrow_mut() {
+    let _ = WRITER.try_with(|w| match w.try_borrow_mut() {
+        Ok(mut w) => {
             if relid == pg_sys::InvalidOid
                 || w.leaves
                     .iter()
@@ -465,6 +466,9 @@ pub fn invalidate(relid: pg_sys::Oid) {
                 w.stale = true;
             }
         }
+        // Arrived while the cache is being built (catalog reads accept invalidations):
+        // not lost, the whole cache goes at the next write.
+        Err(_) => STALE_WHILE_BUILDING.set(true),
     });
 }
 
@@ -475,7 +479,7 @@ impl Writer {
     /// `rel` and `indexes` are open and locked by the caller.
     unsafe fn leaf(&mut self, rel: pg_sys::Relation, indexes: &[pg_sys::Relation]) -> &Leaf {
         unsafe {
-            if self.stale {
+            if self.stale || STALE_WHILE_BUILDING.replace(false) {
                 if !self.cxt.is_null() {
                     pg_sys::MemoryContextDelete(self.cxt);
                 }

@@ -1071,12 +1071,12 @@ fn profiles_rewritten_in_place_stay_exact_and_findable() {
                                               at timestamptz NOT NULL, shop text, score real);
          SELECT platform.score_payments('public.t_fraud_inplace', '{\"card\": \"card\", \"amount\": \"amount\",
              \"occurred_at\": \"at\", \"merchant\": \"shop\", \"score\": \"score\"}');
-         SELECT platform.fraud_set_rule('t_inplace_allow', 'allow', 'merchant = ''t-inplace''', 1000, true)",
+         SELECT platform.fraud_set_rule('inplace_allow', 'allow', 'merchant = ''t-inplace''', 1000, true)",
     );
     let insert = |from: i32, to: i32| {
         format!(
             "INSERT INTO public.t_fraud_inplace (id, card, amount, at, shop)
-             SELECT g, '4600-' || (g % 2), 10 + g % 50, timestamptz '2026-06-01 00:00 UTC' + g * interval '1 minute', 't-inplace'
+             SELECT g, '4711-' || (g % 2), 10 + g % 50, timestamptz '2026-06-01 00:00 UTC' + g * interval '1 minute', 't-inplace'
                FROM generate_series({from}, {to}) g"
         )
     };
@@ -1089,8 +1089,8 @@ fn profiles_rewritten_in_place_stay_exact_and_findable() {
         ),
     );
     run(&mut c, &format!("BEGIN; {}; ROLLBACK", insert(701, 900)));
-    assert_eq!(payments(&mut c, "4600-0"), 350);
-    assert_eq!(payments(&mut c, "4600-1"), 350);
+    assert_eq!(payments(&mut c, "4711-0"), 350);
+    assert_eq!(payments(&mut c, "4711-1"), 350);
     let both = |c: &mut postgres::Client, index: bool| -> String {
         run(
             c,
@@ -1103,7 +1103,7 @@ fn profiles_rewritten_in_place_stay_exact_and_findable() {
             c,
             "SELECT string_agg(p.payments::text, ',' ORDER BY p.payments)
                FROM platform.fraud_profile p, platform.fraud_secret s
-              WHERE p.card_key IN (sha256(s.salt || '4600-0'::bytea), sha256(s.salt || '4600-1'::bytea))",
+              WHERE p.card_key IN (sha256(s.salt || '4711-0'::bytea), sha256(s.salt || '4711-1'::bytea))",
         )
     };
     assert_eq!(both(&mut c, true), "350,350");
@@ -1111,6 +1111,6 @@ fn profiles_rewritten_in_place_stay_exact_and_findable() {
     run(
         &mut c,
         "RESET enable_seqscan; RESET enable_indexscan; RESET enable_bitmapscan;
-         SELECT platform.fraud_drop_rule('t_inplace_allow'); DROP TABLE public.t_fraud_inplace",
+         SELECT platform.fraud_drop_rule('inplace_allow'); DROP TABLE public.t_fraud_inplace",
     );
 }
