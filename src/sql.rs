@@ -195,10 +195,41 @@ pub fn copy_owner_and_grants(from: pg_sys::Oid, to: &str) {
     }
 }
 
-/// Runs `f` as the extension's owner, as a SECURITY DEFINER function would: the key tables
-/// are readable, and the audit log writable, by no one else. The previous identity comes back afterwards, and on an
-/// error with the (sub)transaction's abort.
+/// Runs `f` as the extension's owner, as a SECURITY DEFINER function with
+/// `SET search_path = pg_catalog, pg_temp` would: the key tables are readable, and the
+/// audit log writable, by no one else, and no SQL that `f` runs resolves an operator,
+/// function or table through the caller's search_path (a caller's schema put first could
+/// otherwise have its own `=` run with the owner's rights). The previous identity and path
+/// come back afterwards, and on an error with the (sub)transaction's abort.
 pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    as_extension_owner_no_sql(|| with_safe_search_path(f))
+}
+
+/// Runs `f` with `search_path` set to `pg_catalog, pg_temp` for its duration, as a
+/// function's `SET` clause does (restored afterwards, and by an abort).
+pub fn with_safe_search_path<R>(f: impl FnOnce() -> R) -> R {
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        let out = f();
+        pg_sys::AtEOXact_GUC(true, level);
+        out
+    }
+}
+
+/// `as_extension_owner` without changing the search_path, for code that runs no SQL of
+/// its own outside `with_safe_search_path` (the audit writer's heap inserts, once per
+/// audited statement, where setting a path would cost more than the rest).
+pub fn as_extension_owner_no_sql<R>(f: impl FnOnce() -> R) -> R {
     thread_local! {
         static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
     }

@@ -110,27 +110,32 @@ fn load(log: pg_sys::Oid) -> Vec<LogPartition> {
             hi: None,
         }];
     }
-    Spi::connect(|c| {
-        let rows = c.select(SELECT_PARTITIONS, None, &[log.into()])?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(LogPartition {
-                oid: r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
-                name: r.get::<String>(2)?.unwrap_or_default(),
-                lo: r.get::<i64>(3)?,
-                hi: r.get::<i64>(4)?,
-            });
-        }
-        Ok::<_, pgrx::spi::SpiError>(out)
+    // Called by the writer, which keeps the caller's search_path.
+    sql::with_safe_search_path(|| {
+        Spi::connect(|c| {
+            let rows = c.select(SELECT_PARTITIONS, None, &[log.into()])?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(LogPartition {
+                    oid: r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                    name: r.get::<String>(2)?.unwrap_or_default(),
+                    lo: r.get::<i64>(3)?,
+                    hi: r.get::<i64>(4)?,
+                });
+            }
+            Ok::<_, pgrx::spi::SpiError>(out)
+        })
     })
     .unwrap_or_default()
 }
 
 fn is_partitioned(log: pg_sys::Oid) -> bool {
-    sql::read::<bool>(
-        "SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = $1",
-        &[log.into()],
-    )
+    sql::with_safe_search_path(|| {
+        sql::read::<bool>(
+            "SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = $1",
+            &[log.into()],
+        )
+    })
     .unwrap_or(false)
 }
 

@@ -336,6 +336,9 @@ fn the_log_is_append_only_and_tampering_is_found() {
         &mut c,
         &format!("CREATE TEMP TABLE saved AS SELECT * FROM platform.audit_log WHERE id = {victim}"),
     );
+    // Tampered and put back in one transaction: the other tests verify the whole log
+    // meanwhile and must never see it tampered.
+    run(&mut c, "BEGIN");
     tamper(
         &mut c,
         &format!("UPDATE platform.audit_log SET new_values = '{{\"id\":0}}' WHERE id = {victim}"),
@@ -373,6 +376,7 @@ fn the_log_is_append_only_and_tampering_is_found() {
                         UPDATE platform.audit_block SET block_no = CASE block_no WHEN -1 THEN 2 ELSE 1 END WHERE block_no < 0");
         assert_eq!(one::<String>(&mut c, verdict), "true ");
     }
+    run(&mut c, "COMMIT");
     // verify_audit(since) checks the blocks sealed since then, and what is not sealed yet.
     let recent: String = one(
         &mut c,

@@ -393,8 +393,9 @@ pub fn record(
             r.old = base.old_values.take();
             r.new = base.new_values.take();
         }
-        // As the extension's owner: nextval checks privileges on the log's sequence.
-        sql::as_extension_owner(|| write(&base, relid, offset, chunk, &hashes));
+        // As the extension's owner: nextval checks privileges on the log's sequence. The
+        // writer's own SQL (loading the log's partitions) sets a safe search_path itself.
+        sql::as_extension_owner_no_sql(|| write(&base, relid, offset, chunk, &hashes));
     }
 }
 

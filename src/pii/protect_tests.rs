@@ -171,11 +171,15 @@ fn a_protected_column_is_ciphertext_in_the_table_and_plaintext_or_mask_in_the_vi
                      $$ BEGIN INSERT INTO t_pc_evil.loot VALUES (current_user); RETURN a OPERATOR(pg_catalog.=) b; END $$;
                  CREATE OPERATOR t_pc_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = t_pc_evil.spy);
                  CREATE OPERATOR t_pc_evil.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = t_pc_evil.spy);");
-    run(&mut c, "SET ROLE t_pc_app; SET search_path = t_pc_evil, pg_catalog, public;
+    // A fresh session: its caches (keys, registrations, the audit log's partitions) load
+    // under that search_path, as the extension's owner.
+    let mut fresh = client();
+    run(&mut fresh, "SET ROLE t_pc_app; SET search_path = t_pc_evil, pg_catalog, public;
                  UPDATE public.t_pc_customer_view SET phone = '111' WHERE id = 4;
                  INSERT INTO public.t_pc_customer_view (id, full_name, email) VALUES (101, 'Eve', 'eve@example.com');
                  DELETE FROM public.t_pc_customer_view WHERE id = 101;
                  RESET search_path; RESET ROLE");
+    drop(fresh);
     assert_eq!(
         one::<i64>(&mut c, "SELECT count(*) FROM t_pc_evil.loot"),
         0,
