@@ -22,9 +22,9 @@ pub struct LockedRow {
     pub state: Vec<u8>,
 }
 
-/// The table and its key index, opened and locked as an UPDATE would, or None when the
-/// SQL path must do the work.
-unsafe fn open() -> Option<(pg_sys::Relation, pg_sys::Relation)> {
+/// The table and its key index, opened and locked as an UPDATE would, with the columns'
+/// attribute numbers, or None when the SQL path must do the work.
+unsafe fn open() -> Option<(pg_sys::Relation, pg_sys::Relation, [i32; 4])> {
     unsafe {
         if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
             return None;
@@ -38,18 +38,20 @@ unsafe fn open() -> Option<(pg_sys::Relation, pg_sys::Relation)> {
         let rel = pg_sys::table_open(oid, lock);
         let indexes = pgrx::PgList::<std::ffi::c_void>::from_pg(pg_sys::RelationGetIndexList(rel));
         let key_index = pg_sys::RelationGetPrimaryKeyIndex(rel);
+        let at = positions(rel);
         let plain = (*(*rel).rd_rel).relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
             && !(*(*rel).rd_rel).relhastriggers
             && !(*(*rel).rd_rel).relrowsecurity
             && (*rel).rd_rules.is_null()
             && indexes.len() == 1
-            && key_index != pg_sys::InvalidOid
-            && positions(rel).is_some();
-        if !plain {
-            pg_sys::table_close(rel, lock);
-            return None;
+            && key_index != pg_sys::InvalidOid;
+        match at {
+            Some(at) if plain => Some((rel, pg_sys::index_open(key_index, lock), at)),
+            _ => {
+                pg_sys::table_close(rel, lock);
+                None
+            }
         }
-        Some((rel, pg_sys::index_open(key_index, lock)))
     }
 }
 
@@ -82,7 +84,7 @@ unsafe fn positions(rel: pg_sys::Relation) -> Option<[i32; 4]> {
 /// visible, or a case the SQL path handles: see the module's comment).
 pub fn lock(key: &[u8]) -> Option<LockedRow> {
     unsafe {
-        let (rel, index) = open()?;
+        let (rel, index, _) = open()?;
         // An earlier payment of this statement (a multi-row insert, COPY) may have
         // rewritten this very row: make its update visible, as SPI does between statements.
         pg_sys::CommandCounterIncrement();
@@ -143,12 +145,9 @@ pub fn lock(key: &[u8]) -> Option<LockedRow> {
 /// Rewrites the row `lock` returned with the new `state` and payment count.
 pub fn save(row: &LockedRow, key: &[u8], state: Vec<u8>, payments: i64) {
     unsafe {
-        let Some((rel, index)) = open() else {
+        let Some((rel, index, at)) = open() else {
             // The table changed shape within the transaction, after the lock was taken
             // (DDL on it waits for the lock, so this is not reached in practice).
-            crate::error::raise(crate::fraud::scoring::ScoreError::ProfileChanged);
-        };
-        let Some(at) = positions(rel) else {
             crate::error::raise(crate::fraud::scoring::ScoreError::ProfileChanged);
         };
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
