@@ -118,20 +118,27 @@ pub struct Ensemble {
     /// Leaf value for leaves, expected value for splits.
     value: Vec<f64>,
     bias: f64,
-    /// The same nodes packed one per 32 bytes for scoring: a step reads one cache line
-    /// instead of one per array (the arrays above stay for the stored format).
+    /// The same nodes packed 16 bytes each for scoring (four per cache line; in pre-order
+    /// the left child is the next node, so a step reads at most one other line). The
+    /// arrays above stay for the stored format.
     nodes: Vec<Node>,
+    /// `value[i] - value[parent(i)]` (0 at roots): a step's Saabas contribution, read only
+    /// when explaining, so scoring alone never touches it.
+    delta: Vec<f64>,
 }
 
+/// A node as the scorer walks it: a split's threshold or a leaf's value, the right child
+/// (the left one is the next node), and the feature index above the flags byte
+/// ([`NODE_LEAF`] for a leaf).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Node {
-    threshold: f64,
-    value: f64,
-    left: u32,
+    threshold_or_value: f64,
     right: u32,
-    feature: u32,
-    flags: u8,
+    feature_flags: u32,
 }
+
+/// `feature_flags >> 8` of a leaf; feature indexes stay below it (checked in `new`).
+const NODE_LEAF: u32 = (1 << 24) - 1;
 
 impl Ensemble {
     /// Validates `trees` and lays them out flat.
@@ -166,6 +173,9 @@ impl Ensemble {
         if total >= LEAF as usize {
             return Err(FraudError::Unsupported(format!("{total} tree nodes")));
         }
+        if n_features >= NODE_LEAF as usize {
+            return Err(FraudError::Unsupported(format!("{n_features} features")));
+        }
         let round = |v: f64| match semantics {
             Semantics::Xgboost => v as f32 as f64,
             Semantics::LightGbm | Semantics::Forust => v,
@@ -184,6 +194,7 @@ impl Ensemble {
             value: Vec::with_capacity(total),
             bias: 0.0,
             nodes: Vec::new(),
+            delta: Vec::new(),
         };
         let mut state = Vec::new();
         let mut order = Vec::new();
@@ -290,16 +301,32 @@ impl Ensemble {
             e.bias += e.value[base];
         }
         e.bias += e.base_margin;
-        e.nodes = (0..e.feature.len())
-            .map(|i| Node {
-                threshold: e.threshold[i],
-                value: e.value[i],
-                left: e.left[i],
+        e.nodes = Vec::with_capacity(total);
+        e.delta = vec![0.0; total];
+        for i in 0..e.feature.len() {
+            let leaf = e.feature[i] == LEAF;
+            if !leaf {
+                // Pre-order puts the left child right after its parent; the walk relies on it.
+                if e.left[i] as usize != i + 1 {
+                    return Err(FraudError::Malformed(format!(
+                        "node {i}: left child {} is not the next node",
+                        e.left[i]
+                    )));
+                }
+                for c in [e.left[i] as usize, e.right[i] as usize] {
+                    e.delta[c] = e.value[c] - e.value[i];
+                }
+            }
+            e.nodes.push(Node {
+                threshold_or_value: if leaf { e.value[i] } else { e.threshold[i] },
                 right: e.right[i],
-                feature: e.feature[i],
-                flags: e.flags[i],
-            })
-            .collect();
+                feature_flags: if leaf {
+                    NODE_LEAF << 8
+                } else {
+                    e.feature[i] << 8 | u32::from(e.flags[i])
+                },
+            });
+        }
         Ok(e)
     }
 
@@ -376,27 +403,28 @@ impl Ensemble {
         let mut m64 = if R::BASE_FIRST { self.base_margin } else { 0.0 };
         let nodes = &self.nodes[..];
         for &r in &self.roots {
-            let mut node = nodes[r as usize];
-            while node.feature != LEAF {
-                let f = node.feature as usize;
+            let mut i = r as usize;
+            let leaf = loop {
+                let node = nodes[i];
+                let f = (node.feature_flags >> 8) as usize;
+                if f == NODE_LEAF as usize {
+                    break node.threshold_or_value;
+                }
                 let v = R::prepare(x.get(f).copied().unwrap_or(f64::NAN));
-                let next = if R::go_left(node.flags, node.threshold, v) {
-                    node.left
-                } else {
-                    node.right
-                } as usize;
-                let child = nodes[next];
+                // A select, not a jump: which way a payment goes is not predictable.
+                let left = R::go_left(node.feature_flags as u8, node.threshold_or_value, v);
+                let next = if left { i + 1 } else { node.right as usize };
                 if CONTRIBUTE {
-                    if let Some(o) = out.get_mut(f) {
-                        *o += child.value - node.value;
+                    if let (Some(o), Some(d)) = (out.get_mut(f), self.delta.get(next)) {
+                        *o += d;
                     }
                 }
-                node = child;
-            }
+                i = next;
+            };
             if R::F32 {
-                m32 += node.value as f32;
+                m32 += leaf as f32;
             } else {
-                m64 += node.value;
+                m64 += leaf;
             }
         }
         if R::F32 {

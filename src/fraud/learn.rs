@@ -342,7 +342,7 @@ fn fraud_evaluate(
             return;
         }
         let payment = row.payment();
-        match scoring::score(profile, &payment, row.attrs.as_ref(), model.as_ref()) {
+        match scoring::score(profile, &payment, row.attrs.as_ref(), model.as_ref(), false) {
             Ok((o, _)) => pairs.push((o.score, y)),
             Err(e) => failure = Some(e),
         }
@@ -392,7 +392,13 @@ fn fraud_backtest(
         if failure.is_some() {
             return;
         }
-        match scoring::score(profile, &row.payment(), row.attrs.as_ref(), model.as_ref()) {
+        match scoring::score(
+            profile,
+            &row.payment(),
+            row.attrs.as_ref(),
+            model.as_ref(),
+            true,
+        ) {
             Ok((o, _)) => out.push((row.card.clone(), row.at, row.amount, o)),
             Err(e) => failure = Some(e),
         }

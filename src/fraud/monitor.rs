@@ -138,7 +138,7 @@ pub fn shadow(
     let Some(shadow) = registry::shadow(model_name) else {
         return;
     };
-    let Ok((o, _)) = scoring::score(profile, payment, attrs, Some(&shadow)) else {
+    let Ok((o, _)) = scoring::score(profile, payment, attrs, Some(&shadow), false) else {
         return;
     };
     sql::modify(

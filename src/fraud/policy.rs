@@ -567,6 +567,7 @@ fn fraud_score_trigger<'a>(
             lat,
             lon,
             attrs.as_ref(),
+            key("reasons").is_some(),
         );
         if outcome.verdict == "block" {
             refuse_block(&outcome);

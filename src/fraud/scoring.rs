@@ -130,12 +130,15 @@ pub fn extras_for<'a>(
 }
 
 /// Scores `payment` against `profile` (the card's state before it) with `model`, or with
-/// the built-in anomaly score when there is none.
+/// the built-in anomaly score when there is none. Without `explain`, a model's score comes
+/// without its reasons (one walk of the trees that reads no contributions); [`explain`]
+/// adds them when a verdict needs them.
 pub fn score(
     profile: &Profile,
     payment: &Payment<'_>,
     attrs: Option<&serde_json::Value>,
     model: Option<&Loaded>,
+    explain: bool,
 ) -> Result<(Outcome, FeatureVector), FraudError> {
     match model {
         None => {
@@ -168,16 +171,19 @@ pub fn score(
                 b.row.resize(n, 0.0);
                 b.scratch.resize(n, 0.0);
                 m.layout.fill(&fv, &mut b.row)?;
+                if !explain {
+                    return Ok::<_, FraudError>((m.scorer.predict(&b.row)?, Vec::new()));
+                }
                 let score = m.scorer.predict_and_contributions(&b.row, &mut b.scratch)?;
                 let reasons =
                     features::reasons_from_contributions(&m.layout, &fv, &b.scratch, TOP_REASONS);
-                Ok::<_, FraudError>((score, reasons))
+                Ok((score, reasons.into_iter().map(|r| r.text).collect()))
             })?;
             Ok((
                 Outcome {
                     score,
                     level: risk_level(score, m.elevated, m.highest),
-                    reasons: reasons.into_iter().map(|r| r.text).collect(),
+                    reasons,
                     model: m.name.clone(),
                     version: Some(m.version),
                     verdict: "allow",
@@ -187,6 +193,22 @@ pub fn score(
             ))
         }
     }
+}
+
+/// The model's reasons for a payment scored without them (`score(.., explain: false)`):
+/// the same contributions from the same feature vector, so the same words as if they had
+/// been asked for at once.
+fn explain_score(model: &Loaded, fv: &FeatureVector) -> Result<Vec<String>, FraudError> {
+    let n = model.scorer.features().len();
+    BUFFERS.with_borrow_mut(|b| {
+        b.row.resize(n, 0.0);
+        b.scratch.resize(n, 0.0);
+        model.layout.fill(fv, &mut b.row)?;
+        model.scorer.contributions(&b.row, &mut b.scratch)?;
+        let reasons =
+            features::reasons_from_contributions(&model.layout, fv, &b.scratch, TOP_REASONS);
+        Ok(reasons.into_iter().map(|r| r.text).collect())
+    })
 }
 
 /// The per-database salt of card keys, made on first use (kept by pg_dump, so restored
@@ -311,6 +333,8 @@ pub fn check_place(lat: Option<f64>, lon: Option<f64>) {
 }
 
 /// Scores one payment and folds it into its card's profile, in the calling transaction.
+/// Without `explain`, the model's reasons are worked out only for a review or block
+/// verdict (an allowed payment's reasons stay empty unless the caller asks for them).
 #[allow(clippy::too_many_arguments)]
 pub fn score_and_learn(
     card: &str,
@@ -321,6 +345,7 @@ pub fn score_and_learn(
     lat: Option<f64>,
     lon: Option<f64>,
     attrs: Option<&serde_json::Value>,
+    explain: bool,
 ) -> Outcome {
     let started = std::time::Instant::now();
     if amount < 0.0 || amount.is_nan() {
@@ -353,6 +378,7 @@ pub fn score_and_learn(
             &name,
             model.as_deref(),
             started,
+            explain,
         );
         match &row {
             Some(r) => {
@@ -382,6 +408,7 @@ fn scoring_model() -> (String, Option<Rc<Loaded>>) {
 /// Scores `payment` against its card's `profile` (the state before it), scores it with the
 /// shadow, runs the rules, folds the payment into the profile and counts the score: the
 /// one path of live and batch scoring.
+#[allow(clippy::too_many_arguments)]
 fn decide(
     profile: &mut Profile,
     key: &[u8],
@@ -390,12 +417,19 @@ fn decide(
     name: &str,
     model: Option<&Loaded>,
     started: std::time::Instant,
+    explain: bool,
 ) -> Outcome {
-    let (mut outcome, fv) = score(profile, payment, attrs, model).or_raise();
+    let (mut outcome, fv) = score(profile, payment, attrs, model, explain).or_raise();
     if !name.is_empty() {
         crate::fraud::monitor::shadow(name, &outcome, profile, payment, attrs, key);
     }
     crate::fraud::policy::apply(&mut outcome, &fv, payment.category, payment.merchant);
+    // A review or block verdict states its reasons even when the caller asked for none.
+    if let (false, Some(m), true) = (explain, model, outcome.verdict != "allow") {
+        let mut reasons = explain_score(m, &fv).or_raise();
+        reasons.append(&mut outcome.reasons);
+        outcome.reasons = reasons;
+    }
     profile.update(payment).or_raise();
     crate::fraud::stats::count(
         &outcome.model,
@@ -444,6 +478,7 @@ fn fraud_score(
         lat,
         lon,
         attrs.as_ref().map(|j| &j.0),
+        true,
     );
     result_tuple(&outcome)
 }
@@ -701,6 +736,7 @@ fn fraud_score_batch(
                 &name,
                 model.as_deref(),
                 started,
+                true,
             )
         });
         out.push((

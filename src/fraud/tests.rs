@@ -1114,3 +1114,87 @@ fn profiles_rewritten_in_place_stay_exact_and_findable() {
          SELECT platform.fraud_drop_rule('inplace_allow'); DROP TABLE public.t_fraud_inplace",
     );
 }
+
+#[test]
+fn a_trigger_without_a_reasons_column_still_explains_what_it_refuses() {
+    let mut c = client();
+    let text = include_str!("testdata/lgb.txt");
+    let version: i32 = match c.query_one(
+        "SELECT platform.fraud_import_model('t_why', 'lightgbm', $1,
+                ARRAY['amount', 'log_amount', 'count_1h', 'count_24h', 'distance_prev_km', 'hour_of_day'])",
+        &[&text],
+    ) {
+        Ok(r) => r.get(0),
+        Err(e) => panic!("{e}"),
+    };
+    run(
+        &mut c,
+        &format!(
+            "SELECT platform.fraud_deploy('t_why', {version});
+             SET platform.fraud_model = 't_why';
+             DROP TABLE IF EXISTS public.t_why_full, public.t_why_lean;
+             CREATE TABLE public.t_why_full (id int PRIMARY KEY, card text NOT NULL, amount numeric(12,2) NOT NULL,
+                                             at timestamptz NOT NULL, shop text, score float8, why text[]);
+             CREATE TABLE public.t_why_lean (LIKE public.t_why_full);
+             SELECT platform.score_payments('public.t_why_full', '{{\"card\": \"card\", \"amount\": \"amount\",
+                 \"occurred_at\": \"at\", \"merchant\": \"shop\", \"score\": \"score\", \"reasons\": \"why\"}}');
+             SELECT platform.score_payments('public.t_why_lean', '{{\"card\": \"card\", \"amount\": \"amount\",
+                 \"occurred_at\": \"at\", \"merchant\": \"shop\", \"score\": \"score\"}}');
+             SELECT platform.fraud_set_rule('t_why_block', 'block', 'merchant = ''t-why-stolen''')"
+        ),
+    );
+    // The same history on a card of each table: the same features, so the same scores.
+    for t in ["full", "lean"] {
+        run(
+            &mut c,
+            &format!(
+                "INSERT INTO public.t_why_{t} (id, card, amount, at, shop)
+                 SELECT g, '4810-{t}', 20 + g, timestamptz '2026-07-01 09:00 UTC' + g * interval '1 hour', 'grocer'
+                   FROM generate_series(1, 12) g"
+            ),
+        );
+    }
+    let same: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM public.t_why_full f JOIN public.t_why_lean l USING (id)
+          WHERE f.score = l.score AND cardinality(f.why) > 0 AND l.why IS NULL",
+    );
+    assert_eq!(
+        same, 12,
+        "equal scores; reasons only where a column asks for them"
+    );
+    // A refused payment states the model's reasons and the rule, with or without the column.
+    let mut detail = |t: &str| -> String {
+        match c.batch_execute(&format!(
+            "INSERT INTO public.t_why_{t} (id, card, amount, at, shop)
+             VALUES (13, '4810-{t}', 900, timestamptz '2026-07-01 09:00 UTC' + 13 * interval '1 hour', 't-why-stolen')"
+        )) {
+            Ok(()) => panic!("a blocked payment was stored in t_why_{t}"),
+            Err(e) => {
+                let Some(d) = e.as_db_error() else { panic!("{e}") };
+                assert_eq!(d.code().code(), "09000", "{}", d.message());
+                d.detail().unwrap_or("").to_string()
+            }
+        }
+    };
+    let (full, lean) = (detail("full"), detail("lean"));
+    assert_eq!(full, lean);
+    let parts: Vec<&str> = lean.split("; ").collect();
+    assert!(parts.len() >= 2, "model reasons before the rule: {lean}");
+    assert_eq!(
+        parts.last().copied(),
+        Some("rule t_why_block (block)"),
+        "{lean}"
+    );
+    let table_count: i64 = one(
+        &mut c,
+        "SELECT (SELECT count(*) FROM public.t_why_full) + (SELECT count(*) FROM public.t_why_lean)",
+    );
+    assert_eq!(table_count, 24);
+    run(
+        &mut c,
+        "SELECT platform.fraud_drop_rule('t_why_block');
+         SELECT platform.unscore_payments('public.t_why_full'); SELECT platform.unscore_payments('public.t_why_lean');
+         DROP TABLE public.t_why_full, public.t_why_lean; RESET platform.fraud_model",
+    );
+}
