@@ -746,6 +746,45 @@ mod tests {
         }
     }
 
+    /// A depth-2 tree listed breadth-first (as XGBoost stores it), so the walk's pre-order
+    /// layout must move nodes: every path gives its leaf, and bias plus contributions is
+    /// the margin.
+    #[test]
+    fn breadth_first_trees_walk_and_explain_in_preorder_layout() {
+        let tree = RawTree {
+            nodes: vec![
+                split(0, 0.5, 1, 2),
+                split(1, 0.5, 3, 4),
+                split(1, 0.5, 5, 6),
+                leaf(1.0),
+                leaf(2.0),
+                leaf(3.0),
+                leaf(4.0),
+            ],
+        };
+        let e = Ensemble::new(Semantics::Forust, 2, 0.25, 1.0, &[tree]).unwrap();
+        let mut out = [0.0; 2];
+        for (x, leaf) in [
+            ([0.0, 0.0], 1.0),
+            ([0.0, 1.0], 2.0),
+            ([1.0, 0.0], 3.0),
+            ([1.0, 1.0], 4.0),
+        ] {
+            assert_eq!(e.margin(&x).unwrap(), 0.25 + leaf, "{x:?}");
+            let bias = e.contributions(&x, &mut out).unwrap();
+            assert!(
+                (bias + out[0] + out[1] - (0.25 + leaf)).abs() < 1e-12,
+                "{x:?}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn more_features_than_a_node_can_name_are_refused() {
+        let err = Ensemble::new(Semantics::Forust, 1 << 24, 0.0, 1.0, &[stump(0.5)]).unwrap_err();
+        assert!(matches!(err, FraudError::Unsupported(_)), "{err}");
+    }
+
     #[test]
     fn xgboost_compares_in_f32_strictly() {
         let e = Ensemble::new(Semantics::Xgboost, 1, 0.0, 1.0, &[stump(0.5)]).unwrap();

@@ -131,8 +131,8 @@ pub fn extras_for<'a>(
 
 /// Scores `payment` against `profile` (the card's state before it) with `model`, or with
 /// the built-in anomaly score when there is none. Without `explain`, a model's score comes
-/// without its reasons (one walk of the trees that reads no contributions); [`explain`]
-/// adds them when a verdict needs them.
+/// without its reasons (one walk of the trees that reads no contributions);
+/// `explain_score` adds them when a verdict needs them.
 pub fn score(
     profile: &Profile,
     payment: &Payment<'_>,
@@ -175,9 +175,7 @@ pub fn score(
                     return Ok::<_, FraudError>((m.scorer.predict(&b.row)?, Vec::new()));
                 }
                 let score = m.scorer.predict_and_contributions(&b.row, &mut b.scratch)?;
-                let reasons =
-                    features::reasons_from_contributions(&m.layout, &fv, &b.scratch, TOP_REASONS);
-                Ok((score, reasons.into_iter().map(|r| r.text).collect()))
+                Ok((score, in_words(m, &fv, &b.scratch)))
             })?;
             Ok((
                 Outcome {
@@ -205,10 +203,16 @@ fn explain_score(model: &Loaded, fv: &FeatureVector) -> Result<Vec<String>, Frau
         b.scratch.resize(n, 0.0);
         model.layout.fill(fv, &mut b.row)?;
         model.scorer.contributions(&b.row, &mut b.scratch)?;
-        let reasons =
-            features::reasons_from_contributions(&model.layout, fv, &b.scratch, TOP_REASONS);
-        Ok(reasons.into_iter().map(|r| r.text).collect())
+        Ok(in_words(model, fv, &b.scratch))
     })
+}
+
+/// The top reasons of a model's `contributions` to a score, in words.
+fn in_words(model: &Loaded, fv: &FeatureVector, contributions: &[f64]) -> Vec<String> {
+    features::reasons_from_contributions(&model.layout, fv, contributions, TOP_REASONS)
+        .into_iter()
+        .map(|r| r.text)
+        .collect()
 }
 
 /// The per-database salt of card keys, made on first use (kept by pg_dump, so restored
