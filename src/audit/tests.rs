@@ -833,3 +833,112 @@ fn indexes_added_to_the_log_are_kept_by_the_writer() {
     assert_eq!(n, 131);
     run(&mut c, "DROP TABLE public.t_aud_idx");
 }
+
+/// A statement is written in chunks of 1000 rows with one index insert per heap block for
+/// the log's BRIN index: a 2 500-row insert and update keep every row with contiguous
+/// sequence numbers and the right images across the chunks, and the BRIN index finds
+/// every row, also rows that land in a block range summarized before they came.
+#[test]
+fn large_statements_are_written_whole_across_chunks_and_found_by_the_log_index() {
+    let mut c = client();
+    run(
+        &mut c,
+        "DROP TABLE IF EXISTS public.t_aud_big; CREATE TABLE public.t_aud_big (id int PRIMARY KEY, v text, n numeric(12,2));
+         SELECT platform.audit_table('public.t_aud_big');
+         INSERT INTO public.t_aud_big SELECT g, 'v' || g, g * 1.25 FROM generate_series(1, 2500) g",
+    );
+    let of = |op: &str| {
+        format!(
+            "FROM platform.audit_log WHERE table_name = 'public.t_aud_big' AND operation = '{op}'"
+        )
+    };
+    let shape = |c: &mut postgres::Client, op: &str| -> String {
+        one(
+            c,
+            &format!(
+                "SELECT count(*) || ' ' || count(DISTINCT row_seq) || ' ' || min(row_seq) || ' ' || max(row_seq)
+                        || ' ' || count(DISTINCT xid) || ' ' || count(DISTINCT statement_seq) {}",
+                of(op)
+            ),
+        )
+    };
+    assert_eq!(shape(&mut c, "INSERT"), "2500 2500 1 2500 1 1");
+    // Rows at the chunks' edges carry their own images and keys.
+    let images: Vec<String> = rows(
+        &mut c,
+        &format!(
+            "SELECT row_seq || ' ' || primary_key || ' ' || new_values {} AND row_seq IN (1, 1000, 1001, 2500) ORDER BY row_seq",
+            of("INSERT")
+        ),
+    );
+    assert_eq!(
+        images,
+        [
+            r#"1 {"id":1} {"id":1,"v":"v1","n":"1.25"}"#,
+            r#"1000 {"id":1000} {"id":1000,"v":"v1000","n":"1250.00"}"#,
+            r#"1001 {"id":1001} {"id":1001,"v":"v1001","n":"1251.25"}"#,
+            r#"2500 {"id":2500} {"id":2500,"v":"v2500","n":"3125.00"}"#,
+        ]
+    );
+    // Every block range of the log summarized, then more rows written: those landing in a
+    // summarized range must widen its summary.
+    run(
+        &mut c,
+        "SELECT pg_catalog.brin_summarize_new_values(i.indexrelid::regclass)
+           FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class x ON x.oid = i.indexrelid
+           JOIN pg_catalog.pg_am a ON a.oid = x.relam
+          WHERE a.amname = 'brin'
+            AND i.indrelid IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = 'platform.audit_log'::regclass);
+         UPDATE public.t_aud_big SET n = n + 1 WHERE id % 2 = 0 OR id > 2000",
+    );
+    assert_eq!(shape(&mut c, "UPDATE"), "1500 1500 1 1500 1 1");
+    let update: Vec<String> = rows(
+        &mut c,
+        &format!(
+            "SELECT old_values || ' ' || new_values {} AND primary_key::text = '{{\"id\":2500}}'",
+            of("UPDATE")
+        ),
+    );
+    assert_eq!(update, [r#"{"n":"3125.00"} {"n":"3126.00"}"#]);
+    // Each statement's rows, counted through the BRIN index alone and by a sequential
+    // scan, in one snapshot.
+    for op in ["INSERT", "UPDATE"] {
+        let xid: String = one(&mut c, &format!("SELECT min(xid::text) {}", of(op)));
+        let filter = format!(
+            "xid = '{xid}'::xid8 AND table_name = 'public.t_aud_big' AND operation = '{op}'"
+        );
+        run(&mut c, "BEGIN ISOLATION LEVEL REPEATABLE READ");
+        run(
+            &mut c,
+            "SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off",
+        );
+        let plan = rows(
+            &mut c,
+            &format!("EXPLAIN SELECT count(*) FROM platform.audit_log WHERE {filter}"),
+        )
+        .join("\n");
+        assert!(plan.contains("Bitmap Index Scan"), "{plan}");
+        let by_index: i64 = one(
+            &mut c,
+            &format!("SELECT count(*) FROM platform.audit_log WHERE {filter}"),
+        );
+        run(
+            &mut c,
+            "SET LOCAL enable_seqscan = on; SET LOCAL enable_bitmapscan = off",
+        );
+        let by_scan: i64 = one(
+            &mut c,
+            &format!("SELECT count(*) FROM platform.audit_log WHERE {filter}"),
+        );
+        run(&mut c, "COMMIT");
+        assert_eq!((op, by_index), (op, by_scan));
+        assert_eq!(by_scan, if op == "INSERT" { 2500 } else { 1500 });
+    }
+    // The rows' hashes hold.
+    let recent: String = one(
+        &mut c,
+        "SELECT intact || ' ' || coalesce(problem, '') FROM platform.verify_audit(now() - interval '1 minute')",
+    );
+    assert_eq!(recent, "true ");
+    run(&mut c, "DROP TABLE public.t_aud_big");
+}

@@ -4,18 +4,12 @@
 //! nothing). Values are encoded as the CDC plugin encodes them (typed JSON); columns a
 //! PII protection encrypts are ciphertext in the table, so they are ciphertext here too.
 
-use super::chain::Record;
-use crate::cdc::encoding::{value, RelInfo};
+use super::chain::{Record, RowHasher};
+use crate::cdc::encoding::{value, Column, RelInfo};
 use crate::sql;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::ffi::CStr;
-
-/// Rows per INSERT into the log (a statement's rows are written in chunks of this size).
-const CHUNK: usize = 5000;
-
-/// Rows per multi-row heap insert (COPY's batch size).
-const MULTI_INSERT: usize = 1000;
 
 /// PostgreSQL's epoch (2000-01-01) in Unix microseconds.
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
@@ -148,41 +142,63 @@ fn next_statement(xid: u64) -> i32 {
 }
 
 /// Reads a transition tuplestore row by row.
-///
-/// # Safety
-/// `store` is a transition table of the firing trigger, whose rows have `desc`.
-unsafe fn each_row(
+struct Reader {
     store: *mut pg_sys::Tuplestorestate,
-    desc: pg_sys::TupleDesc,
-    mut f: impl FnMut(&[pg_sys::Datum], &[bool]),
-) {
-    if store.is_null() {
-        return;
-    }
-    unsafe {
-        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
-        pg_sys::tuplestore_rescan(store);
-        let natts = (*desc).natts as usize;
-        while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
-            pg_sys::slot_getallattrs(slot);
-            f(
-                std::slice::from_raw_parts((*slot).tts_values, natts),
-                std::slice::from_raw_parts((*slot).tts_isnull, natts),
-            );
+    slot: *mut pg_sys::TupleTableSlot,
+    natts: usize,
+}
+
+impl Reader {
+    /// # Safety
+    /// `store` is a transition table of the firing trigger (or null: no rows), whose rows
+    /// have `desc`.
+    unsafe fn new(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Reader {
+        unsafe {
+            let slot = if store.is_null() {
+                std::ptr::null_mut()
+            } else {
+                pg_sys::tuplestore_rescan(store);
+                pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple)
+            };
+            Reader {
+                store,
+                slot,
+                natts: (*desc).natts as usize,
+            }
         }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
+    }
+
+    /// The next row's values and null flags, valid until the next call.
+    fn next(&mut self) -> Option<(&[pg_sys::Datum], &[bool])> {
+        if self.store.is_null() {
+            return None;
+        }
+        unsafe {
+            if !pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot) {
+                return None;
+            }
+            pg_sys::slot_getallattrs(self.slot);
+            Some((
+                std::slice::from_raw_parts((*self.slot).tts_values, self.natts),
+                std::slice::from_raw_parts((*self.slot).tts_isnull, self.natts),
+            ))
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if !self.slot.is_null() {
+            unsafe { pg_sys::ExecDropSingleTupleTableSlot(self.slot) };
+        }
     }
 }
 
 /// One column's value as typed JSON, `null` for NULL.
-unsafe fn json_value(
-    buf: &mut Vec<u8>,
-    info: &RelInfo,
-    i: usize,
-    values: &[pg_sys::Datum],
-    nulls: &[bool],
-) {
-    let c = &info.columns[i];
+///
+/// # Safety
+/// `values` and `nulls` are a row of the relation `c` describes.
+unsafe fn json_value(buf: &mut Vec<u8>, c: &Column, values: &[pg_sys::Datum], nulls: &[bool]) {
     if nulls[c.index] {
         buf.extend_from_slice(b"null");
     } else {
@@ -191,25 +207,23 @@ unsafe fn json_value(
 }
 
 /// A JSON object of the chosen columns of one row.
-unsafe fn object(
-    info: &RelInfo,
-    columns: impl Iterator<Item = usize>,
-    values: &[pg_sys::Datum],
-    nulls: &[bool],
-) -> String {
-    let mut buf = vec![b'{'];
-    for (n, i) in columns.enumerate() {
+///
+/// # Safety
+/// As for `json_value`.
+unsafe fn object(out: &mut Text, columns: &[&Column], values: &[pg_sys::Datum], nulls: &[bool]) {
+    let buf = out.begin();
+    buf.push(b'{');
+    for (n, c) in columns.iter().enumerate() {
         if n > 0 {
             buf.push(b',');
         }
-        buf.extend_from_slice(&info.columns[i].json_key);
-        unsafe { json_value(&mut buf, info, i, values, nulls) };
+        buf.extend_from_slice(&c.json_key);
+        unsafe { json_value(buf, c, values, nulls) };
     }
     buf.push(b'}');
-    String::from_utf8(buf).unwrap_or_default()
 }
 
-/// One audit row before it is written: key and images as JSON text.
+/// One audit row of an event other than a row change: key and images as JSON text.
 pub struct Row {
     pub primary_key: Option<String>,
     pub old: Option<String>,
@@ -237,99 +251,99 @@ fn audit_trigger<'a>(
     let excluded: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let rel = td.tg_relation;
     let desc = unsafe { (*rel).rd_att };
-    // The relation's description is used in place (encoding reads no other state).
-    let (rows, relid, table_name) = STATE.with_borrow_mut(|s| {
+    // A copy of the columns' encodings: writing the log may take invalidations that the
+    // relation cache must be free to receive.
+    let (columns, relid, table_name) = STATE.with_borrow_mut(|s| {
         let cache = s
             .relations
             .get_or_insert_with(crate::cdc::encoding::RelCache::new);
         let info: &RelInfo = unsafe { cache.get(rel, |_, _| true) };
-        let included: Vec<usize> = (0..info.columns.len())
-            .filter(|&i| !excluded.contains(&info.columns[i].name.as_str()))
-            .collect();
-        let keys: Vec<usize> = (0..info.columns.len())
-            .filter(|&i| info.columns[i].key)
-            .collect();
-        let mut rows: Vec<Row> = Vec::new();
-        unsafe {
-            match operation {
-                "INSERT" => each_row(td.tg_newtable, desc, |v, n| {
-                    rows.push(Row {
-                        primary_key: (!keys.is_empty())
-                            .then(|| object(info, keys.iter().copied(), v, n)),
-                        old: None,
-                        new: Some(object(info, included.iter().copied(), v, n)),
-                    })
-                }),
-                "DELETE" => each_row(td.tg_oldtable, desc, |v, n| {
-                    rows.push(Row {
-                        primary_key: (!keys.is_empty())
-                            .then(|| object(info, keys.iter().copied(), v, n)),
-                        old: Some(object(info, included.iter().copied(), v, n)),
-                        new: None,
-                    })
-                }),
-                "UPDATE" => {
-                    // PostgreSQL appends each updated row's old and new versions together: the
-                    // two transition tables pair up by position.
-                    let mut olds: Vec<(Vec<Vec<u8>>, Option<String>)> = Vec::new();
-                    each_row(td.tg_oldtable, desc, |v, n| {
-                        let encoded = included
-                            .iter()
-                            .map(|&i| {
-                                let mut b = Vec::new();
-                                json_value(&mut b, info, i, v, n);
-                                b
-                            })
-                            .collect();
-                        let key =
-                            (!keys.is_empty()).then(|| object(info, keys.iter().copied(), v, n));
-                        olds.push((encoded, key));
-                    });
-                    let mut at = 0;
-                    each_row(td.tg_newtable, desc, |v, n| {
-                        let Some((old_values, old_key)) = olds.get(at) else {
-                            return;
-                        };
-                        at += 1;
-                        let (mut o, mut w) = (vec![b'{'], vec![b'{']);
-                        for (j, &i) in included.iter().enumerate() {
-                            let mut b = Vec::new();
-                            json_value(&mut b, info, i, v, n);
-                            if b == old_values[j] {
-                                continue;
-                            }
-                            for (buf, val) in [(&mut o, &old_values[j]), (&mut w, &b)] {
-                                if buf.len() > 1 {
-                                    buf.push(b',');
-                                }
-                                buf.extend_from_slice(&info.columns[i].json_key);
-                                buf.extend_from_slice(val);
-                            }
-                        }
-                        o.push(b'}');
-                        w.push(b'}');
-                        rows.push(Row {
-                            primary_key: old_key.clone(),
-                            old: Some(String::from_utf8(o).unwrap_or_default()),
-                            new: Some(String::from_utf8(w).unwrap_or_default()),
-                        });
-                    });
-                }
-                _ => rows.push(Row {
-                    primary_key: None,
-                    old: None,
-                    new: None,
-                }),
-            }
-        }
         let table_name = format!(
             "{}.{}",
             sql::quote_ident(&info.schema),
             sql::quote_ident(&info.table)
         );
-        (rows, info.relid, table_name)
+        (info.columns.clone(), info.relid, table_name)
     });
-    record(operation, Some(relid), table_name, rows, include_statement);
+    let included: Vec<&Column> = columns
+        .iter()
+        .filter(|c| !excluded.contains(&c.name.as_str()))
+        .collect();
+    let keys: Vec<&Column> = columns.iter().filter(|c| c.key).collect();
+    let mut statement = Statement::new(operation, Some(relid), table_name, include_statement);
+    unsafe {
+        match operation {
+            "INSERT" | "DELETE" => {
+                let insert = operation == "INSERT";
+                let store = if insert {
+                    td.tg_newtable
+                } else {
+                    td.tg_oldtable
+                };
+                let mut rows = Reader::new(store, desc);
+                while let Some((v, n)) = rows.next() {
+                    statement.row(|image| {
+                        if keys.is_empty() {
+                            image.key.set(None);
+                        } else {
+                            object(&mut image.key, &keys, v, n);
+                        }
+                        let (with, without) = if insert {
+                            (&mut image.new, &mut image.old)
+                        } else {
+                            (&mut image.old, &mut image.new)
+                        };
+                        object(with, &included, v, n);
+                        without.set(None);
+                    });
+                }
+            }
+            "UPDATE" => {
+                // PostgreSQL appends each updated row's old and new versions together: the
+                // two transition tables pair up by position.
+                let mut olds = Reader::new(td.tg_oldtable, desc);
+                let mut news = Reader::new(td.tg_newtable, desc);
+                let (mut was, mut is) = (Vec::new(), Vec::new());
+                while let (Some((ov, on)), Some((nv, nn))) = (olds.next(), news.next()) {
+                    statement.row(|image| {
+                        if keys.is_empty() {
+                            image.key.set(None);
+                        } else {
+                            object(&mut image.key, &keys, ov, on);
+                        }
+                        let (o, w) = (image.old.begin(), image.new.begin());
+                        o.push(b'{');
+                        w.push(b'{');
+                        let empty = o.len();
+                        for c in &included {
+                            was.clear();
+                            is.clear();
+                            json_value(&mut was, c, ov, on);
+                            json_value(&mut is, c, nv, nn);
+                            if was == is {
+                                continue;
+                            }
+                            for (buf, val) in [(&mut *o, &was), (&mut *w, &is)] {
+                                if buf.len() > empty {
+                                    buf.push(b',');
+                                }
+                                buf.extend_from_slice(&c.json_key);
+                                buf.extend_from_slice(val);
+                            }
+                        }
+                        o.push(b'}');
+                        w.push(b'}');
+                    });
+                }
+            }
+            _ => statement.row(|image| {
+                image.key.set(None);
+                image.old.set(None);
+                image.new.set(None);
+            }),
+        }
+    }
+    statement.finish();
     Ok(None)
 }
 
@@ -342,60 +356,283 @@ pub fn record(
     rows: Vec<Row>,
     include_statement: bool,
 ) {
-    if rows.is_empty() {
-        return;
+    let mut statement = Statement::new(operation, relid, table_name, include_statement);
+    for r in &rows {
+        statement.row(|image| {
+            image.key.set(r.primary_key.as_deref());
+            image.old.set(r.old.as_deref());
+            image.new.set(r.new.as_deref());
+        });
     }
-    let xid = unsafe { pg_sys::GetTopFullTransactionId() }.value;
-    let statement_seq = next_statement(xid);
-    let (client_addr, client_port, role_class) = session();
-    let application_name = unsafe {
-        let p = pg_sys::application_name;
-        (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
-    };
-    let statement = include_statement
-        .then(|| unsafe {
-            let p = pg_sys::debug_query_string;
-            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
-        })
-        .flatten();
-    let mut base = Record {
-        cluster_id: cluster_id(),
-        event_time_us: unsafe { pg_sys::GetCurrentStatementStartTimestamp() } + PG_EPOCH_US,
-        xid,
-        statement_seq,
-        row_seq: 0,
-        operation: operation.to_string(),
-        table_name,
-        primary_key: None,
-        old_values: None,
-        new_values: None,
-        session_user: cached_role_name(unsafe { pg_sys::GetSessionUserId() }),
-        current_user: cached_role_name(unsafe { pg_sys::GetUserId() }),
-        role_class: role_class.to_string(),
-        client_addr,
-        client_port,
-        application_name,
-        backend_pid: unsafe { pg_sys::MyProcPid },
-        statement,
-    };
-    let mut rows = rows;
-    for (chunk_no, chunk) in rows.chunks_mut(CHUNK).enumerate() {
-        let offset = (chunk_no * CHUNK) as i32;
-        let mut hashes = Vec::with_capacity(chunk.len());
-        for (i, r) in chunk.iter_mut().enumerate() {
-            // Lent to the record for hashing and given back: no copy per row.
-            base.row_seq = offset + i as i32 + 1;
-            base.primary_key = r.primary_key.take();
-            base.old_values = r.old.take();
-            base.new_values = r.new.take();
-            hashes.push(base.hash());
-            r.primary_key = base.primary_key.take();
-            r.old = base.old_values.take();
-            r.new = base.new_values.take();
+    statement.finish();
+}
+
+/// Rows of one statement encoded, hashed and written per chunk: the memory of one chunk
+/// is reused by the next, so a million-row statement needs no more than a small one.
+const CHUNK: usize = 1000;
+
+/// A text value encoded in place after room for its varlena header, so the log's tuple
+/// is formed from it without another copy; reused from row to row.
+struct Text {
+    buf: Vec<u8>,
+    null: bool,
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text {
+            buf: vec![0; 4],
+            null: true,
         }
-        // As the extension's owner: nextval checks privileges on the log's sequence. The
-        // writer's own SQL (loading the log's partitions) sets a safe search_path itself.
-        sql::as_extension_owner_no_sql(|| write(&base, relid, offset, chunk, &hashes));
+    }
+}
+
+impl Text {
+    /// Starts a new value; the returned buffer holds the header's room.
+    fn begin(&mut self) -> &mut Vec<u8> {
+        self.buf.truncate(4);
+        self.null = false;
+        &mut self.buf
+    }
+
+    fn set(&mut self, v: Option<&str>) {
+        match v {
+            None => self.null = true,
+            Some(s) => self.begin().extend_from_slice(s.as_bytes()),
+        }
+    }
+
+    fn bytes(&self) -> Option<&[u8]> {
+        (!self.null).then(|| &self.buf[4..])
+    }
+
+    /// The value as a text datum that points into the buffer (valid until it changes).
+    fn datum(&mut self) -> Option<pg_sys::Datum> {
+        if self.null {
+            return None;
+        }
+        let p = self.buf.as_mut_ptr() as *mut pg_sys::varlena;
+        // The buffer starts with four bytes of room and is far below a varlena's limit.
+        unsafe { pgrx::varlena::set_varsize_4b(p, self.buf.len() as i32) };
+        Some(pg_sys::Datum::from(p))
+    }
+}
+
+/// One audit row's primary key and images.
+#[derive(Default)]
+struct Image {
+    key: Text,
+    old: Text,
+    new: Text,
+}
+
+/// Restores the memory context it replaced when dropped (also when an ERROR unwinds).
+struct InContext(pg_sys::MemoryContext);
+
+impl InContext {
+    fn switch(cxt: pg_sys::MemoryContext) -> InContext {
+        InContext(unsafe { pg_sys::MemoryContextSwitchTo(cxt) })
+    }
+}
+
+impl Drop for InContext {
+    fn drop(&mut self) {
+        unsafe { pg_sys::MemoryContextSwitchTo(self.0) };
+    }
+}
+
+/// One audited statement's rows on their way to the log. The statement's identity (its
+/// number in the transaction, the actor) is taken at its first row: a statement that
+/// changed nothing leaves no row and takes no number.
+struct Statement {
+    operation: String,
+    relid: Option<pg_sys::Oid>,
+    table_name: String,
+    include_statement: bool,
+    base: Option<(Record, RowHasher)>,
+    images: Vec<Image>,
+    len: usize,
+    written: i32,
+    hashes: Vec<[u8; 32]>,
+    slots: Slots,
+    /// What encoding and writing a chunk allocate (output functions, detoasted values,
+    /// the writer's per-call state), reset after each chunk. Left to the transaction's
+    /// memory on an ERROR.
+    cxt: pg_sys::MemoryContext,
+}
+
+impl Statement {
+    fn new(
+        operation: &str,
+        relid: Option<pg_sys::Oid>,
+        table_name: String,
+        include_statement: bool,
+    ) -> Statement {
+        Statement {
+            operation: operation.to_string(),
+            relid,
+            table_name,
+            include_statement,
+            base: None,
+            images: Vec::new(),
+            len: 0,
+            written: 0,
+            hashes: Vec::new(),
+            slots: Slots {
+                cxt: std::ptr::null_mut(),
+                rel: pg_sys::InvalidOid,
+                slots: Vec::new(),
+                kept: Vec::new(),
+            },
+            cxt: std::ptr::null_mut(),
+        }
+    }
+
+    /// Encodes the next row with `f` (in the chunk's memory), writing a full chunk first.
+    fn row(&mut self, f: impl FnOnce(&mut Image)) {
+        if self.base.is_none() {
+            let base = self.identity();
+            let hasher = base.row_hasher();
+            self.base = Some((base, hasher));
+            self.slots.cxt = unsafe { pg_sys::CurrentMemoryContext };
+            self.cxt = unsafe {
+                pg_sys::AllocSetContextCreateExtended(
+                    pg_sys::CurrentMemoryContext,
+                    c"pg_platform audit rows".as_ptr(),
+                    pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                    pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+                )
+            };
+        }
+        if self.len == CHUNK {
+            self.flush();
+        }
+        if self.images.len() == self.len {
+            self.images.push(Image::default());
+        }
+        let _in = InContext::switch(self.cxt);
+        f(&mut self.images[self.len]);
+        self.len += 1;
+    }
+
+    /// The statement's own fields of its rows.
+    fn identity(&self) -> Record {
+        let xid = unsafe { pg_sys::GetTopFullTransactionId() }.value;
+        let statement_seq = next_statement(xid);
+        let (client_addr, client_port, role_class) = session();
+        let application_name = unsafe {
+            let p = pg_sys::application_name;
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        };
+        let statement = self
+            .include_statement
+            .then(|| unsafe {
+                let p = pg_sys::debug_query_string;
+                (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+            })
+            .flatten();
+        Record {
+            cluster_id: cluster_id(),
+            event_time_us: unsafe { pg_sys::GetCurrentStatementStartTimestamp() } + PG_EPOCH_US,
+            xid,
+            statement_seq,
+            row_seq: 0,
+            operation: self.operation.clone(),
+            table_name: self.table_name.clone(),
+            primary_key: None,
+            old_values: None,
+            new_values: None,
+            session_user: cached_role_name(unsafe { pg_sys::GetSessionUserId() }),
+            current_user: cached_role_name(unsafe { pg_sys::GetUserId() }),
+            role_class: role_class.to_string(),
+            client_addr,
+            client_port,
+            application_name,
+            backend_pid: unsafe { pg_sys::MyProcPid },
+            statement,
+        }
+    }
+
+    /// Hashes and writes the rows encoded so far.
+    fn flush(&mut self) {
+        let Some((base, hasher)) = self.base.as_mut() else {
+            return;
+        };
+        if self.len == 0 {
+            return;
+        }
+        {
+            let _in = InContext::switch(self.cxt);
+            let images = &mut self.images[..self.len];
+            self.hashes.clear();
+            for (i, image) in images.iter().enumerate() {
+                self.hashes.push(hasher.hash(
+                    self.written + i as i32 + 1,
+                    image.key.bytes(),
+                    image.old.bytes(),
+                    image.new.bytes(),
+                ));
+            }
+            let (relid, offset, hashes, pool) =
+                (self.relid, self.written, &self.hashes, &mut self.slots);
+            // As the extension's owner: nextval checks privileges on the log's sequence.
+            // The writer's own SQL (loading the log's partitions) sets a safe search_path
+            // itself.
+            sql::as_extension_owner_no_sql(|| write(base, relid, offset, images, hashes, pool));
+        }
+        unsafe { pg_sys::MemoryContextReset(self.cxt) };
+        self.written += self.len as i32;
+        self.len = 0;
+    }
+
+    /// Writes the last rows.
+    fn finish(mut self) {
+        self.flush();
+        self.slots.drop_all();
+        if !self.cxt.is_null() {
+            unsafe { pg_sys::MemoryContextDelete(self.cxt) };
+        }
+    }
+}
+
+/// Slots, and copies of their values for the index inserts, reused by the writes of one
+/// statement: made once per relation written, not once per chunk.
+struct Slots {
+    /// Where they live: the statement's memory, which the chunks' resets leave alone.
+    cxt: pg_sys::MemoryContext,
+    rel: pg_sys::Oid,
+    slots: Vec<*mut pg_sys::TupleTableSlot>,
+    kept: Vec<(Vec<pg_sys::Datum>, Vec<bool>)>,
+}
+
+impl Slots {
+    /// At least `n` slots for `rel`.
+    ///
+    /// # Safety
+    /// `rel` is open and locked until the slots are dropped.
+    unsafe fn ready(&mut self, rel: pg_sys::Relation, n: usize) {
+        unsafe {
+            if (*rel).rd_id != self.rel {
+                self.drop_all();
+                self.rel = (*rel).rd_id;
+            }
+            let natts = (*(*rel).rd_att).natts as usize;
+            while self.slots.len() < n {
+                let _in = InContext::switch(self.cxt);
+                self.slots
+                    .push(pg_sys::table_slot_create(rel, std::ptr::null_mut()));
+                self.kept
+                    .push((vec![pg_sys::Datum::from(0); natts], vec![true; natts]));
+            }
+        }
+    }
+
+    fn drop_all(&mut self) {
+        for slot in self.slots.drain(..) {
+            unsafe { pg_sys::ExecDropSingleTupleTableSlot(slot) };
+        }
+        self.kept.clear();
     }
 }
 
@@ -421,6 +658,16 @@ const COLUMNS: [&str; 21] = [
     "application_name",
     "backend_pid",
     "statement",
+    "row_hash",
+];
+
+/// The columns of `COLUMNS` that differ between the rows of one statement.
+const PER_ROW: [&str; 6] = [
+    "id",
+    "row_seq",
+    "primary_key",
+    "old_values",
+    "new_values",
     "row_hash",
 ];
 
@@ -551,7 +798,14 @@ impl Writer {
 /// does (heap insert, then its indexes): no SQL statement to plan or start per audited
 /// statement. The log has no INSERT triggers or CHECK constraints to honour; its NOT NULL
 /// columns are always filled here, and its index (BRIN on xid) is kept by the index insert.
-fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hashes: &[[u8; 32]]) {
+fn write(
+    r: &Record,
+    relid: Option<pg_sys::Oid>,
+    offset: i32,
+    rows: &mut [Image],
+    hashes: &[[u8; 32]],
+    pool: &mut Slots,
+) {
     unsafe {
         let ns = pg_sys::get_namespace_oid(c"platform".as_ptr(), false);
         let log = pg_sys::get_relname_relid(c"audit_log".as_ptr(), ns);
@@ -665,25 +919,35 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
         ];
         let mut index_values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
         let mut index_nulls = [false; pg_sys::INDEX_MAX_KEYS as usize];
+        // BRIN indexes whose keys are the same for every row of this write (the log's
+        // index on xid) need one insert per heap block, not per row.
+        let summarized_once: Vec<bool> = indexes
+            .iter()
+            .zip(infos.iter())
+            .map(|(&index, &info)| {
+                (*(*index).rd_rel).relam == pg_sys::BRIN_AM_OID
+                    && (0..(*info).ii_NumIndexAttrs as usize).all(|k| {
+                        let attno = (*info).ii_IndexAttrNumbers[k] as usize;
+                        attno > 0
+                            && at.iter().enumerate().any(|(c, a)| {
+                                *a == Some(attno - 1) && !PER_ROW.contains(&COLUMNS[c])
+                            })
+                    })
+            })
+            .collect();
+        let mut brin_block: Vec<Option<u32>> = vec![None; indexes.len()];
         // Rows go in batches, the way COPY writes them: one WAL record and one buffer
         // lock per page of rows instead of per row.
-        let batch = rows.len().min(MULTI_INSERT);
-        let mut slots: Vec<*mut pg_sys::TupleTableSlot> = (0..batch)
-            .map(|_| pg_sys::table_slot_create(rel, std::ptr::null_mut()))
-            .collect();
-        let mut kept: Vec<(Vec<pg_sys::Datum>, Vec<bool>)> =
-            vec![(vec![pg_sys::Datum::from(0); natts], vec![true; natts]); batch];
+        pool.ready(rel, rows.len().min(CHUNK));
+        let Slots { slots, kept, .. } = pool;
         let bistate = if rows.len() > 1 {
             pg_sys::GetBulkInsertState()
         } else {
             std::ptr::null_mut()
         };
-        for (b, (part, part_hashes)) in rows
-            .chunks(MULTI_INSERT)
-            .zip(hashes.chunks(MULTI_INSERT))
-            .enumerate()
+        for (b, (part, part_hashes)) in rows.chunks_mut(CHUNK).zip(hashes.chunks(CHUNK)).enumerate()
         {
-            for (j, (row, h)) in part.iter().zip(part_hashes.iter()).enumerate() {
+            for (j, (row, h)) in part.iter_mut().zip(part_hashes.iter()).enumerate() {
                 let slot = slots[j];
                 pg_sys::ExecClearTuple(slot);
                 let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
@@ -694,12 +958,10 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
                     pg_sys::InvalidOid,
                     pg_sys::Datum::from(seq),
                 ));
-                datums[5] = Some(pg_sys::Datum::from(
-                    offset + (b * MULTI_INSERT + j) as i32 + 1,
-                ));
-                datums[9] = row.primary_key.as_deref().map(text);
-                datums[10] = row.old.as_deref().map(text);
-                datums[11] = row.new.as_deref().map(text);
+                datums[5] = Some(pg_sys::Datum::from(offset + (b * CHUNK + j) as i32 + 1));
+                datums[9] = row.key.datum();
+                datums[10] = row.old.datum();
+                datums[11] = row.new.datum();
                 // The bytea hash as a varlena (text and bytea share the layout).
                 datums[20] = Some(pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
                     h.as_ptr() as *const std::ffi::c_char,
@@ -747,9 +1009,22 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
                     }
                     None => {
                         let (values, nulls) = &kept[j];
-                        for (&index, &info) in indexes.iter().zip(infos.iter()) {
+                        let tid = (*slot).tts_tid;
+                        let block =
+                            (u32::from(tid.ip_blkid.bi_hi) << 16) | u32::from(tid.ip_blkid.bi_lo);
+                        for (n, (&index, &info)) in indexes.iter().zip(infos.iter()).enumerate() {
                             if !(*info).ii_ReadyForInserts {
                                 continue;
+                            }
+                            // A block range summary holds every value of its rows: once one
+                            // row of this write is in for a heap block, the same values on the
+                            // same block add nothing (the rows are all on the heap before the
+                            // first index insert, so a concurrent summarizing sees them).
+                            if summarized_once[n] {
+                                if brin_block[n] == Some(block) {
+                                    continue;
+                                }
+                                brin_block[n] = Some(block);
                             }
                             let keys = (*info).ii_NumIndexAttrs as usize;
                             for k in 0..keys {
@@ -771,9 +1046,6 @@ fn write(r: &Record, relid: Option<pg_sys::Oid>, offset: i32, rows: &[Row], hash
                     }
                 }
             }
-        }
-        for slot in slots {
-            pg_sys::ExecDropSingleTupleTableSlot(slot);
         }
         if !bistate.is_null() {
             pg_sys::FreeBulkInsertState(bistate);
