@@ -1,7 +1,7 @@
 //! The audit trigger: one statement-level AFTER trigger per operation, with transition
 //! tables, so a statement's rows are read once from PostgreSQL's own tuplestores and
-//! written to the log with one INSERT, in the writing transaction (a rollback leaves
-//! nothing). Values are encoded as the CDC plugin encodes them (typed JSON); columns a
+//! written straight into the log's heap in chunks, in the writing transaction (a rollback
+//! leaves nothing). Values are encoded as the CDC plugin encodes them (typed JSON); columns a
 //! PII protection encrypts are ciphertext in the table, so they are ciphertext here too.
 
 use super::chain::{Record, RowHasher};
