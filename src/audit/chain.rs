@@ -185,6 +185,22 @@ impl RowsHash {
 mod unit {
     use super::*;
 
+    /// Block 1 of cluster 7 over three rows, with the given previous hash and time range.
+    fn block(prev: &[u8], lo: Option<i64>, hi: Option<i64>) -> [u8; 32] {
+        Block {
+            block_no: 1,
+            cluster_id: 7,
+            xid_lo: 0,
+            xid_hi: 10,
+            row_count: 3,
+            rows_hash: &[1; 32],
+            prev_hash: prev,
+            time_lo: lo,
+            time_hi: hi,
+        }
+        .hash()
+    }
+
     /// The canonical encodings are a stored format: rows and blocks hashed by earlier
     /// versions must verify. Digests worked out independently of this code (Python's
     /// hashlib over the documented encoding).
@@ -233,20 +249,7 @@ mod unit {
             ),
             record.hash()
         );
-        let block = |lo: Option<i64>, hi: Option<i64>| {
-            hex(Block {
-                block_no: 1,
-                cluster_id: 7,
-                xid_lo: 0,
-                xid_hi: 10,
-                row_count: 3,
-                rows_hash: &[1; 32],
-                prev_hash: &[0; 32],
-                time_lo: lo,
-                time_hi: hi,
-            }
-            .hash())
-        };
+        let block = |lo: Option<i64>, hi: Option<i64>| hex(block(&[0; 32], lo, hi));
         assert_eq!(
             block(None, None),
             "d3fd2be1aa7e363d29fa03f0b1dc8f395a7ec1b902a167d419ba665945ca8012"
@@ -286,20 +289,6 @@ mod unit {
 
     #[test]
     fn block_hash_covers_the_previous_block_and_the_time_range() {
-        let block = |prev: &'static [u8], lo: Option<i64>, hi: Option<i64>| {
-            Block {
-                block_no: 1,
-                cluster_id: 7,
-                xid_lo: 0,
-                xid_hi: 10,
-                row_count: 3,
-                rows_hash: &[1; 32],
-                prev_hash: prev,
-                time_lo: lo,
-                time_hi: hi,
-            }
-            .hash()
-        };
         let a = block(&[0; 32], None, None);
         assert_ne!(a, block(&[9; 32], None, None));
         let b = block(&[0; 32], Some(0), Some(100));
