@@ -433,10 +433,60 @@ unsafe fn column_text(
         if isnull {
             return None;
         }
+        // text and varchar are their own text: no output function, no copy of a C string.
+        if matches!(attrs[at].atttypid, pg_sys::TEXTOID | pg_sys::VARCHAROID) {
+            return pgrx::FromDatum::from_datum(datum, false);
+        }
         let (mut out_fn, mut varlena) = (pg_sys::InvalidOid, false);
         pg_sys::getTypeOutputInfo(attrs[at].atttypid, &mut out_fn, &mut varlena);
         let p = pg_sys::OidOutputFunctionCall(out_fn, datum);
         Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+    }
+}
+
+/// Column `name` of a trigger's tuple as a number, None for NULL or not a number: a
+/// float8 or integer column read as it is stored (its text would depend on
+/// `extra_float_digits` and cost an output call), any other type through its text.
+unsafe fn column_f64(
+    desc: pg_sys::TupleDesc,
+    tuple: *mut pg_sys::HeapTupleData,
+    name: &str,
+) -> Option<f64> {
+    unsafe {
+        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let at = column_index(desc, name)?;
+        let mut isnull = false;
+        let datum = pg_sys::heap_getattr(tuple, at as i32 + 1, desc, &mut isnull);
+        if isnull {
+            return None;
+        }
+        match attrs[at].atttypid {
+            pg_sys::FLOAT8OID => f64::from_datum(datum, false),
+            pg_sys::INT8OID => i64::from_datum(datum, false).map(|v| v as f64),
+            pg_sys::INT4OID => i32::from_datum(datum, false).map(f64::from),
+            pg_sys::INT2OID => i16::from_datum(datum, false).map(f64::from),
+            _ => column_text(desc, tuple, name)?.parse().ok(),
+        }
+    }
+}
+
+/// What the trigger writes into a column of the payment.
+enum Written {
+    Number(f64),
+    Text(String),
+}
+
+/// A datum of column `attr`'s type: a float8 or text column gets the value as it is, any
+/// other type through its input function (which applies a varchar's length and the like).
+unsafe fn datum_for(
+    attr: &pg_sys::FormData_pg_attribute,
+    value: &Written,
+) -> Option<pg_sys::Datum> {
+    match (attr.atttypid, value) {
+        (pg_sys::FLOAT8OID, Written::Number(v)) => v.into_datum(),
+        (pg_sys::TEXTOID, Written::Text(t)) => t.as_str().into_datum(),
+        (_, Written::Number(v)) => unsafe { datum_from_text(attr, &v.to_string()) },
+        (_, Written::Text(t)) => unsafe { datum_from_text(attr, t) },
     }
 }
 
@@ -537,7 +587,11 @@ fn fraud_score_trigger<'a>(
             _ => key(k).and_then(|c| column_text(desc, tuple, &c)),
         };
         let card = get("card").unwrap_or_default();
-        let amount = get("amount").and_then(|a| a.parse::<f64>().ok());
+        let number = |k: &str| match mapping.get(k) {
+            Some(serde_json::Value::Object(_)) => get(k).and_then(|v| v.parse::<f64>().ok()),
+            _ => key(k).and_then(|c| column_f64(desc, tuple, &c)),
+        };
+        let amount = number("amount");
         let at = key("occurred_at").and_then(|c| {
             let natts = (*desc).natts as usize;
             let attrs = (*desc).attrs.as_slice(natts);
@@ -555,8 +609,8 @@ fn fraud_score_trigger<'a>(
         };
         let merchant = get("merchant").unwrap_or_default();
         let category = get("category").unwrap_or_default();
-        let lat = get("lat").and_then(|v| v.parse::<f64>().ok());
-        let lon = get("lon").and_then(|v| v.parse::<f64>().ok());
+        let lat = number("lat");
+        let lon = number("lon");
         let attrs = get("attrs").and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
         let outcome = scoring::score_and_learn(
             &card,
@@ -572,18 +626,18 @@ fn fraud_score_trigger<'a>(
         if outcome.verdict == "block" {
             refuse_block(&outcome);
         }
-        let mut changes: Vec<(String, String)> = Vec::new();
+        let mut changes: Vec<(String, Written)> = Vec::new();
         if let Some(c) = key("score") {
-            changes.push((c, outcome.score.to_string()));
+            changes.push((c, Written::Number(outcome.score)));
         }
         if let Some(c) = key("risk_level") {
-            changes.push((c, outcome.level.to_string()));
+            changes.push((c, Written::Text(outcome.level.to_string())));
         }
         if let Some(c) = key("reasons") {
-            changes.push((c, array_literal(&outcome.reasons)));
+            changes.push((c, Written::Text(array_literal(&outcome.reasons))));
         }
         if let Some(c) = key("verdict") {
-            changes.push((c, outcome.verdict.to_string()));
+            changes.push((c, Written::Text(outcome.verdict.to_string())));
         }
         if outcome.verdict == "review" {
             if let (Some(c), Some(v)) = (key("status"), key("review_status")) {
@@ -598,7 +652,7 @@ fn fraud_score_trigger<'a>(
                         reasons: outcome.reasons.join("; "),
                     });
                 }
-                changes.push((c, v));
+                changes.push((c, Written::Text(v)));
             }
         }
         let natts = (*desc).natts as usize;
@@ -610,7 +664,7 @@ fn fraud_score_trigger<'a>(
             let Some(i) = column_index(desc, column) else {
                 continue;
             };
-            let Some(d) = datum_from_text(&attrs[i], text) else {
+            let Some(d) = datum_for(&attrs[i], text) else {
                 continue;
             };
             cols.push(i as i32 + 1);

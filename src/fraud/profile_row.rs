@@ -16,25 +16,63 @@ use std::ffi::CStr;
 /// The profile table's columns, by name.
 const COLUMNS: [&str; 4] = ["card_key", "state", "payments", "updated_at"];
 
-/// A profile row this transaction has locked.
+/// A profile row this transaction has locked, with the table and its key index kept open
+/// (and locked) from the lock to the rewrite.
 pub struct LockedRow {
+    rel: pg_sys::Relation,
+    index: pg_sys::Relation,
+    at: [i32; 4],
     tid: pg_sys::ItemPointerData,
     pub state: Vec<u8>,
 }
 
-/// The table and its key index, opened and locked as an UPDATE would, with the columns'
-/// attribute numbers, or None when the SQL path must do the work.
-unsafe fn open() -> Option<(pg_sys::Relation, pg_sys::Relation, [i32; 4])> {
+/// What `open` works out about the profile table once per backend (catalog lookups by
+/// name, the index list, the columns' positions: a few percent of a scoring backend's
+/// CPU when done at every payment), until a relcache invalidation of the table or its
+/// index (DDL on either, a new trigger, rule or policy) or of every relation.
+#[derive(Clone, Copy)]
+struct Layout {
+    rel: pg_sys::Oid,
+    /// The key index, or None when the table is not plain (the SQL path does the work).
+    index: Option<pg_sys::Oid>,
+    at: [i32; 4],
+}
+
+thread_local! {
+    static LAYOUT: std::cell::Cell<Option<Layout>> = const { std::cell::Cell::new(None) };
+    static CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let _ = LAYOUT.try_with(|l| {
+        if let Some(layout) = l.get() {
+            if relid == pg_sys::InvalidOid || relid == layout.rel || Some(relid) == layout.index {
+                l.set(None);
+            }
+        }
+    });
+}
+
+/// The profile table's layout, worked out again when invalidated; None when it does not
+/// exist.
+unsafe fn layout() -> Option<Layout> {
     unsafe {
-        if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
-            return None;
+        if !CALLBACK.get() {
+            pg_sys::CacheRegisterRelcacheCallback(
+                Some(on_relcache_invalidation),
+                pg_sys::Datum::from(0),
+            );
+            CALLBACK.set(true);
+        }
+        if let Some(l) = LAYOUT.get() {
+            return Some(l);
         }
         let ns = pg_sys::get_namespace_oid(c"platform".as_ptr(), true);
         let oid = pg_sys::get_relname_relid(c"fraud_profile".as_ptr(), ns);
         if ns == pg_sys::InvalidOid || oid == pg_sys::InvalidOid {
             return None;
         }
-        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
         let rel = pg_sys::table_open(oid, lock);
         let indexes = pgrx::PgList::<std::ffi::c_void>::from_pg(pg_sys::RelationGetIndexList(rel));
         let key_index = pg_sys::RelationGetPrimaryKeyIndex(rel);
@@ -45,8 +83,33 @@ unsafe fn open() -> Option<(pg_sys::Relation, pg_sys::Relation, [i32; 4])> {
             && (*rel).rd_rules.is_null()
             && indexes.len() == 1
             && key_index != pg_sys::InvalidOid;
-        match at {
-            Some(at) if plain => Some((rel, pg_sys::index_open(key_index, lock), at)),
+        pg_sys::table_close(rel, lock);
+        let layout = Layout {
+            rel: oid,
+            index: (plain && at.is_some()).then_some(key_index),
+            at: at.unwrap_or_default(),
+        };
+        LAYOUT.set(Some(layout));
+        Some(layout)
+    }
+}
+
+/// The table and its key index, opened and locked as an UPDATE would, with the columns'
+/// attribute numbers, or None when the SQL path must do the work.
+unsafe fn open() -> Option<(pg_sys::Relation, pg_sys::Relation, [i32; 4])> {
+    unsafe {
+        if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            return None;
+        }
+        let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+        let first = layout()?;
+        let index = first.index?;
+        let rel = pg_sys::table_open(first.rel, lock);
+        // Taking the lock processed any pending invalidation: the layout must still hold.
+        match layout() {
+            Some(l) if l.rel == (*rel).rd_id && l.index == Some(index) => {
+                Some((rel, pg_sys::index_open(index, lock), l.at))
+            }
             _ => {
                 pg_sys::table_close(rel, lock);
                 None
@@ -84,7 +147,7 @@ unsafe fn positions(rel: pg_sys::Relation) -> Option<[i32; 4]> {
 /// visible, or a case the SQL path handles: see the module's comment).
 pub fn lock(key: &[u8]) -> Option<LockedRow> {
     unsafe {
-        let (rel, index, _) = open()?;
+        let (rel, index, at) = open()?;
         // An earlier payment of this statement (a multi-row insert, COPY) may have
         // rewritten this very row: make its update visible, as SPI does between statements.
         pg_sys::CommandCounterIncrement();
@@ -130,6 +193,9 @@ pub fn lock(key: &[u8]) -> Option<LockedRow> {
                 let state = pg_sys::slot_getattr(slot, 2, &mut isnull);
                 let bytes: Option<Vec<u8>> = pgrx::FromDatum::from_datum(state, isnull);
                 locked = bytes.map(|state| LockedRow {
+                    rel,
+                    index,
+                    at,
                     tid: (*slot).tts_tid,
                     state,
                 });
@@ -137,19 +203,25 @@ pub fn lock(key: &[u8]) -> Option<LockedRow> {
         }
         pg_sys::ExecDropSingleTupleTableSlot(slot);
         pg_sys::UnregisterSnapshot(snapshot);
-        close(rel, index);
+        if locked.is_none() {
+            close(rel, index);
+        }
         locked
     }
 }
 
-/// Rewrites the row `lock` returned with the new `state` and payment count.
-pub fn save(row: &LockedRow, key: &[u8], state: Vec<u8>, payments: i64) {
+/// Rewrites the row `lock` returned with the new `state` and payment count, and closes
+/// the table. (Should an ERROR come between the two, the transaction's abort releases
+/// the relations and the row lock.)
+pub fn save(row: LockedRow, key: &[u8], state: Vec<u8>, payments: i64) {
     unsafe {
-        let Some((rel, index, at)) = open() else {
-            // The table changed shape within the transaction, after the lock was taken
-            // (DDL on it waits for the lock, so this is not reached in practice).
-            crate::error::raise(crate::fraud::scoring::ScoreError::ProfileChanged);
-        };
+        let LockedRow {
+            rel,
+            index,
+            at,
+            tid,
+            ..
+        } = row;
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
         let natts = (*(*rel).rd_att).natts as usize;
         pg_sys::ExecClearTuple(slot);
@@ -179,7 +251,7 @@ pub fn save(row: &LockedRow, key: &[u8], state: Vec<u8>, payments: i64) {
             )),
         );
         pg_sys::ExecStoreVirtualTuple(slot);
-        let mut tid = row.tid;
+        let mut tid = tid;
         let mut tmfd: pg_sys::TM_FailureData = std::mem::zeroed();
         let mut lockmode = pg_sys::LockTupleMode::LockTupleExclusive;
         let mut update_indexes = false;

@@ -384,7 +384,7 @@ pub fn score_and_learn(
             started,
             explain,
         );
-        match &row {
+        match row {
             Some(r) => {
                 crate::fraud::profile_row::save(r, &key, profile.to_bytes(), profile.count as i64)
             }
@@ -806,12 +806,14 @@ CREATE TYPE platform.fraud_result AS (
     rules         text[]
 );
 COMMENT ON TYPE platform.fraud_result IS 'What platform.fraud_score returns: score 0..1, risk level, reasons in words, the model and version that scored, the verdict (allow, review, block) and the rules that fired.';
+-- Rewritten at every payment: half of each page is left free so that the new version
+-- goes on the old one's page (a HOT update: no index entry, no page added).
 CREATE TABLE platform.fraud_profile (
     card_key   bytea PRIMARY KEY,
     state      bytea NOT NULL,
     payments   bigint NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 50);
 COMMENT ON TABLE platform.fraud_profile IS 'Per-card behavioural profiles of fraud scoring, keyed by a salted SHA-256 of the card (never the card itself). Readable by the extension owner only.';
 CREATE TABLE platform.fraud_secret (
     one  boolean PRIMARY KEY DEFAULT true CHECK (one),

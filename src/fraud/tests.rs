@@ -1115,6 +1115,91 @@ fn profiles_rewritten_in_place_stay_exact_and_findable() {
     );
 }
 
+/// The trigger reads float8 and integer columns as stored and writes float8 and text
+/// columns directly; other types go through their text. The same payments give the same
+/// scores either way, whatever `extra_float_digits` says; a varchar too short for the risk
+/// level is still refused by its type. An index added to the profile table while a backend
+/// has its layout cached is kept up to date by that backend's next payments.
+#[test]
+fn the_trigger_scores_alike_from_columns_of_any_type_and_follows_the_profile_tables_shape() {
+    let mut c = client();
+    run(
+        &mut c,
+        "SET platform.fraud_model = 'none_deployed'; SET extra_float_digits = 0;
+         DROP TABLE IF EXISTS public.t_fraud_typed, public.t_fraud_texty, public.t_fraud_short;
+         CREATE TABLE public.t_fraud_typed (id int PRIMARY KEY, card text, amount integer, at timestamptz,
+                                            shop text, lat float8, lon float8, score float8, level text);
+         CREATE TABLE public.t_fraud_texty (id int PRIMARY KEY, card varchar(20), amount numeric(12,2), at timestamptz,
+                                            shop varchar(20), lat numeric, lon numeric, score numeric, level varchar(10));
+         CREATE TABLE public.t_fraud_short (id int PRIMARY KEY, card text, amount int, at timestamptz, level varchar(3));
+         SELECT platform.score_payments(t, '{\"card\": \"card\", \"amount\": \"amount\", \"occurred_at\": \"at\",
+             \"merchant\": \"shop\", \"lat\": \"lat\", \"lon\": \"lon\", \"score\": \"score\", \"risk_level\": \"level\"}')
+           FROM unnest('{public.t_fraud_typed,public.t_fraud_texty}'::regclass[]) t;
+         SELECT platform.score_payments('public.t_fraud_short', '{\"card\": \"card\", \"amount\": \"amount\",
+             \"occurred_at\": \"at\", \"risk_level\": \"level\"}');
+         SELECT platform.fraud_set_rule('typed_allow', 'allow', 'merchant = ''t-typed''', 1000, true)",
+    );
+    // 17 significant digits: with extra_float_digits = 0 their text would keep 15.
+    let insert = |table: &str, prefix: &str, from: i32, to: i32| {
+        format!(
+            "INSERT INTO public.{table} (id, card, amount, at, shop, lat, lon)
+             SELECT g, '{prefix}-' || (g % 2), 10 + (g * 7) % 90, timestamptz '2026-07-01 00:00 UTC' + g * interval '37 minutes',
+                    't-typed', 48.123456789012345 + g * 0.0123456789012345, -2.9876543210987654 - g * 0.01
+               FROM generate_series({from}, {to}) g"
+        )
+    };
+    run(&mut c, &insert("t_fraud_typed", "T1", 1, 40));
+    run(&mut c, &insert("t_fraud_texty", "T2", 1, 40));
+    let same: String = one(
+        &mut c,
+        "SELECT count(*) || ' ' || count(*) FILTER (WHERE a.score = b.score::float8 AND a.level = b.level)
+                || ' ' || count(DISTINCT a.score)
+           FROM public.t_fraud_typed a JOIN public.t_fraud_texty b USING (id)",
+    );
+    let same: Vec<i64> = same.split(' ').filter_map(|n| n.parse().ok()).collect();
+    assert_eq!(same[..2], [40, 40], "{same:?}");
+    assert!(same[2] > 5, "the scores vary: {same:?}");
+    // The risk level does not fit varchar(3): the type refuses it, and nothing is kept.
+    let before = payments(&mut c, "T3");
+    let (code, message) = expect_error(
+        &mut c,
+        "INSERT INTO public.t_fraud_short VALUES (1, 'T3', 10, now(), NULL)",
+    );
+    assert_eq!(code, "22001", "{message}");
+    assert_eq!(payments(&mut c, "T3"), before);
+    // An index added to the profile table: this backend's next payments (the payment
+    // count changes, so no HOT update) must enter it.
+    run(
+        &mut c,
+        "CREATE INDEX t_fraud_profile_payments ON platform.fraud_profile (payments)",
+    );
+    run(&mut c, &insert("t_fraud_typed", "T1", 41, 50));
+    let count = |c: &mut postgres::Client, index: bool| -> i64 {
+        run(
+            c,
+            &format!(
+                "SET enable_seqscan = {0}; SET enable_indexscan = {1}; SET enable_bitmapscan = {1}",
+                !index, index
+            ),
+        );
+        one(
+            c,
+            // OFFSET 0 keeps the key condition out of the scan, which must be by payments.
+            "SELECT count(*) FROM (SELECT card_key FROM platform.fraud_profile WHERE payments = 25 OFFSET 0) p,
+                    platform.fraud_secret s
+              WHERE p.card_key IN (sha256(s.salt || 'T1-0'::bytea), sha256(s.salt || 'T1-1'::bytea))",
+        )
+    };
+    assert_eq!((count(&mut c, false), count(&mut c, true)), (2, 2));
+    run(
+        &mut c,
+        "RESET enable_seqscan; RESET enable_indexscan; RESET enable_bitmapscan; RESET extra_float_digits;
+         DROP INDEX platform.t_fraud_profile_payments;
+         SELECT platform.fraud_drop_rule('typed_allow');
+         DROP TABLE public.t_fraud_typed, public.t_fraud_texty, public.t_fraud_short",
+    );
+}
+
 #[test]
 fn a_trigger_without_a_reasons_column_still_explains_what_it_refuses() {
     let mut c = client();

@@ -18,6 +18,7 @@ SELECT 'function ' || p.oid::regprocedure || ' -> ' || pg_get_function_result(p.
   FROM pg_proc p WHERE p.pronamespace = 'platform'::regnamespace
 UNION ALL
 SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' acl=' || coalesce(c.relacl::text, 'default')
+       || ' options=' || coalesce(c.reloptions::text, 'default')
   FROM pg_class c WHERE c.relnamespace = 'platform'::regnamespace AND NOT c.relispartition
 UNION ALL
 SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull::text
