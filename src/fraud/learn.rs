@@ -263,7 +263,12 @@ fn fraud_train(
         }
         _ => {
             let params = gbdt_params(&opts.raw);
-            let stop = || unsafe { pg_sys::InterruptPending != 0 };
+            // A cancel (statement_timeout included) or a termination, nothing else:
+            // InterruptPending is also set by interrupts that are not a request to stop
+            // (the idle-time statistics timeout firing a few seconds into the next
+            // statement, a memory-context dump, a procsignal barrier), and those are
+            // served by the check below.
+            let stop = || unsafe { pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 };
             let trained = crate::fraud::gbdt::train_gbdt(
                 train_rows,
                 train_labels,

@@ -443,6 +443,69 @@ fn history_sql(table: &str) -> String {
     )
 }
 
+/// Training stops for a cancel (here statement_timeout: 57014, nothing stored) and for
+/// nothing else: other interrupts arriving while it boosts (memory-context dumps asked for
+/// by another session, as the statistics timeout does on its own a few seconds into a
+/// session's second statement) are served and training goes on.
+#[test]
+fn training_stops_for_a_cancel_and_for_no_other_interrupt() {
+    let mut c = client();
+    run(&mut c, &history_sql("public.t_fraud_signals"));
+    let train = "SELECT platform.fraud_train('t_signals', 'SELECT * FROM public.t_fraud_signals', 'is_fraud', 'gbdt',
+                 '{\"iterations\": 3000, \"max_depth\": 4}')";
+    let pid: i32 = one(&mut c, "SELECT pg_backend_pid()");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signaller = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut other = client();
+            let mut sent = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && sent < 40 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let active: bool = one(
+                    &mut other,
+                    &format!("SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = {pid} AND query LIKE '%fraud_train%' AND state = 'active'"),
+                );
+                if active {
+                    run(
+                        &mut other,
+                        &format!("SELECT pg_log_backend_memory_contexts({pid})"),
+                    );
+                    sent += 1;
+                }
+            }
+            sent
+        })
+    };
+    let trained = c.query_one(train, &[]);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = signaller.join().unwrap_or(0);
+    let version: i32 = match trained {
+        Ok(r) => r.get(0),
+        Err(e) => panic!("training interrupted by {sent} memory-context dumps: {e}"),
+    };
+    assert!(sent >= 3, "only {sent} interrupts arrived while training");
+    let stored: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM platform.fraud_models WHERE name = 't_signals'",
+    );
+    assert_eq!(stored, 1);
+    let (code, message) =
+        expect_error(&mut c, &format!("SET statement_timeout = '300ms'; {train}"));
+    assert_eq!(code, "57014", "{message}");
+    run(&mut c, "RESET statement_timeout");
+    let after: String = one(
+        &mut c,
+        "SELECT count(*) || ' ' || max(version) FROM platform.fraud_models WHERE name = 't_signals'",
+    );
+    assert_eq!(
+        after,
+        format!("1 {version}"),
+        "the cancelled training stored nothing"
+    );
+    run(&mut c, "DROP TABLE public.t_fraud_signals");
+}
+
 #[test]
 fn training_and_evaluation_use_the_live_features() {
     let mut c = client();
@@ -736,9 +799,23 @@ fn the_trigger_scores_every_inserted_payment() {
 #[test]
 fn a_review_verdict_records_the_state_change_of_the_reference_schema() {
     let mut c = client();
+    // A model deployed, and no reasons column: the state change still gets the model's
+    // reasons (worked out for a review verdict only) before the rule's.
+    let version: i32 = match c.query_one(
+        "SELECT platform.fraud_import_model('t_ref_why', 'lightgbm', $1,
+                ARRAY['amount', 'log_amount', 'count_1h', 'count_24h', 'distance_prev_km', 'hour_of_day'])",
+        &[&include_str!("testdata/lgb.txt")],
+    ) {
+        Ok(r) => r.get(0),
+        Err(e) => panic!("{e}"),
+    };
     run(
         &mut c,
-        "SET platform.fraud_model = 'none_deployed';
+        &format!("SELECT platform.fraud_deploy('t_ref_why', {version})"),
+    );
+    run(
+        &mut c,
+        "SET platform.fraud_model = 't_ref_why';
          DROP SCHEMA IF EXISTS t_fraud_ref CASCADE;
          SELECT platform.create_payments_schema('t_fraud_ref', '2026-01-01', 3);
          SELECT count(*) FROM platform.generate_payments('t_fraud_ref', 20, 5, 50, seed => 3, days => 30);
@@ -803,6 +880,18 @@ fn a_review_verdict_records_the_state_change_of_the_reference_schema() {
     );
     let n_held = held.split(' ').count();
     assert_eq!(changes, format!("{n_held} {n_held} true true"));
+    let reason: String = one(
+        &mut c,
+        "SELECT reason FROM t_fraud_ref.transaction_state_change WHERE transaction_id = 2002",
+    );
+    let parts: Vec<&str> = reason
+        .trim_start_matches("fraud review: ")
+        .split("; ")
+        .collect();
+    assert!(
+        parts.len() >= 2 && parts.last() == Some(&"rule t_ref_review (review)"),
+        "the model's reasons, then the rule: {reason}"
+    );
     // Stored as held by the application itself (no verdict): no state change is invented.
     run(
         &mut c,
