@@ -36,7 +36,6 @@ sql $db "CREATE TABLE ins (id int PRIMARY KEY, a int, b text, c numeric(12,2))" 
            RETURN NULL; END \$\$" >/dev/null
 audit_on() { for t in $audited; do sql $db "SELECT platform.audit_table('$t')" >/dev/null; done; }
 audit_off() { for t in $audited; do sql $db "SELECT platform.unaudit_table('$t')" >/dev/null; done; }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 # The 4-client figures with and without audit alternate, each the median of its runs: a
 # run's tps moves with where it falls in the checkpoint cycle by more than the audit costs.
 [ "$SMOKE" = 1 ] && rounds=1 || rounds=3

@@ -52,7 +52,9 @@ result() {
     ratio=$(awk -v o="$3" -v t="$5" -v b="$6" 'BEGIN { if (o <= 0 || t <= 0) print "n/a"; else if (b == "higher") printf "%.2fx", o / t; else printf "%.2fx", t / o }')
     printf '%s|%s|%s|%s|%s|%s\n' "$1" "$2" "$3" "$4" "$5" "$ratio" >>"$results"
 }
-export -f sql result
+# median VALUES...: the middle one (of an even count, the lower middle).
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+export -f sql result median
 export results
 
 for f in benches/bench_*.sh; do

@@ -77,7 +77,9 @@ start_server() {
             || { cat "$dir/initdb.log"; return 1; }
     fi
     server_conf "$port" "$dir" "$preload" | as_server_user tee "$dir/data/postgresql.auto.conf" >/dev/null
-    as_server_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+    # Without the caller's RUST_BACKTRACE: if set, every ERROR raised through the extension's
+    # Rust code would carry a backtrace in its DETAIL, unlike on a production server.
+    as_server_user env -u RUST_BACKTRACE pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
         || { cat "$dir/server.log"; return 1; }
 }
 

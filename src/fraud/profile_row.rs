@@ -9,6 +9,10 @@
 //! (its first payment inserts one), a row deleted meanwhile, REPEATABLE READ or
 //! SERIALIZABLE (whose errors and predicate locks the executor knows), and a profile
 //! table somebody gave triggers, rules, row-level security or more indexes.
+//!
+//! Which of the two applies to the table is worked out once per backend and kept until a
+//! relcache invalidation of the table or its index (what any DDL on them sends); the table
+//! is opened once per payment, from the lock to the rewrite.
 
 use pgrx::prelude::*;
 use std::ffi::CStr;

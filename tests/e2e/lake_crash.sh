@@ -23,7 +23,7 @@ iterations=${LAKE_CRASH_ITERATIONS:-50}
 # it is retried for up to 30 s.
 restart() {
     for _ in $(seq 1 60); do
-        as_server_user pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null 2>&1 && return 0
+        as_server_user env -u RUST_BACKTRACE pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 120 start >/dev/null 2>&1 && return 0
         sleep 0.5
     done
     echo "the server does not start again after SIGKILL:"; tail -n 20 "$dir/server.log"
