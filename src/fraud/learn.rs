@@ -263,12 +263,18 @@ fn fraud_train(
         }
         _ => {
             let params = gbdt_params(&opts.raw);
-            // A cancel (statement_timeout included) or a termination, nothing else:
-            // InterruptPending is also set by interrupts that are not a request to stop
-            // (the idle-time statistics timeout firing a few seconds into the next
-            // statement, a memory-context dump, a procsignal barrier), and those are
-            // served by the check below.
-            let stop = || unsafe { pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 };
+            // Stops for a cancel (statement_timeout included) or a termination only.
+            // InterruptPending is also set by interrupts that are no request to stop (the
+            // idle statistics timeout firing a few seconds into a session's next
+            // statement, a memory-context dump, a procsignal barrier another session
+            // waits for): those are served here, between two rounds.
+            let stop = || {
+                if unsafe { pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 } {
+                    return true;
+                }
+                pgrx::check_for_interrupts!();
+                false
+            };
             let trained = crate::fraud::gbdt::train_gbdt(
                 train_rows,
                 train_labels,
