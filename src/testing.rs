@@ -34,24 +34,40 @@ pub fn client() -> postgres::Client {
 /// trusts local connections).
 #[cfg(test)]
 pub fn client_as(user: &str) -> postgres::Client {
+    connect(user, None)
+}
+
+/// A new session on the test server's database `database`, as its superuser.
+#[cfg(test)]
+pub fn client_in(database: &str) -> postgres::Client {
+    connect("", Some(database))
+}
+
+/// A session as `user` ("": the superuser `client` logs in as) to `database` (None: the
+/// test database).
+#[cfg(test)]
+fn connect(user: &str, database: Option<&str>) -> postgres::Client {
     let mut c = client();
     let row = match c.query_one(
-        "SELECT coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')::int4, current_database()::text",
+        "SELECT coalesce(host(inet_server_addr()), 'localhost'), current_setting('port')::int4, current_database()::text,
+                session_user::text",
         &[],
     ) {
         Ok(row) => row,
         Err(e) => panic!("cannot read the test server's address: {e}"),
     };
-    let (host, port, db): (String, i32, String) = (row.get(0), row.get(1), row.get(2));
+    let (host, port, db, me): (String, i32, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let user = if user.is_empty() { me.as_str() } else { user };
     match postgres::Config::new()
         .host(&host)
         .port(port as u16)
         .user(user)
-        .dbname(&db)
+        .dbname(database.unwrap_or(&db))
         .connect(postgres::NoTls)
     {
         Ok(c) => c,
-        Err(e) => panic!("cannot log in as {user}: {e}"),
+        Err(e) => panic!("cannot log in as {user} to {database:?}: {e}"),
     }
 }
 

@@ -435,12 +435,32 @@ unsafe fn column_text(
         }
         // text and varchar are their own text: no output function, no copy of a C string.
         if matches!(attrs[at].atttypid, pg_sys::TEXTOID | pg_sys::VARCHAROID) {
-            return pgrx::FromDatum::from_datum(datum, false);
+            let bytes: &[u8] = pgrx::FromDatum::from_datum(datum, false)?;
+            return Some(server_text(bytes));
         }
         let (mut out_fn, mut varlena) = (pg_sys::InvalidOid, false);
         pg_sys::getTypeOutputInfo(attrs[at].atttypid, &mut out_fn, &mut varlena);
         let p = pg_sys::OidOutputFunctionCall(out_fn, datum);
-        Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+        Some(server_text(CStr::from_ptr(p).to_bytes()))
+    }
+}
+
+/// Text in the database's encoding as UTF-8: converted by PostgreSQL outside a UTF-8
+/// database (a LATIN1 database's 'Zoë' is the same card as a UTF-8 database's, and never
+/// the same as 'Zoé'); bytes a SQL_ASCII database holds that are not UTF-8 are an ERROR
+/// (22021) rather than a guess.
+unsafe fn server_text(bytes: &[u8]) -> String {
+    unsafe {
+        if pg_sys::GetDatabaseEncoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
+            let src = bytes.as_ptr() as *const std::ffi::c_char;
+            let out =
+                pg_sys::pg_server_to_any(src, bytes.len() as i32, pg_sys::pg_enc::PG_UTF8 as i32);
+            if out.cast_const() != src {
+                return CStr::from_ptr(out).to_string_lossy().into_owned();
+            }
+        }
+        // Valid UTF-8: the database's own text, or checked by the conversion above.
+        String::from_utf8_lossy(bytes).into_owned()
     }
 }
 

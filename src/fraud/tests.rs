@@ -1289,6 +1289,47 @@ fn the_trigger_scores_alike_from_columns_of_any_type_and_follows_the_profile_tab
     );
 }
 
+/// In a LATIN1 database the trigger reads text columns as PostgreSQL converts them to
+/// UTF-8: an accented card is one card, distinct from its look-alike, under the key a UTF-8
+/// database gives it (a lossy reading had made both one card).
+#[test]
+fn the_trigger_reads_a_latin1_databases_text_as_utf8() {
+    let mut c = client();
+    run(
+        &mut c,
+        "DROP DATABASE IF EXISTS t_fraud_latin1 WITH (FORCE)",
+    );
+    run(
+        &mut c,
+        "CREATE DATABASE t_fraud_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let mut l = crate::testing::client_in("t_fraud_latin1");
+    run(
+        &mut l,
+        "CREATE EXTENSION pg_platform;
+         SET platform.fraud_model = 'none_deployed';
+         CREATE TABLE pay (id int PRIMARY KEY, card text, amount numeric, at timestamptz, shop varchar(30), score float8);
+         SELECT platform.score_payments('pay', '{\"card\": \"card\", \"amount\": \"amount\", \"occurred_at\": \"at\",
+             \"merchant\": \"shop\", \"score\": \"score\"}');
+         INSERT INTO pay (id, card, amount, at, shop)
+         SELECT g, CASE WHEN g <= 3 THEN 'Zoë-1' ELSE 'Zoé-1' END, 10 + g,
+                timestamptz '2026-08-01 UTC' + g * interval '1 hour', 'Café Crème'
+           FROM generate_series(1, 5) g",
+    );
+    let counts: String = one(
+        &mut l,
+        "SELECT count(*) FILTER (WHERE score IS NOT NULL) || ' ' ||
+                (SELECT coalesce(string_agg(p.payments::text, ',' ORDER BY p.payments), 'no profile')
+                   FROM platform.fraud_profile p, platform.fraud_secret s
+                  WHERE p.card_key IN (sha256(s.salt || convert_to('Zoë-1', 'UTF8')),
+                                       sha256(s.salt || convert_to('Zoé-1', 'UTF8'))))
+           FROM pay",
+    );
+    assert_eq!(counts, "5 2,3");
+    drop(l);
+    run(&mut c, "DROP DATABASE t_fraud_latin1 WITH (FORCE)");
+}
+
 #[test]
 fn a_trigger_without_a_reasons_column_still_explains_what_it_refuses() {
     let mut c = client();
