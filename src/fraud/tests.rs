@@ -115,6 +115,56 @@ fn bad_payments_are_refused_and_change_nothing() {
     assert_eq!(payments(&mut c, "4000-0002"), 0);
 }
 
+/// Scoring runs its SQL as the extension's owner with `search_path` set to `pg_catalog,
+/// pg_temp`: a session whose path puts its own `=` on bytea before pg_catalog's has its
+/// operator called by none of the profile's statements (a first payment, and REPEATABLE
+/// READ, which reads and writes the profile with SQL), nor by the trigger.
+#[test]
+fn scoring_never_runs_the_callers_operators() {
+    let mut c = client();
+    run(
+        &mut c,
+        "DROP SCHEMA IF EXISTS t_hostile CASCADE;
+         CREATE SCHEMA t_hostile;
+         CREATE FUNCTION t_hostile.eq(bytea, bytea) RETURNS boolean LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'the caller''s operator ran as %', current_user; END $$;
+         CREATE OPERATOR t_hostile.= (LEFTARG = bytea, RIGHTARG = bytea, FUNCTION = t_hostile.eq);
+         DROP TABLE IF EXISTS public.t_fraud_hostile;
+         CREATE TABLE public.t_fraud_hostile (id int PRIMARY KEY, card text, amount numeric, at timestamptz, score float8);
+         SELECT platform.score_payments('public.t_fraud_hostile', '{\"card\": \"card\", \"amount\": \"amount\",
+             \"occurred_at\": \"at\", \"score\": \"score\"}')",
+    );
+    // A new session, so that the profile statements are planned under the hostile path.
+    let mut h = client();
+    run(
+        &mut h,
+        "SET platform.fraud_model = 'none_deployed'; SET search_path = t_hostile, pg_catalog, public",
+    );
+    // The trap is armed: the session's own comparisons call it.
+    let (_, message) = expect_error(&mut h, "SELECT 't-hostile'::bytea = 't-hostile'::bytea");
+    assert!(message.contains("the caller's operator ran"), "{message}");
+    // Each its own transaction (a multi-statement string is one implicit transaction).
+    for sql in [
+        "SELECT platform.fraud_score('hostile-1', 10, timestamptz '2026-09-01 UTC')",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ;
+         SELECT platform.fraud_score('hostile-1', 11, timestamptz '2026-09-01 01:00 UTC');
+         COMMIT",
+        "INSERT INTO public.t_fraud_hostile VALUES (1, 'hostile-2', 12, timestamptz '2026-09-01 UTC', NULL),
+                                                   (2, 'hostile-2', 13, timestamptz '2026-09-01 01:00 UTC', NULL)",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ;
+         INSERT INTO public.t_fraud_hostile VALUES (3, 'hostile-2', 14, timestamptz '2026-09-01 02:00 UTC', NULL);
+         COMMIT",
+    ] {
+        run(&mut h, sql);
+    }
+    assert_eq!(payments(&mut c, "hostile-1"), 2);
+    assert_eq!(payments(&mut c, "hostile-2"), 3);
+    run(
+        &mut c,
+        "DROP TABLE public.t_fraud_hostile; DROP SCHEMA t_hostile CASCADE",
+    );
+}
+
 #[test]
 fn concurrent_writers_keep_every_cards_profile_exact() {
     let mut c = client();
