@@ -418,28 +418,44 @@ unsafe fn column_index(desc: pg_sys::TupleDesc, name: &str) -> Option<usize> {
     }
 }
 
-/// The text of column `name` of a trigger's tuple (its type's output), None for NULL.
+/// Column `name` of a trigger's tuple: its type and value, None for a missing column or
+/// NULL.
+unsafe fn column_datum(
+    desc: pg_sys::TupleDesc,
+    tuple: *mut pg_sys::HeapTupleData,
+    name: &str,
+) -> Option<(pg_sys::Oid, pg_sys::Datum)> {
+    unsafe {
+        let at = column_index(desc, name)?;
+        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+        let mut isnull = false;
+        let datum = pg_sys::heap_getattr(tuple, at as i32 + 1, desc, &mut isnull);
+        (!isnull).then_some((attrs[at].atttypid, datum))
+    }
+}
+
+/// The text of column `name` of a trigger's tuple, None for NULL.
 unsafe fn column_text(
     desc: pg_sys::TupleDesc,
     tuple: *mut pg_sys::HeapTupleData,
     name: &str,
 ) -> Option<String> {
     unsafe {
-        let natts = (*desc).natts as usize;
-        let attrs = (*desc).attrs.as_slice(natts);
-        let at = column_index(desc, name)?;
-        let mut isnull = false;
-        let datum = pg_sys::heap_getattr(tuple, at as i32 + 1, desc, &mut isnull);
-        if isnull {
-            return None;
-        }
-        // text and varchar are their own text: no output function, no copy of a C string.
-        if matches!(attrs[at].atttypid, pg_sys::TEXTOID | pg_sys::VARCHAROID) {
+        let (typid, datum) = column_datum(desc, tuple, name)?;
+        datum_text(typid, datum)
+    }
+}
+
+/// A value's text: text and varchar are their own (no output function, no copy of a C
+/// string), other types their output function's.
+unsafe fn datum_text(typid: pg_sys::Oid, datum: pg_sys::Datum) -> Option<String> {
+    unsafe {
+        if matches!(typid, pg_sys::TEXTOID | pg_sys::VARCHAROID) {
             let bytes: &[u8] = pgrx::FromDatum::from_datum(datum, false)?;
             return Some(server_text(bytes));
         }
         let (mut out_fn, mut varlena) = (pg_sys::InvalidOid, false);
-        pg_sys::getTypeOutputInfo(attrs[at].atttypid, &mut out_fn, &mut varlena);
+        pg_sys::getTypeOutputInfo(typid, &mut out_fn, &mut varlena);
         let p = pg_sys::OidOutputFunctionCall(out_fn, datum);
         Some(server_text(CStr::from_ptr(p).to_bytes()))
     }
@@ -473,19 +489,13 @@ unsafe fn column_f64(
     name: &str,
 ) -> Option<f64> {
     unsafe {
-        let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
-        let at = column_index(desc, name)?;
-        let mut isnull = false;
-        let datum = pg_sys::heap_getattr(tuple, at as i32 + 1, desc, &mut isnull);
-        if isnull {
-            return None;
-        }
-        match attrs[at].atttypid {
+        let (typid, datum) = column_datum(desc, tuple, name)?;
+        match typid {
             pg_sys::FLOAT8OID => f64::from_datum(datum, false),
             pg_sys::INT8OID => i64::from_datum(datum, false).map(|v| v as f64),
             pg_sys::INT4OID => i32::from_datum(datum, false).map(f64::from),
             pg_sys::INT2OID => i16::from_datum(datum, false).map(f64::from),
-            _ => column_text(desc, tuple, name)?.parse().ok(),
+            _ => datum_text(typid, datum)?.parse().ok(),
         }
     }
 }
@@ -612,15 +622,10 @@ fn fraud_score_trigger<'a>(
             _ => key(k).and_then(|c| column_f64(desc, tuple, &c)),
         };
         let amount = number("amount");
-        let at = key("occurred_at").and_then(|c| {
-            let natts = (*desc).natts as usize;
-            let attrs = (*desc).attrs.as_slice(natts);
-            let i = column_index(desc, &c)?;
-            let mut isnull = false;
-            let d = pg_sys::heap_getattr(tuple, i as i32 + 1, desc, &mut isnull);
+        let at = key("occurred_at").and_then(|c| match column_datum(desc, tuple, &c)? {
             // timestamptz is stored as microseconds since 2000-01-01.
-            (!isnull && attrs[i].atttypid == pg_sys::TIMESTAMPTZOID)
-                .then(|| d.value() as i64 + 946_684_800_000_000)
+            (pg_sys::TIMESTAMPTZOID, d) => Some(d.value() as i64 + 946_684_800_000_000),
+            _ => None,
         });
         let (Some(amount), Some(at), false) = (amount, at, card.is_empty()) else {
             raise(scoring::ScoreError::Null(
