@@ -1,8 +1,8 @@
 # Row-change audit against pgaudit (statements only, pgaudit.log = 'write') and a PL/pgSQL
 # trigger writing to_jsonb(OLD/NEW) into an audit table, the usual hand-made audit:
 # pgbench -N (tps, 4 and 8 clients, pgbench_accounts and pgbench_history audited) and a
-# 100k-row INSERT ... SELECT (rows/s), on one server in one run. With and without audit at
-# 4 clients alternate 3 times (medians).
+# 100k-row INSERT ... SELECT (rows/s), on one server in one run. With and without audit
+# (and the PL/pgSQL trigger's insert) alternate 3 times (medians).
 # shellcheck shell=bash
 if [ "$SMOKE" = 1 ]; then secs=2; rows=5000; scale=1; else secs=30; rows=100000; scale=10; fi
 db=bench_audit
@@ -36,28 +36,31 @@ sql $db "CREATE TABLE ins (id int PRIMARY KEY, a int, b text, c numeric(12,2))" 
            RETURN NULL; END \$\$" >/dev/null
 audit_on() { for t in $audited; do sql $db "SELECT platform.audit_table('$t')" >/dev/null; done; }
 audit_off() { for t in $audited; do sql $db "SELECT platform.unaudit_table('$t')" >/dev/null; done; }
-# The 4-client figures with and without audit alternate, each the median of its runs: a
-# run's tps moves with where it falls in the checkpoint cycle by more than the audit costs.
+# The figures with and without audit (and the PL/pgSQL trigger's insert rate) alternate,
+# each the median of its runs: a run moves with where it falls in the checkpoint cycle and
+# with the machine's neighbours by more than the audit costs.
 [ "$SMOKE" = 1 ] && rounds=1 || rounds=3
-plain_runs=(); ours_runs=()
+plain_runs=(); ours_runs=(); plain8_runs=(); ours8_runs=(); plain_ins_runs=(); ours_ins_runs=(); plpgsql_ins_runs=()
+plpgsql_on() { for t in $audited; do sql $db "CREATE TRIGGER plpgsql_audit AFTER INSERT OR UPDATE OR DELETE ON $t FOR EACH ROW EXECUTE FUNCTION plpgsql_audit()" >/dev/null; done; }
+plpgsql_off() { for t in $audited; do sql $db "DROP TRIGGER plpgsql_audit ON $t" >/dev/null; done; }
 for _ in $(seq 1 "$rounds"); do
-    plain_runs+=("$(tps 4)"); audit_on; ours_runs+=("$(tps 4)"); audit_off
+    plain_runs+=("$(tps 4)"); plain8_runs+=("$(tps 8)"); plain_ins_runs+=("$(rate "$insert")")
+    audit_on; ours_runs+=("$(tps 4)"); ours8_runs+=("$(tps 8)"); ours_ins_runs+=("$(rate "$insert")"); audit_off
+    plpgsql_on; plpgsql_ins_runs+=("$(rate "$insert")"); plpgsql_off
 done
 plain=$(median "${plain_runs[@]}"); ours=$(median "${ours_runs[@]}")
-echo "bench audit: pgbench -N, 4 clients, tps of each run: no audit ${plain_runs[*]}; audited ${ours_runs[*]}" >&2
-plain8=$(tps 8); plain_ins=$(rate "$insert")
-for t in $audited; do sql $db "CREATE TRIGGER plpgsql_audit AFTER INSERT OR UPDATE OR DELETE ON $t FOR EACH ROW EXECUTE FUNCTION plpgsql_audit()" >/dev/null; done
-plpgsql=$(tps 4); plpgsql_ins=$(rate "$insert")
-for t in $audited; do sql $db "DROP TRIGGER plpgsql_audit ON $t" >/dev/null; done
+plain8=$(median "${plain8_runs[@]}"); ours8=$(median "${ours8_runs[@]}")
+plain_ins=$(median "${plain_ins_runs[@]}"); ours_ins=$(median "${ours_ins_runs[@]}"); plpgsql_ins=$(median "${plpgsql_ins_runs[@]}")
+echo "bench audit: pgbench -N, tps of each run: 4 clients no audit ${plain_runs[*]}, audited ${ours_runs[*]}; 8 clients no audit ${plain8_runs[*]}, audited ${ours8_runs[*]}" >&2
+echo "bench audit: $rows-row insert, rows/s of each run: no audit ${plain_ins_runs[*]}, audited ${ours_ins_runs[*]}, PL/pgSQL trigger ${plpgsql_ins_runs[*]}" >&2
+plpgsql_on; plpgsql=$(tps 4); plpgsql_off
 pgaudit=0
 if [ "$(sql postgres "SELECT current_setting('shared_preload_libraries') LIKE '%pgaudit%'")" = t ]; then
     sql $db "CREATE EXTENSION pgaudit" "ALTER DATABASE $db SET pgaudit.log = 'write'" >/dev/null
     pgaudit=$(tps 4)
     sql $db "ALTER DATABASE $db RESET pgaudit.log" "DROP EXTENSION pgaudit" >/dev/null
 fi
-audit_on
-ours8=$(tps 8); ours_ins=$(rate "$insert")
-[ "$(sql $db "SELECT count(*) FROM platform.audit_log WHERE table_name = 'public.ins' AND operation = 'INSERT'")" = "$rows" ] \
+[ "$(sql $db "SELECT count(*) FROM platform.audit_log WHERE table_name = 'public.ins' AND operation = 'INSERT'")" = "$((rounds * rows))" ] \
     || { echo "bench audit: the audit log does not hold one row per inserted row" >&2; exit 1; }
 sql $db "SELECT platform.seal_audit()" >/dev/null
 [ "$(sql $db "SELECT intact FROM platform.verify_audit()")" = t ] || { echo "bench audit: the chain does not verify" >&2; exit 1; }

@@ -1198,7 +1198,8 @@ fn stats_count_scores_per_model_version() {
 /// hundreds of payments of the same card (every version but the last dead in the
 /// statement's own transaction, so the page fills and rewrites leave it and the key index
 /// gets new entries), REPEATABLE READ (which takes the SQL path) and a rollback all leave
-/// one row per card, found by its key and by a scan alike, with the exact count.
+/// one row per card, found by its key and by a scan alike, with the exact count, and a
+/// profile of 4 kB stays in its row (never compressed or moved to the TOAST table).
 #[test]
 fn profiles_rewritten_in_place_stay_exact_and_findable() {
     let mut c = client();
@@ -1247,6 +1248,16 @@ fn profiles_rewritten_in_place_stay_exact_and_findable() {
     };
     assert_eq!(both(&mut c, true), "350,350");
     assert_eq!(both(&mut c, false), "350,350");
+    // 256 recent payments make a profile of over 4 kB: it stays in its row, uncompressed
+    // (pg_column_size counts the 4-byte header of an inline value; a value in the TOAST
+    // table or compressed counts less).
+    let stored: String = one(
+        &mut c,
+        "SELECT string_agg((octet_length(p.state) > 4096)::text || '/' || (pg_column_size(p.state) = octet_length(p.state) + 4)::text, ',')
+           FROM platform.fraud_profile p, platform.fraud_secret s
+          WHERE p.card_key IN (sha256(s.salt || '4711-0'::bytea), sha256(s.salt || '4711-1'::bytea))",
+    );
+    assert_eq!(stored, "true/true,true/true");
     run(
         &mut c,
         "RESET enable_seqscan; RESET enable_indexscan; RESET enable_bitmapscan;
@@ -1378,6 +1389,106 @@ fn the_trigger_reads_a_latin1_databases_text_as_utf8() {
     assert_eq!(counts, "5 2,3");
     drop(l);
     run(&mut c, "DROP DATABASE t_fraud_latin1 WITH (FORCE)");
+}
+
+/// In a SQL_ASCII database text is bytes in no declared encoding: the trigger takes a card
+/// that is valid UTF-8 and refuses one that is not (22021), storing neither the payment nor
+/// a profile for it.
+#[test]
+fn the_trigger_refuses_a_sql_ascii_databases_bytes_that_are_not_utf8() {
+    let mut c = client();
+    run(&mut c, "DROP DATABASE IF EXISTS t_fraud_ascii WITH (FORCE)");
+    run(
+        &mut c,
+        "CREATE DATABASE t_fraud_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let mut a = crate::testing::client_in("t_fraud_ascii");
+    run(
+        &mut a,
+        "CREATE EXTENSION pg_platform;
+         SET platform.fraud_model = 'none_deployed';
+         CREATE TABLE pay (id int PRIMARY KEY, card text, amount numeric, at timestamptz, score float8);
+         SELECT platform.score_payments('pay', '{\"card\": \"card\", \"amount\": \"amount\", \"occurred_at\": \"at\",
+             \"score\": \"score\"}');
+         INSERT INTO pay (id, card, amount, at) VALUES (1, 'Zoë-1', 10, '2026-08-01 UTC')",
+    );
+    let (code, message) = expect_error(
+        &mut a,
+        "INSERT INTO pay (id, card, amount, at)
+         VALUES (2, convert_from('\\x5a6fe92d31', 'SQL_ASCII'), 10, '2026-08-01 01:00 UTC')",
+    );
+    assert_eq!(code, "22021", "{message}");
+    let left: String = one(
+        &mut a,
+        "SELECT string_agg(id || ':' || (score IS NOT NULL), ',') || ' ' ||
+                (SELECT count(*) FROM platform.fraud_profile) FROM pay",
+    );
+    assert_eq!(left, "1:true 1");
+    drop(a);
+    run(&mut c, "DROP DATABASE t_fraud_ascii WITH (FORCE)");
+}
+
+/// fraud_score forms its result from the type's catalog entry: an attribute added to
+/// `platform.fraud_result` is refused with 55000 and the payment leaves no trace in the
+/// profile; once the attribute is dropped again (it stays as a dropped column), scoring
+/// returns every column as before.
+#[test]
+fn an_altered_result_type_is_refused_and_a_dropped_attribute_is_skipped() {
+    let mut c = client();
+    run(
+        &mut c,
+        "DROP DATABASE IF EXISTS t_fraud_result WITH (FORCE)",
+    );
+    run(&mut c, "CREATE DATABASE t_fraud_result");
+    let mut r = crate::testing::client_in("t_fraud_result");
+    let call = "SELECT s.score >= 0 AND s.score <= 1, s.risk_level, s.model, s.verdict, s.rules
+                  FROM platform.fraud_score('4000-77', 25, '2026-05-01 12:00 UTC', 'shop', 'grocery', 48.85, 2.35) s";
+    let scored = |r: &mut postgres::Client| -> String {
+        match r.query_one(call, &[]) {
+            Ok(row) => format!(
+                "{} {} {} {} {:?}",
+                row.get::<_, bool>(0),
+                row.get::<_, String>(1),
+                row.get::<_, String>(2),
+                row.get::<_, String>(3),
+                row.get::<_, Vec<String>>(4)
+            ),
+            Err(e) => panic!("{call}: {e}"),
+        }
+    };
+    run(
+        &mut r,
+        "CREATE EXTENSION pg_platform;
+         ALTER DATABASE t_fraud_result SET platform.fraud_model = 'none_deployed'",
+    );
+    let mut r = crate::testing::client_in("t_fraud_result");
+    assert_eq!(scored(&mut r), "true normal builtin allow []");
+    run(
+        &mut r,
+        "ALTER TYPE platform.fraud_result ADD ATTRIBUTE extra integer",
+    );
+    let (code, message) = expect_error(&mut r, call);
+    assert_eq!(code, "55000", "{message}");
+    assert!(
+        message.contains("platform.fraud_result was altered") && message.contains("model_version"),
+        "{message}"
+    );
+    assert_eq!(
+        one::<i64>(&mut r, "SELECT payments FROM platform.fraud_profile"),
+        1,
+        "the refused call left the profile as it was"
+    );
+    run(
+        &mut r,
+        "ALTER TYPE platform.fraud_result DROP ATTRIBUTE extra",
+    );
+    assert_eq!(scored(&mut r), "true normal builtin allow []");
+    assert_eq!(
+        one::<i64>(&mut r, "SELECT payments FROM platform.fraud_profile"),
+        2
+    );
+    drop(r);
+    run(&mut c, "DROP DATABASE t_fraud_result WITH (FORCE)");
 }
 
 #[test]
