@@ -794,7 +794,8 @@ impl Writer {
     }
 }
 
-/// Writes one statement's audit rows straight into `platform.audit_log`, the way COPY
+/// Writes one chunk (at most `CHUNK` rows) of a statement's audit rows, numbered from
+/// `offset + 1`, straight into `platform.audit_log`, the way COPY
 /// does (heap insert, then its indexes): no SQL statement to plan or start per audited
 /// statement. The log has no INSERT triggers or CHECK constraints to honour; its NOT NULL
 /// columns are always filled here, and its index (BRIN on xid) is kept by the index insert.
@@ -936,113 +937,104 @@ fn write(
             })
             .collect();
         let mut brin_block: Vec<Option<u32>> = vec![None; indexes.len()];
-        // Rows go in batches, the way COPY writes them: one WAL record and one buffer
-        // lock per page of rows instead of per row.
-        pool.ready(rel, rows.len().min(CHUNK));
+        // The chunk goes in as one batch, the way COPY writes its rows: one WAL record and
+        // one buffer lock per page of rows instead of per row.
+        debug_assert!(rows.len() <= CHUNK && rows.len() == hashes.len());
+        pool.ready(rel, rows.len());
         let Slots { slots, kept, .. } = pool;
         let bistate = if rows.len() > 1 {
             pg_sys::GetBulkInsertState()
         } else {
             std::ptr::null_mut()
         };
-        for (b, (part, part_hashes)) in rows.chunks_mut(CHUNK).zip(hashes.chunks(CHUNK)).enumerate()
-        {
-            for (j, (row, h)) in part.iter_mut().zip(part_hashes.iter()).enumerate() {
-                let slot = slots[j];
-                pg_sys::ExecClearTuple(slot);
-                let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
-                let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
-                nulls.fill(true);
-                datums[0] = Some(pg_sys::OidFunctionCall1Coll(
-                    pg_sys::Oid::from(pg_sys::F_NEXTVAL),
-                    pg_sys::InvalidOid,
-                    pg_sys::Datum::from(seq),
-                ));
-                datums[5] = Some(pg_sys::Datum::from(offset + (b * CHUNK + j) as i32 + 1));
-                datums[9] = row.key.datum();
-                datums[10] = row.old.datum();
-                datums[11] = row.new.datum();
-                // The bytea hash as a varlena (text and bytea share the layout).
-                datums[20] = Some(pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-                    h.as_ptr() as *const std::ffi::c_char,
-                    h.len() as i32,
-                )));
-                for (c, value) in datums.iter().enumerate() {
-                    if let (Some(at), Some(v)) = (at[c], value) {
-                        values[at] = *v;
-                        nulls[at] = false;
+        for (j, (row, h)) in rows.iter_mut().zip(hashes.iter()).enumerate() {
+            let slot = slots[j];
+            pg_sys::ExecClearTuple(slot);
+            let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+            nulls.fill(true);
+            datums[0] = Some(pg_sys::OidFunctionCall1Coll(
+                pg_sys::Oid::from(pg_sys::F_NEXTVAL),
+                pg_sys::InvalidOid,
+                pg_sys::Datum::from(seq),
+            ));
+            datums[5] = Some(pg_sys::Datum::from(offset + j as i32 + 1));
+            datums[9] = row.key.datum();
+            datums[10] = row.old.datum();
+            datums[11] = row.new.datum();
+            // The bytea hash as a varlena (text and bytea share the layout).
+            datums[20] = Some(pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+                h.as_ptr() as *const std::ffi::c_char,
+                h.len() as i32,
+            )));
+            for (c, value) in datums.iter().enumerate() {
+                if let (Some(at), Some(v)) = (at[c], value) {
+                    values[at] = *v;
+                    nulls[at] = false;
+                }
+            }
+            // The slot's own arrays are not valid once the insert formed its tuple.
+            kept[j].0.copy_from_slice(values);
+            kept[j].1.copy_from_slice(nulls);
+            pg_sys::ExecStoreVirtualTuple(slot);
+        }
+        if rows.len() == 1 {
+            pg_sys::table_tuple_insert(rel, slots[0], cid, 0, bistate);
+        } else {
+            pg_sys::table_multi_insert(rel, slots.as_mut_ptr(), rows.len() as i32, cid, 0, bistate);
+        }
+        for (j, &slot) in slots.iter().enumerate().take(rows.len()) {
+            match executor {
+                Some((rri, estate)) => {
+                    pg_sys::ExecInsertIndexTuples(
+                        rri,
+                        slot,
+                        estate,
+                        false,
+                        false,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    );
+                    let econtext = (*estate).es_per_tuple_exprcontext;
+                    if !econtext.is_null() {
+                        pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
                     }
                 }
-                // The slot's own arrays are not valid once the insert formed its tuple.
-                kept[j].0.copy_from_slice(values);
-                kept[j].1.copy_from_slice(nulls);
-                pg_sys::ExecStoreVirtualTuple(slot);
-            }
-            if part.len() == 1 {
-                pg_sys::table_tuple_insert(rel, slots[0], cid, 0, bistate);
-            } else {
-                pg_sys::table_multi_insert(
-                    rel,
-                    slots.as_mut_ptr(),
-                    part.len() as i32,
-                    cid,
-                    0,
-                    bistate,
-                );
-            }
-            for (j, &slot) in slots.iter().enumerate().take(part.len()) {
-                match executor {
-                    Some((rri, estate)) => {
-                        pg_sys::ExecInsertIndexTuples(
-                            rri,
-                            slot,
-                            estate,
-                            false,
-                            false,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                        );
-                        let econtext = (*estate).es_per_tuple_exprcontext;
-                        if !econtext.is_null() {
-                            pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+                None => {
+                    let (values, nulls) = &kept[j];
+                    let tid = (*slot).tts_tid;
+                    let block =
+                        (u32::from(tid.ip_blkid.bi_hi) << 16) | u32::from(tid.ip_blkid.bi_lo);
+                    for (n, (&index, &info)) in indexes.iter().zip(infos.iter()).enumerate() {
+                        if !(*info).ii_ReadyForInserts {
+                            continue;
                         }
-                    }
-                    None => {
-                        let (values, nulls) = &kept[j];
-                        let tid = (*slot).tts_tid;
-                        let block =
-                            (u32::from(tid.ip_blkid.bi_hi) << 16) | u32::from(tid.ip_blkid.bi_lo);
-                        for (n, (&index, &info)) in indexes.iter().zip(infos.iter()).enumerate() {
-                            if !(*info).ii_ReadyForInserts {
+                        // A block range summary holds every value of its rows: once one
+                        // row of this write is in for a heap block, the same values on the
+                        // same block add nothing (the rows are all on the heap before the
+                        // first index insert, so a concurrent summarizing sees them).
+                        if summarized_once[n] {
+                            if brin_block[n] == Some(block) {
                                 continue;
                             }
-                            // A block range summary holds every value of its rows: once one
-                            // row of this write is in for a heap block, the same values on the
-                            // same block add nothing (the rows are all on the heap before the
-                            // first index insert, so a concurrent summarizing sees them).
-                            if summarized_once[n] {
-                                if brin_block[n] == Some(block) {
-                                    continue;
-                                }
-                                brin_block[n] = Some(block);
-                            }
-                            let keys = (*info).ii_NumIndexAttrs as usize;
-                            for k in 0..keys {
-                                let attno = (*info).ii_IndexAttrNumbers[k] as usize;
-                                index_values[k] = values[attno - 1];
-                                index_nulls[k] = nulls[attno - 1];
-                            }
-                            pg_sys::index_insert(
-                                index,
-                                index_values.as_mut_ptr(),
-                                index_nulls.as_mut_ptr(),
-                                &mut (*slot).tts_tid,
-                                rel,
-                                pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO,
-                                false,
-                                info,
-                            );
+                            brin_block[n] = Some(block);
                         }
+                        let keys = (*info).ii_NumIndexAttrs as usize;
+                        for k in 0..keys {
+                            let attno = (*info).ii_IndexAttrNumbers[k] as usize;
+                            index_values[k] = values[attno - 1];
+                            index_nulls[k] = nulls[attno - 1];
+                        }
+                        pg_sys::index_insert(
+                            index,
+                            index_values.as_mut_ptr(),
+                            index_nulls.as_mut_ptr(),
+                            &mut (*slot).tts_tid,
+                            rel,
+                            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO,
+                            false,
+                            info,
+                        );
                     }
                 }
             }
