@@ -28,14 +28,23 @@ pub const WINDOW_7D: i64 = 7 * WINDOW_24H;
 pub const MAX_RECENT: usize = 256;
 pub const MAX_CATEGORIES: usize = 16;
 pub const MAX_MERCHANTS: usize = 64;
-/// Current encoding version written by [`Profile::to_bytes`].
-pub const PROFILE_VERSION: u8 = 1;
+/// Current encoding version written by [`Profile::to_bytes`]. Version 1 (still read)
+/// stored each recent payment in 16 bytes; version 2 stores the gap to the previous one as
+/// a varint and the amount as a varint of cents when that gives back the very same
+/// double, usually 5 to 7 bytes in all: a profile is rewritten, and logged to WAL whole,
+/// at every payment.
+pub const PROFILE_VERSION: u8 = 2;
 const MAGIC: &[u8; 2] = b"FP";
 const HEADER_BYTES: usize = 2 + 1 + 1 + 4 + 8 + 24 + 8 + 8 + 8 + 8 + 24 * 4 + 1 + 1 + 2;
 const CATEGORY_BYTES: usize = 8 + 24;
-/// Upper bound of [`Profile::to_bytes`]'s length: 5 292 bytes.
-pub const MAX_ENCODED_BYTES: usize =
-    HEADER_BYTES + MAX_CATEGORIES * CATEGORY_BYTES + MAX_MERCHANTS * 8 + MAX_RECENT * 16;
+/// Most bytes of one recent payment in version 2: a 10-byte varint gap (the first
+/// payment's time takes 8 fixed bytes instead) and a tag byte before a raw double.
+const RECENT_MAX_BYTES: usize = 10 + 9;
+/// Upper bound of [`Profile::to_bytes`]'s length: 6 060 bytes (version 1: 5 292).
+pub const MAX_ENCODED_BYTES: usize = HEADER_BYTES
+    + MAX_CATEGORIES * CATEGORY_BYTES
+    + MAX_MERCHANTS * 8
+    + MAX_RECENT * RECENT_MAX_BYTES;
 
 // The bound promised in the module documentation ("a few KB").
 const _: () = assert!(MAX_ENCODED_BYTES <= 6 * 1024);
@@ -235,14 +244,18 @@ impl Profile {
 
     /// The versioned binary encoding (little-endian), at most [`MAX_ENCODED_BYTES`].
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode(PROFILE_VERSION)
+    }
+
+    fn encode(&self, version: u8) -> Vec<u8> {
         let mut b = Vec::with_capacity(
             HEADER_BYTES
                 + self.categories.len() * CATEGORY_BYTES
                 + self.merchants.len() * 8
-                + self.recent.len() * 16,
+                + self.recent.len() * 8,
         );
         b.extend_from_slice(MAGIC);
-        b.push(PROFILE_VERSION);
+        b.push(version);
         let flags = self.first_at.is_some() as u8
             | (self.last_at.is_some() as u8) << 1
             | (self.last_location.is_some() as u8) << 2;
@@ -268,9 +281,30 @@ impl Profile {
         for m in &self.merchants {
             b.extend_from_slice(&m.to_le_bytes());
         }
-        for (t, a) in &self.recent {
-            b.extend_from_slice(&t.to_le_bytes());
-            b.extend_from_slice(&a.to_le_bytes());
+        let mut previous = None;
+        for &(t, a) in &self.recent {
+            if version == 1 {
+                b.extend_from_slice(&t.to_le_bytes());
+                b.extend_from_slice(&a.to_le_bytes());
+                continue;
+            }
+            match previous {
+                None => b.extend_from_slice(&t.to_le_bytes()),
+                // Kept in time order (`update` inserts in order, decoding checks it), so
+                // the gap is never negative.
+                Some(p) => {
+                    debug_assert!(t >= p);
+                    put_varint(&mut b, t.abs_diff(p))
+                }
+            }
+            previous = Some(t);
+            match cents(a) {
+                Some(c) => put_varint(&mut b, c << 1),
+                None => {
+                    b.push(1);
+                    b.extend_from_slice(&a.to_le_bytes());
+                }
+            }
         }
         b
     }
@@ -283,7 +317,7 @@ impl Profile {
             return Err(corrupt("not a fraud profile"));
         }
         let version = r.u8()?;
-        if version != PROFILE_VERSION {
+        if version != 1 && version != PROFILE_VERSION {
             return Err(FraudError::UnknownProfileVersion(version));
         }
         let flags = r.u8()?;
@@ -322,10 +356,19 @@ impl Profile {
         for _ in 0..n_merch {
             merchants.push(r.u64()?);
         }
-        let mut recent = Vec::with_capacity(n_recent);
+        let mut recent: Vec<(i64, f64)> = Vec::with_capacity(n_recent);
         for _ in 0..n_recent {
-            let t = r.i64()?;
-            let a = r.f64()?;
+            let (t, a) = match (version, recent.last()) {
+                (1, _) => (r.i64()?, r.f64()?),
+                (_, None) => (r.i64()?, r.amount()?),
+                (_, Some(&(p, _))) => {
+                    let t = i64::try_from(r.varint()?)
+                        .ok()
+                        .and_then(|gap| p.checked_add(gap))
+                        .ok_or_else(|| corrupt("a recent payment's time overflows"))?;
+                    (t, r.amount()?)
+                }
+            };
             if !a.is_finite() || recent.last().is_some_and(|&(p, _)| p > t) {
                 return Err(corrupt("recent payments out of order or not finite"));
             }
@@ -360,6 +403,24 @@ impl Profile {
 
 fn corrupt(what: &str) -> FraudError {
     FraudError::CorruptProfile(what.into())
+}
+
+/// `a` as a whole number of cents when dividing that number by 100 gives back exactly the
+/// same double (IEEE division rounds correctly, so this holds for any amount parsed from a
+/// decimal with at most two places, below 2^52 cents), else None.
+fn cents(a: f64) -> Option<u64> {
+    let c = (a * 100.0).round();
+    (a.is_sign_positive() && c < (1u64 << 52) as f64 && (c / 100.0).to_bits() == a.to_bits())
+        .then_some(c as u64)
+}
+
+/// LEB128: seven bits a byte, low bits first, the high bit set on all but the last byte.
+fn put_varint(b: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        b.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    b.push(v as u8);
 }
 
 fn put_welford(b: &mut Vec<u8>, w: &Welford) {
@@ -407,6 +468,32 @@ impl<'a> Reader<'a> {
             Ok(v)
         } else {
             Err(corrupt("a stored number is not finite"))
+        }
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let byte = self.u8()?;
+            let bits = (byte & 0x7f) as u64;
+            if i == 9 && bits > 1 {
+                return Err(corrupt("a varint overflows 64 bits"));
+            }
+            v |= bits << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(corrupt("a varint is longer than 10 bytes"))
+    }
+
+    /// A version 2 amount: cents shifted left by one (an even varint), or 1 and a double.
+    fn amount(&mut self) -> Result<f64> {
+        let v = self.varint()?;
+        match v {
+            1 => self.f64(),
+            v if v & 1 == 0 && (v >> 1) < (1u64 << 52) => Ok((v >> 1) as f64 / 100.0),
+            _ => Err(corrupt("an amount's tag is unknown")),
         }
     }
 
@@ -473,9 +560,17 @@ mod tests {
         // (now - 1h, now]: the payments at minutes 940..=999.
         assert_eq!(p.window(now, WINDOW_1H), (60, 60.0));
         let bytes = p.to_bytes();
-        assert_eq!(bytes.len(), MAX_ENCODED_BYTES);
-        assert_eq!(MAX_ENCODED_BYTES, 5292);
+        assert_eq!(MAX_ENCODED_BYTES, 6060);
+        // A minute apart and whole amounts: 4 bytes of gap and 2 of amount a payment.
+        assert_eq!(
+            bytes.len(),
+            HEADER_BYTES + 16 * 32 + 64 * 8 + 8 + 2 + 255 * 6
+        );
         assert_eq!(Profile::from_bytes(&bytes).unwrap(), p);
+        // A profile stored by version 1 (16 bytes a payment) still reads the same.
+        let v1 = p.encode(1);
+        assert_eq!(v1.len(), 5292);
+        assert_eq!(Profile::from_bytes(&v1).unwrap(), p);
         // Payments older than 7 days before the latest are dropped.
         p.update(&pay(t0 + 30 * 86_400, 2.0, "m", "c")).unwrap();
         assert_eq!(p.recent.len(), 1);
@@ -517,11 +612,11 @@ mod tests {
                 "truncated at {n}"
             );
         }
-        let mut v2 = bytes.clone();
-        v2[2] = 2;
+        let mut v3 = bytes.clone();
+        v3[2] = 3;
         assert_eq!(
-            Profile::from_bytes(&v2),
-            Err(FraudError::UnknownProfileVersion(2))
+            Profile::from_bytes(&v3),
+            Err(FraudError::UnknownProfileVersion(3))
         );
         let mut long = bytes.clone();
         long.push(0);
@@ -530,6 +625,82 @@ mod tests {
         magic[0] = b'X';
         assert!(Profile::from_bytes(&magic).is_err());
         assert!(Profile::from_bytes(&Profile::new(0).to_bytes()).is_ok());
+    }
+
+    #[test]
+    fn every_amount_and_gap_comes_back_bit_for_bit() {
+        let amounts = [
+            0.0,
+            -0.0,
+            0.01,
+            0.1 + 0.2,
+            12.5,
+            42.17,
+            1e-3,
+            123_456.789,
+            99_999_999.99,
+            45_035_996_273_704.95,
+            1.5e15,
+            5e-324,
+            -7.25,
+        ];
+        let mut p = Profile::new(0);
+        let t0 = 1_700_000_000 * MICROS_PER_SEC;
+        let gaps = [
+            0,
+            1,
+            127,
+            128,
+            16_384,
+            59_999_999,
+            WINDOW_24H,
+            WINDOW_7D / 2,
+        ];
+        let mut t = t0;
+        for (i, &a) in amounts.iter().enumerate() {
+            t += gaps[i % gaps.len()];
+            let mut q = pay(0, a, "m", "c");
+            q.at_micros = t;
+            p.update(&q).unwrap();
+        }
+        assert_eq!(p.recent.len(), amounts.len());
+        let back = Profile::from_bytes(&p.to_bytes()).unwrap();
+        for ((t1, a1), (t2, a2)) in p.recent.iter().zip(&back.recent) {
+            assert_eq!((t1, a1.to_bits()), (t2, a2.to_bits()));
+        }
+        assert_eq!(back, p);
+        // Cents are kept only where they give the same double back.
+        assert_eq!(cents(42.17), Some(4217));
+        assert_eq!(cents(0.1 + 0.2), None);
+        assert_eq!(cents(-0.0), None);
+        assert_eq!(cents(-7.25), None);
+    }
+
+    #[test]
+    fn bad_varints_and_amount_tags_are_refused() {
+        let mut p = Profile::new(0);
+        p.update(&pay(1000, 12.5, "m", "c")).unwrap();
+        p.update(&pay(1060, 3.0, "m", "c")).unwrap();
+        let good = p.to_bytes();
+        // The last payment: its gap (60 s, 4 varint bytes) and its amount (300 cents, 2).
+        let tail = good.len() - 6;
+        let with_tail = |t: &[u8]| [&good[..tail], t].concat();
+        assert_eq!(Profile::from_bytes(&with_tail(&good[tail..])).unwrap(), p);
+        let corrupt =
+            |b: &[u8]| matches!(Profile::from_bytes(b), Err(FraudError::CorruptProfile(_)));
+        // A gap of more than 64 bits, one longer than 10 bytes, one past i64::MAX.
+        assert!(corrupt(&with_tail(&[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00
+        ])));
+        assert!(corrupt(&with_tail(&[0x80; 11])));
+        assert!(corrupt(&with_tail(&[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x00
+        ])));
+        // An odd amount tag other than 1, and a raw double that is not finite.
+        let gap = &good[tail..tail + 4];
+        assert!(corrupt(&with_tail(&[gap, &[3]].concat())));
+        let nan = f64::NAN.to_le_bytes();
+        assert!(corrupt(&with_tail(&[gap, &[1], &nan[..]].concat())));
     }
 
     #[test]
