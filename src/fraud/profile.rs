@@ -703,6 +703,42 @@ mod tests {
         assert!(corrupt(&with_tail(&[gap, &[1], &nan[..]].concat())));
     }
 
+    /// The stored formats are pinned: version 1 is what 0.4.0 and earlier wrote (and what
+    /// an upgraded database still holds until each card's next payment), version 2 what
+    /// is written now; a change to either encoder fails here.
+    #[test]
+    fn stored_formats_keep_their_bytes() {
+        let mut p = Profile::new(3600);
+        let mut a = pay(1_700_000_000, 42.17, "shop", "grocery");
+        a.lat = Some(48.85);
+        a.lon = Some(2.35);
+        p.update(&a).unwrap();
+        p.update(&pay(1_700_000_090, 0.1 + 0.2, "shop", "grocery"))
+            .unwrap();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let (v1, v2) = (hex(&p.encode(1)), hex(&p.to_bytes()));
+        assert_eq!(v1.len(), 2 * (HEADER_BYTES + CATEGORY_BYTES + 8 + 2 * 16));
+        assert_eq!(
+            v2.len(),
+            2 * (HEADER_BYTES + CATEGORY_BYTES + 8 + 8 + 2 + 4 + 9)
+        );
+        // Everything before the recent payments is the same in both versions.
+        let recent_at = 2 * (HEADER_BYTES + CATEGORY_BYTES + 8);
+        assert_eq!(v1[6..recent_at], v2[6..recent_at]);
+        assert_eq!(&v1[..6], "465001");
+        assert_eq!(&v2[..6], "465002");
+        assert_eq!(&v1[recent_at..], V1_RECENT);
+        assert_eq!(&v2[recent_at..], V2_RECENT);
+        for bytes in [p.encode(1), p.to_bytes()] {
+            assert_eq!(Profile::from_bytes(&bytes).unwrap(), p);
+        }
+    }
+
+    /// (1 700 000 000 s, 42.17) and 90 s later (0.1 + 0.2), as version 1 and 2 store them.
+    // Worked out independently with Python's struct module and a hand-written LEB128.
+    const V1_RECENT: &str = "00401e18240a0600f6285c8fc2154540808a7b1d240a0600343333333333d33f";
+    const V2_RECENT: &str = "00401e18240a0600f2418095f52a01343333333333d33f";
+
     #[test]
     fn invalid_payments_are_refused() {
         let mut p = Profile::new(0);
