@@ -43,6 +43,36 @@ pub fn client_in(database: &str) -> postgres::Client {
     connect("", Some(database))
 }
 
+/// A session in a new database `name` made with `options` (an encoding, say), with the
+/// extension created in it; a database a failed run left behind is dropped first.
+/// [`drop_database`] removes it at the end of the test.
+#[cfg(test)]
+pub fn fresh_database(name: &str, options: &str) -> postgres::Client {
+    let mut c = client();
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name} {options}"),
+    ] {
+        if let Err(e) = c.batch_execute(&sql) {
+            panic!("{sql}: {e}");
+        }
+    }
+    let mut d = client_in(name);
+    if let Err(e) = d.batch_execute("CREATE EXTENSION pg_platform") {
+        panic!("CREATE EXTENSION pg_platform in {name}: {e}");
+    }
+    d
+}
+
+/// Drops a database [`fresh_database`] made, closing its sessions.
+#[cfg(test)]
+pub fn drop_database(name: &str) {
+    let sql = format!("DROP DATABASE {name} WITH (FORCE)");
+    if let Err(e) = client().batch_execute(&sql) {
+        panic!("{sql}: {e}");
+    }
+}
+
 /// A session as `user` ("": the superuser `client` logs in as) to `database` (None: the
 /// test database).
 #[cfg(test)]

@@ -1356,20 +1356,13 @@ fn the_trigger_scores_alike_from_columns_of_any_type_and_follows_the_profile_tab
 /// database gives it (a lossy reading had made both one card).
 #[test]
 fn the_trigger_reads_a_latin1_databases_text_as_utf8() {
-    let mut c = client();
-    run(
-        &mut c,
-        "DROP DATABASE IF EXISTS t_fraud_latin1 WITH (FORCE)",
+    let mut l = crate::testing::fresh_database(
+        "t_fraud_latin1",
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
     );
-    run(
-        &mut c,
-        "CREATE DATABASE t_fraud_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
-    );
-    let mut l = crate::testing::client_in("t_fraud_latin1");
     run(
         &mut l,
-        "CREATE EXTENSION pg_platform;
-         SET platform.fraud_model = 'none_deployed';
+        "SET platform.fraud_model = 'none_deployed';
          CREATE TABLE pay (id int PRIMARY KEY, card text, amount numeric, at timestamptz, shop varchar(30), score float8);
          SELECT platform.score_payments('pay', '{\"card\": \"card\", \"amount\": \"amount\", \"occurred_at\": \"at\",
              \"merchant\": \"shop\", \"score\": \"score\"}');
@@ -1389,7 +1382,7 @@ fn the_trigger_reads_a_latin1_databases_text_as_utf8() {
     );
     assert_eq!(counts, "5 2,3");
     drop(l);
-    run(&mut c, "DROP DATABASE t_fraud_latin1 WITH (FORCE)");
+    crate::testing::drop_database("t_fraud_latin1");
 }
 
 /// In a SQL_ASCII database text is bytes in no declared encoding: the trigger takes a card
@@ -1397,17 +1390,13 @@ fn the_trigger_reads_a_latin1_databases_text_as_utf8() {
 /// a profile for it.
 #[test]
 fn the_trigger_refuses_a_sql_ascii_databases_bytes_that_are_not_utf8() {
-    let mut c = client();
-    run(&mut c, "DROP DATABASE IF EXISTS t_fraud_ascii WITH (FORCE)");
-    run(
-        &mut c,
-        "CREATE DATABASE t_fraud_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    let mut a = crate::testing::fresh_database(
+        "t_fraud_ascii",
+        "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
     );
-    let mut a = crate::testing::client_in("t_fraud_ascii");
     run(
         &mut a,
-        "CREATE EXTENSION pg_platform;
-         SET platform.fraud_model = 'none_deployed';
+        "SET platform.fraud_model = 'none_deployed';
          CREATE TABLE pay (id int PRIMARY KEY, card text, amount numeric, at timestamptz, score float8);
          SELECT platform.score_payments('pay', '{\"card\": \"card\", \"amount\": \"amount\", \"occurred_at\": \"at\",
              \"score\": \"score\"}');
@@ -1426,7 +1415,7 @@ fn the_trigger_refuses_a_sql_ascii_databases_bytes_that_are_not_utf8() {
     );
     assert_eq!(left, "1:true 1");
     drop(a);
-    run(&mut c, "DROP DATABASE t_fraud_ascii WITH (FORCE)");
+    crate::testing::drop_database("t_fraud_ascii");
 }
 
 /// fraud_score forms its result from the type's catalog entry: an attribute added to
@@ -1435,13 +1424,8 @@ fn the_trigger_refuses_a_sql_ascii_databases_bytes_that_are_not_utf8() {
 /// returns every column as before.
 #[test]
 fn an_altered_result_type_is_refused_and_a_dropped_attribute_is_skipped() {
-    let mut c = client();
-    run(
-        &mut c,
-        "DROP DATABASE IF EXISTS t_fraud_result WITH (FORCE)",
-    );
-    run(&mut c, "CREATE DATABASE t_fraud_result");
-    let mut r = crate::testing::client_in("t_fraud_result");
+    let mut r = crate::testing::fresh_database("t_fraud_result", "");
+    run(&mut r, "SET platform.fraud_model = 'none_deployed'");
     let call = "SELECT s.score >= 0 AND s.score <= 1, s.risk_level, s.model, s.verdict, s.rules
                   FROM platform.fraud_score('4000-77', 25, '2026-05-01 12:00 UTC', 'shop', 'grocery', 48.85, 2.35) s";
     let scored = |r: &mut postgres::Client| -> String {
@@ -1457,12 +1441,6 @@ fn an_altered_result_type_is_refused_and_a_dropped_attribute_is_skipped() {
             Err(e) => panic!("{call}: {e}"),
         }
     };
-    run(
-        &mut r,
-        "CREATE EXTENSION pg_platform;
-         ALTER DATABASE t_fraud_result SET platform.fraud_model = 'none_deployed'",
-    );
-    let mut r = crate::testing::client_in("t_fraud_result");
     assert_eq!(scored(&mut r), "true normal builtin allow []");
     run(
         &mut r,
@@ -1489,7 +1467,7 @@ fn an_altered_result_type_is_refused_and_a_dropped_attribute_is_skipped() {
         2
     );
     drop(r);
-    run(&mut c, "DROP DATABASE t_fraud_result WITH (FORCE)");
+    crate::testing::drop_database("t_fraud_result");
 }
 
 #[test]
