@@ -86,7 +86,7 @@ impl Record {
         field(&mut after, Some(&self.backend_pid.to_be_bytes()));
         field(&mut after, self.statement.as_deref().map(str::as_bytes));
         RowHasher {
-            before,
+            before: Sha256::new_with_prefix(before),
             middle,
             after,
             buf: Vec::new(),
@@ -98,7 +98,9 @@ impl Record {
 /// fields are placed (row sequence between `before` and `middle`; key and images between
 /// `middle` and `after`), hashed in one pass.
 pub struct RowHasher {
-    before: Vec<u8>,
+    /// The hash state after the fields every row starts with (a whole SHA-256 block of
+    /// them): each row's hash goes on from a copy instead of compressing them again.
+    before: Sha256,
     middle: Vec<u8>,
     after: Vec<u8>,
     buf: Vec<u8>,
@@ -114,14 +116,13 @@ impl RowHasher {
     ) -> [u8; 32] {
         let buf = &mut self.buf;
         buf.clear();
-        buf.extend_from_slice(&self.before);
         field(buf, Some(&row_seq.to_be_bytes()));
         buf.extend_from_slice(&self.middle);
         for v in [primary_key, old_values, new_values] {
             field(buf, v);
         }
         buf.extend_from_slice(&self.after);
-        Sha256::digest(&buf[..]).into()
+        self.before.clone().chain_update(&buf[..]).finalize().into()
     }
 }
 
