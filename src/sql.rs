@@ -88,6 +88,116 @@ unsafe impl pgrx::callconv::BoxRet for RegClass {
     }
 }
 
+/// Text in the database's encoding as UTF-8: converted by PostgreSQL outside a UTF-8
+/// database (a LATIN1 database's 'Zoë' is the same card as a UTF-8 database's, and never
+/// the same as 'Zoé'); bytes a SQL_ASCII database holds that are not UTF-8 are an ERROR
+/// (22021) rather than a guess.
+///
+/// # Safety
+/// Calls PostgreSQL's conversion, which may raise an ERROR.
+pub unsafe fn server_to_utf8(bytes: &[u8]) -> String {
+    unsafe {
+        if pg_sys::GetDatabaseEncoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
+            let src = bytes.as_ptr() as *const std::ffi::c_char;
+            let out =
+                pg_sys::pg_server_to_any(src, bytes.len() as i32, pg_sys::pg_enc::PG_UTF8 as i32);
+            if out.cast_const() != src {
+                return std::ffi::CStr::from_ptr(out).to_string_lossy().into_owned();
+            }
+        }
+        // Valid UTF-8: the database's own text, or checked by the conversion above.
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+/// UTF-8 as a `text` datum in the database's encoding (a character the encoding lacks is
+/// PostgreSQL's ERROR 22P05).
+///
+/// # Safety
+/// As for [`server_to_utf8`].
+pub unsafe fn utf8_to_server(s: &str) -> pg_sys::Datum {
+    unsafe {
+        let src = s.as_ptr() as *const std::ffi::c_char;
+        let out = pg_sys::pg_any_to_server(src, s.len() as i32, pg_sys::pg_enc::PG_UTF8 as i32);
+        // The same pointer when nothing was converted (not NUL-terminated then).
+        let bytes = if out.cast_const() == src {
+            s.as_bytes()
+        } else {
+            std::ffi::CStr::from_ptr(out).to_bytes()
+        };
+        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+            bytes.as_ptr() as *const std::ffi::c_char,
+            bytes.len() as i32,
+        ))
+    }
+}
+
+/// A `text` argument, column or result held as UTF-8 in any database encoding: pgrx's
+/// `&str` and `String` take the stored bytes as UTF-8, which refuses a LATIN1 database's
+/// 'é' as an ERROR and would store UTF-8 bytes as LATIN1 text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerText(pub String);
+
+impl ServerText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromDatum for ServerText {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        unsafe {
+            let bytes: &[u8] = FromDatum::from_datum(datum, false)?;
+            Some(ServerText(server_to_utf8(bytes)))
+        }
+    }
+}
+
+impl IntoDatum for ServerText {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(unsafe { utf8_to_server(&self.0) })
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::TEXTOID
+    }
+
+    fn is_compatible_with(other: pg_sys::Oid) -> bool {
+        matches!(other, pg_sys::TEXTOID | pg_sys::VARCHAROID)
+    }
+}
+
+pgrx::impl_sql_translatable!(ServerText, "text");
+
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for ServerText {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        // STRICT functions never see NULL here; a non-strict one declares Option<ServerText>.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_default()
+    }
+
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+unsafe impl pgrx::callconv::BoxRet for ServerText {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        unsafe { fcinfo.return_raw_datum(utf8_to_server(&self.0)) }
+    }
+}
+
 /// A setting changed for the rest of one operation, like a function's `SET` clause: the
 /// previous value comes back with [`LocalSetting::restore`], or when the (sub)transaction
 /// aborts.

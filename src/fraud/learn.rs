@@ -388,7 +388,7 @@ fn fraud_backtest(
 ) -> TableIterator<
     'static,
     (
-        name!(card, String),
+        name!(card, crate::sql::ServerText),
         name!(occurred_at, TimestampWithTimeZone),
         name!(amount, f64),
         name!(score, f64),
@@ -419,7 +419,7 @@ fn fraud_backtest(
     }
     TableIterator::new(out.into_iter().map(|(card, at, amount, o)| {
         (
-            card,
+            crate::sql::ServerText(card),
             timestamp(at),
             amount,
             o.score,
@@ -451,7 +451,7 @@ fn fraud_features(
 ) -> TableIterator<
     'static,
     (
-        name!(card, String),
+        name!(card, crate::sql::ServerText),
         name!(occurred_at, TimestampWithTimeZone),
         name!(names, Vec<String>),
         name!(features, Vec<f64>),
@@ -473,11 +473,15 @@ fn fraud_features(
     if let Some(e) = failure {
         raise(e);
     }
-    TableIterator::new(
-        out.into_iter().map(move |(card, at, values, label)| {
-            (card, timestamp(at), names.clone(), values, label)
-        }),
-    )
+    TableIterator::new(out.into_iter().map(move |(card, at, values, label)| {
+        (
+            crate::sql::ServerText(card),
+            timestamp(at),
+            names.clone(),
+            values,
+            label,
+        )
+    }))
 }
 
 fn timestamp(unix_us: i64) -> TimestampWithTimeZone {

@@ -11,7 +11,7 @@ use crate::error::{raise, OrRaise, SqlError};
 use crate::fraud::features::FeatureVector;
 use crate::fraud::rules::{self, Action, Rule, RuleInput, RuleSet};
 use crate::fraud::scoring::{self, Outcome};
-use crate::sql;
+use crate::sql::{self, ServerText};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::cell::{Cell, RefCell};
@@ -124,7 +124,7 @@ fn rule_set() -> Rc<RuleSet> {
     if let Some(r) = CACHE.with_borrow(|c| c.rules.clone()) {
         return r;
     }
-    let rows: Vec<(String, String, i32, String)> = sql::as_extension_owner(|| {
+    let rows: Vec<(ServerText, ServerText, i32, ServerText)> = sql::as_extension_owner(|| {
         Spi::connect(|c| {
             let t = c.select(
                 "SELECT name, action, priority, condition FROM platform.fraud_rules WHERE enabled",
@@ -134,10 +134,10 @@ fn rule_set() -> Rc<RuleSet> {
             let mut out = Vec::new();
             for r in t {
                 out.push((
-                    r.get::<String>(1)?.unwrap_or_default(),
-                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<ServerText>(1)?.unwrap_or_default(),
+                    r.get::<ServerText>(2)?.unwrap_or_default(),
                     r.get::<i32>(3)?.unwrap_or(100),
-                    r.get::<String>(4)?.unwrap_or_default(),
+                    r.get::<ServerText>(4)?.unwrap_or_default(),
                 ));
             }
             Ok::<_, pgrx::spi::SpiError>(out)
@@ -145,7 +145,10 @@ fn rule_set() -> Rc<RuleSet> {
         .map_err(crate::error::SpiFailure::from)
         .or_raise()
     });
-    let parsed = rows.iter().map(|(n, a, p, c)| parse(n, a, *p, c)).collect();
+    let parsed = rows
+        .iter()
+        .map(|(n, a, p, c)| parse(n.as_str(), a.as_str(), *p, c.as_str()))
+        .collect();
     let set = Rc::new(RuleSet::new(parsed).or_raise());
     CACHE.with_borrow_mut(|c| c.rules = Some(set.clone()));
     set
@@ -181,13 +184,15 @@ pub fn apply(outcome: &mut Outcome, fv: &FeatureVector, category: &str, merchant
 /// new rules from the commit on.
 #[pg_extern(volatile)]
 fn fraud_set_rule(
+    // A name is written into results' reasons and rules as pgrx writes text: a name must be
+    // ASCII outside a UTF-8 database. A condition may compare with any text.
     name: &str,
     action: &str,
-    condition: &str,
+    condition: ServerText,
     priority: default!(i32, 100),
     enabled: default!(bool, true),
 ) {
-    parse(name, action, priority, condition);
+    parse(name, action, priority, condition.as_str());
     sql::as_extension_owner(|| {
         sql::modify(
             "INSERT INTO platform.fraud_rules (name, action, condition, priority, enabled) VALUES ($1, $2, $3, $4, $5)
@@ -452,31 +457,12 @@ unsafe fn datum_text(typid: pg_sys::Oid, datum: pg_sys::Datum) -> Option<String>
     unsafe {
         if matches!(typid, pg_sys::TEXTOID | pg_sys::VARCHAROID) {
             let bytes: &[u8] = pgrx::FromDatum::from_datum(datum, false)?;
-            return Some(server_text(bytes));
+            return Some(sql::server_to_utf8(bytes));
         }
         let (mut out_fn, mut varlena) = (pg_sys::InvalidOid, false);
         pg_sys::getTypeOutputInfo(typid, &mut out_fn, &mut varlena);
         let p = pg_sys::OidOutputFunctionCall(out_fn, datum);
-        Some(server_text(CStr::from_ptr(p).to_bytes()))
-    }
-}
-
-/// Text in the database's encoding as UTF-8: converted by PostgreSQL outside a UTF-8
-/// database (a LATIN1 database's 'Zoë' is the same card as a UTF-8 database's, and never
-/// the same as 'Zoé'); bytes a SQL_ASCII database holds that are not UTF-8 are an ERROR
-/// (22021) rather than a guess.
-unsafe fn server_text(bytes: &[u8]) -> String {
-    unsafe {
-        if pg_sys::GetDatabaseEncoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
-            let src = bytes.as_ptr() as *const std::ffi::c_char;
-            let out =
-                pg_sys::pg_server_to_any(src, bytes.len() as i32, pg_sys::pg_enc::PG_UTF8 as i32);
-            if out.cast_const() != src {
-                return CStr::from_ptr(out).to_string_lossy().into_owned();
-            }
-        }
-        // Valid UTF-8: the database's own text, or checked by the conversion above.
-        String::from_utf8_lossy(bytes).into_owned()
+        Some(sql::server_to_utf8(CStr::from_ptr(p).to_bytes()))
     }
 }
 

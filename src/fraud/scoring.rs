@@ -14,7 +14,7 @@ use crate::fraud::features::{self, FeatureVector, BUILTIN_FEATURES};
 use crate::fraud::profile::{Payment, Profile};
 use crate::fraud::registry::{self as registry, Loaded, BUILTIN_THRESHOLDS};
 use crate::fraud::FraudError;
-use crate::sql;
+use crate::sql::{self, ServerText};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use sha2::{Digest, Sha256};
@@ -454,16 +454,16 @@ fn decide(
 #[pg_extern(volatile, requires = ["fraud_result_type"])]
 #[allow(clippy::too_many_arguments)]
 fn fraud_score(
-    card: Option<&str>,
+    card: Option<ServerText>,
     amount: Option<AnyNumeric>,
     occurred_at: Option<TimestampWithTimeZone>,
-    merchant: default!(Option<&str>, "NULL"),
-    category: default!(Option<&str>, "NULL"),
+    merchant: default!(Option<ServerText>, "NULL"),
+    category: default!(Option<ServerText>, "NULL"),
     lat: default!(Option<f64>, "NULL"),
     lon: default!(Option<f64>, "NULL"),
     attrs: default!(Option<pgrx::JsonB>, "'{}'"),
 ) -> pgrx::composite_type!('static, "platform.fraud_result") {
-    let Some(card) = card.filter(|c| !c.is_empty()) else {
+    let Some(card) = card.filter(|c| !c.0.is_empty()) else {
         raise(ScoreError::Null("card"))
     };
     let Some(amount) = amount else {
@@ -474,11 +474,11 @@ fn fraud_score(
         raise(ScoreError::Null("occurred_at"))
     };
     let outcome = score_and_learn(
-        card,
+        card.as_str(),
         amount,
         micros(at),
-        merchant.unwrap_or(""),
-        category.unwrap_or(""),
+        merchant.as_ref().map_or("", ServerText::as_str),
+        category.as_ref().map_or("", ServerText::as_str),
         lat,
         lon,
         attrs.as_ref().map(|j| &j.0),
@@ -678,12 +678,12 @@ fn read_history(wrapped: &str, mut each: impl FnMut(HistoryRow)) {
             for r in batch {
                 let at = r.get::<i64>(3)?;
                 each(HistoryRow {
-                    card: r.get::<String>(1)?.unwrap_or_default(),
+                    card: r.get::<ServerText>(1)?.unwrap_or_default().0,
                     amount: r.get::<f64>(2)?.unwrap_or(f64::NAN),
                     at: at.unwrap_or(0),
                     at_missing: at.is_none(),
-                    merchant: r.get::<String>(4)?.unwrap_or_default(),
-                    category: r.get::<String>(5)?.unwrap_or_default(),
+                    merchant: r.get::<ServerText>(4)?.unwrap_or_default().0,
+                    category: r.get::<ServerText>(5)?.unwrap_or_default().0,
                     lat: r.get::<f64>(6)?,
                     lon: r.get::<f64>(7)?,
                     attrs: r.get::<pgrx::JsonB>(8)?.map(|j| j.0),

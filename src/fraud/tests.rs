@@ -1353,7 +1353,8 @@ fn the_trigger_scores_alike_from_columns_of_any_type_and_follows_the_profile_tab
 
 /// In a LATIN1 database the trigger reads text columns as PostgreSQL converts them to
 /// UTF-8: an accented card is one card, distinct from its look-alike, under the key a UTF-8
-/// database gives it (a lossy reading had made both one card).
+/// database gives it (a lossy reading had made both one card); so do `fraud_score`, rule
+/// conditions and history replays (which refused such text as not UTF-8 before).
 #[test]
 fn the_trigger_reads_a_latin1_databases_text_as_utf8() {
     let mut l = crate::testing::fresh_database(
@@ -1381,6 +1382,44 @@ fn the_trigger_reads_a_latin1_databases_text_as_utf8() {
            FROM pay",
     );
     assert_eq!(counts, "5 2,3");
+    // The SQL functions take and give text the same way: fraud_score's card, merchant and
+    // category, a rule's condition, and the payments a source query reads.
+    let profiles = "SELECT string_agg(p.payments::text, ',' ORDER BY p.payments)
+                      FROM platform.fraud_profile p, platform.fraud_secret s
+                     WHERE p.card_key IN (sha256(s.salt || convert_to('Zoë-1', 'UTF8')),
+                                          sha256(s.salt || convert_to('Zoé-1', 'UTF8')))";
+    run(
+        &mut l,
+        "SELECT platform.fraud_set_rule('t_review_cafe', 'review', 'merchant in (''Café Crème'') and category = ''épicerie''')",
+    );
+    let scored: String = one(
+        &mut l,
+        "SELECT r.verdict || ' ' || array_to_string(r.rules, ',')
+           FROM platform.fraud_score('Zoë-1', 14, timestamptz '2026-08-01 UTC' + interval '4 hours',
+                                     'Café Crème', 'épicerie') r",
+    );
+    let scored = format!("{scored} {}", one::<String>(&mut l, profiles));
+    assert_eq!(scored, "review t_review_cafe 2,4");
+    let history = "SELECT card, amount, at AS occurred_at, shop AS merchant, ''grocery'' AS category FROM pay";
+    let replayed: String = one(
+        &mut l,
+        &format!(
+            "SELECT platform.fraud_drop_rule('t_review_cafe')::text || ' ' ||
+                    platform.fraud_rebuild_profiles('{history}')"
+        ),
+    );
+    let replayed = format!(
+        "{replayed} {} {}",
+        one::<String>(&mut l, profiles),
+        one::<String>(
+            &mut l,
+            &format!(
+                "SELECT (SELECT string_agg(DISTINCT card, ',' ORDER BY card) FROM platform.fraud_features('{history}')) || ' ' ||
+                        (SELECT string_agg(DISTINCT card, ',' ORDER BY card) FROM platform.fraud_backtest('builtin', NULL, '{history}'))"
+            )
+        )
+    );
+    assert_eq!(replayed, "true 2 2,3 Zoé-1,Zoë-1 Zoé-1,Zoë-1");
     drop(l);
     crate::testing::drop_database("t_fraud_latin1");
 }
