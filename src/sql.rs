@@ -25,7 +25,32 @@ pub fn read<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Optio
 
 /// Runs a statement that changes something (DDL, DML, GRANT).
 pub fn run(sql: &str) {
+    if converts(sql.as_bytes()) {
+        return run_converted(sql);
+    }
     Spi::run(sql).map_err(SpiFailure::from).or_raise()
+}
+
+/// [`run`] for a statement that is not ASCII outside a UTF-8 database (a table named
+/// `café` in LATIN1): pgrx hands PostgreSQL a statement's bytes as they are, which must be
+/// in the database's encoding.
+fn run_converted(sql: &str) {
+    // No NUL can come from the conversion of a string without one, and a statement with
+    // one is cut there as PostgreSQL would.
+    let bytes = unsafe { utf8_in_server(sql.as_bytes()) };
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let mut owned = bytes[..end].to_vec();
+    owned.push(0);
+    let status = unsafe {
+        pg_sys::SPI_connect();
+        let rc = pg_sys::SPI_execute(owned.as_ptr() as *const std::ffi::c_char, false, 0);
+        pg_sys::SPI_finish();
+        rc
+    };
+    Spi::check_status(status)
+        .map(|_| ())
+        .map_err(SpiFailure::from)
+        .or_raise()
 }
 
 /// Runs an INSERT/UPDATE/DELETE and returns the rows it processed.
@@ -110,21 +135,57 @@ pub unsafe fn server_to_utf8(bytes: &[u8]) -> String {
     }
 }
 
-/// UTF-8 as a `text` datum in the database's encoding (a character the encoding lacks is
-/// PostgreSQL's ERROR 22P05).
+/// Whether text in the database's encoding must be converted to be UTF-8 (and back): not
+/// in a UTF-8 database, not in SQL_ASCII (which declares no encoding), not for ASCII.
+pub fn converts(bytes: &[u8]) -> bool {
+    let enc = unsafe { pg_sys::GetDatabaseEncoding() };
+    enc != pg_sys::pg_enc::PG_UTF8 as i32
+        && enc != pg_sys::pg_enc::PG_SQL_ASCII as i32
+        && !bytes.is_ascii()
+}
+
+/// Like [`server_to_utf8`], for what must be recorded whatever it holds (audit images,
+/// change events): bytes a SQL_ASCII database holds that are not UTF-8 become U+FFFD
+/// instead of an ERROR that would refuse the change or stop a replication slot.
 ///
 /// # Safety
 /// As for [`server_to_utf8`].
-pub unsafe fn utf8_to_server(s: &str) -> pg_sys::Datum {
+pub unsafe fn server_to_utf8_lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if converts(bytes) {
+        std::borrow::Cow::Owned(unsafe { server_to_utf8(bytes) })
+    } else {
+        String::from_utf8_lossy(bytes)
+    }
+}
+
+/// UTF-8 in the database's encoding: `s` itself when nothing converts, else a palloc'd
+/// copy (a character the encoding lacks is PostgreSQL's ERROR 22P05).
+///
+/// # Safety
+/// As for [`server_to_utf8`]; the result lives in the current memory context.
+pub unsafe fn utf8_in_server(s: &[u8]) -> &[u8] {
+    if !converts(s) {
+        return s;
+    }
     unsafe {
         let src = s.as_ptr() as *const std::ffi::c_char;
         let out = pg_sys::pg_any_to_server(src, s.len() as i32, pg_sys::pg_enc::PG_UTF8 as i32);
         // The same pointer when nothing was converted (not NUL-terminated then).
-        let bytes = if out.cast_const() == src {
-            s.as_bytes()
+        if out.cast_const() == src {
+            s
         } else {
             std::ffi::CStr::from_ptr(out).to_bytes()
-        };
+        }
+    }
+}
+
+/// UTF-8 as a `text` datum in the database's encoding.
+///
+/// # Safety
+/// As for [`utf8_in_server`].
+pub unsafe fn utf8_to_server(s: &str) -> pg_sys::Datum {
+    unsafe {
+        let bytes = utf8_in_server(s.as_bytes());
         pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
             bytes.as_ptr() as *const std::ffi::c_char,
             bytes.len() as i32,

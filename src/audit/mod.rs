@@ -18,7 +18,7 @@ mod trigger;
 pub use log::before_retire;
 
 use crate::error::{raise, OrRaise, SpiFailure, SqlError};
-use crate::sql::{self, RegClass};
+use crate::sql::{self, RegClass, ServerText};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -115,7 +115,7 @@ fn audit_table(
         let r = t.first();
         Ok::<_, pgrx::spi::SpiError>(Some((
             r.get::<String>(1)?.unwrap_or_default(),
-            r.get::<String>(2)?.unwrap_or_default(),
+            r.get::<ServerText>(2)?.unwrap_or_default().0,
             r.get::<bool>(3)?.unwrap_or(false),
         )))
     })
@@ -164,7 +164,9 @@ fn audit_table(
 /// Stops auditing a table (its rows already in the log stay). Returns whether it was audited.
 #[pg_extern]
 fn unaudit_table(tbl: RegClass) -> bool {
-    let name = sql::read::<String>("SELECT $1::regclass::text", &[tbl.into()]).unwrap_or_default();
+    let name = sql::read::<ServerText>("SELECT $1::regclass::text", &[tbl.into()])
+        .unwrap_or_default()
+        .0;
     let had = sql::read::<i64>(
         "SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname LIKE 'platform\\_audit\\_%'",
         &[tbl.into()],
@@ -211,10 +213,11 @@ fn record_event(operation: &str, query: &str) {
         let rows = c.select(query, None, &[])?;
         let mut out = Vec::new();
         for r in rows {
+            // Identities name objects in the database's encoding; recorded as UTF-8.
             out.push((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<ServerText>(1)?.unwrap_or_default().0,
+                r.get::<ServerText>(2)?.unwrap_or_default().0,
+                r.get::<ServerText>(3)?.unwrap_or_default().0,
                 r.get::<pg_sys::Oid>(4)?,
             ));
         }
@@ -512,6 +515,7 @@ fn check_rows_with(
 ) -> (Option<i64>, [u8; 32], i64) {
     let mut rows = chain::RowsHash::default();
     let mut bad = None;
+    let text = |t: Option<ServerText>| t.map(|t| t.0);
     Spi::connect(|c| {
         let mut cursor = c.open_cursor(
             query,
@@ -535,19 +539,20 @@ fn check_rows_with(
                     xid: xid(&r.get::<String>(4)?.unwrap_or_default()),
                     statement_seq: r.get::<i32>(5)?.unwrap_or(0),
                     row_seq: r.get::<i32>(6)?.unwrap_or(0),
-                    operation: r.get::<String>(7)?.unwrap_or_default(),
-                    table_name: r.get::<String>(8)?.unwrap_or_default(),
-                    primary_key: r.get::<String>(9)?,
-                    old_values: r.get::<String>(10)?,
-                    new_values: r.get::<String>(11)?,
-                    session_user: r.get::<String>(12)?.unwrap_or_default(),
-                    current_user: r.get::<String>(13)?.unwrap_or_default(),
-                    role_class: r.get::<String>(14)?.unwrap_or_default(),
+                    // Text was hashed as UTF-8 and stored in the database's encoding.
+                    operation: text(r.get(7)?).unwrap_or_default(),
+                    table_name: text(r.get(8)?).unwrap_or_default(),
+                    primary_key: text(r.get(9)?),
+                    old_values: text(r.get(10)?),
+                    new_values: text(r.get(11)?),
+                    session_user: text(r.get(12)?).unwrap_or_default(),
+                    current_user: text(r.get(13)?).unwrap_or_default(),
+                    role_class: text(r.get(14)?).unwrap_or_default(),
                     client_addr: r.get::<String>(15)?,
                     client_port: r.get::<i32>(16)?,
-                    application_name: r.get::<String>(17)?,
+                    application_name: text(r.get(17)?),
                     backend_pid: r.get::<i32>(18)?.unwrap_or(0),
-                    statement: r.get::<String>(19)?,
+                    statement: text(r.get(19)?),
                 };
                 let stored = r.get::<Vec<u8>>(20)?.unwrap_or_default();
                 if bad.is_none() && record.hash()[..] != stored[..] {

@@ -942,3 +942,61 @@ fn large_statements_are_written_whole_across_chunks_and_found_by_the_log_index()
     assert_eq!(recent, "true ");
     run(&mut c, "DROP TABLE public.t_aud_big");
 }
+
+/// In a LATIN1 database the log records text as it is, not as U+FFFD: DDL on a table with
+/// an accented name goes through (the event trigger had refused it as not UTF-8), images,
+/// names and statements are stored in the database's encoding and hashed as UTF-8,
+/// and the chain verifies, sealed or not; a tampered accented image is found.
+#[test]
+fn a_latin1_databases_text_is_recorded_as_it_is() {
+    let mut l = crate::testing::fresh_database(
+        "t_audit_latin1",
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    // One statement at a time: each is the statement text its rows record.
+    for sql in [
+        "CREATE TABLE café (id int PRIMARY KEY, owner text, note varchar(20))",
+        "SELECT platform.audit_table('café', include_statement => true)",
+        "SET application_name = 'caisse-é'",
+        "INSERT INTO café VALUES (1, 'Zoë', 'crème')",
+        "UPDATE café SET owner = 'Zoé' WHERE id = 1",
+        "SET application_name = ''",
+    ] {
+        run(&mut l, sql);
+    }
+    // PostgreSQL itself keeps application_name ASCII ('?' for anything else).
+    let logged = rows(
+        &mut l,
+        "SELECT operation || ' ' || table_name || ' ' || coalesce(old_values::text, '-') || ' ' ||
+                coalesce(new_values::text, '-') || ' ' || coalesce(application_name, '-') || ' ' || coalesce(statement, '-')
+           FROM platform.audit_log WHERE table_name = 'public.\"café\"' AND operation IN ('INSERT', 'UPDATE')
+          ORDER BY xid, statement_seq, row_seq",
+    );
+    assert_eq!(
+        logged,
+        [
+            "INSERT public.\"café\" - {\"id\":1,\"owner\":\"Zoë\",\"note\":\"crème\"} caisse-? INSERT INTO café VALUES (1, 'Zoë', 'crème')",
+            "UPDATE public.\"café\" {\"owner\":\"Zoë\"} {\"owner\":\"Zoé\"} caisse-? UPDATE café SET owner = 'Zoé' WHERE id = 1",
+        ]
+    );
+    let verify = "SELECT intact::text || ' ' || coalesce(problem, '') FROM platform.verify_audit()";
+    assert_eq!(one::<String>(&mut l, verify), "true ");
+    run(&mut l, "SELECT platform.seal_audit()");
+    assert_eq!(one::<String>(&mut l, verify), "true ");
+    // The CREATE TABLE came before the log had a partition: sealing moved it in.
+    assert_eq!(
+        one::<String>(
+            &mut l,
+            "SELECT string_agg(DISTINCT new_values::text, ',') FROM platform.audit_log
+              WHERE operation = 'DDL' AND table_name = 'public.\"café\"' AND new_values::text LIKE '%CREATE TABLE%'"
+        ),
+        "{\"command_tag\":\"CREATE TABLE\",\"object_type\":\"table\"}"
+    );
+    tamper(
+        &mut l,
+        "UPDATE platform.audit_log SET new_values = '{\"owner\":\"Zoe\"}' WHERE operation = 'UPDATE' AND table_name = 'public.\"café\"'",
+    );
+    assert!(one::<String>(&mut l, verify).starts_with("false "));
+    drop(l);
+    crate::testing::drop_database("t_audit_latin1");
+}

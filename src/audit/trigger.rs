@@ -121,7 +121,7 @@ fn role_name(oid: pg_sys::Oid) -> String {
     if p.is_null() {
         format!("role {oid}")
     } else {
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        unsafe { sql::server_to_utf8_lossy(CStr::from_ptr(p).to_bytes()) }.into_owned()
     }
 }
 
@@ -406,10 +406,15 @@ impl Text {
         (!self.null).then(|| &self.buf[4..])
     }
 
-    /// The value as a text datum that points into the buffer (valid until it changes).
+    /// The value as a text datum that points into the buffer (valid until it changes), or
+    /// outside a UTF-8 database a copy in its encoding when it is not ASCII.
     fn datum(&mut self) -> Option<pg_sys::Datum> {
         if self.null {
             return None;
+        }
+        if sql::converts(&self.buf[4..]) {
+            let s = String::from_utf8_lossy(&self.buf[4..]);
+            return Some(unsafe { sql::utf8_to_server(&s) });
         }
         let p = self.buf.as_mut_ptr() as *mut pg_sys::varlena;
         // The buffer starts with four bytes of room and is far below a varlena's limit.
@@ -521,16 +526,15 @@ impl Statement {
         let xid = unsafe { pg_sys::GetTopFullTransactionId() }.value;
         let statement_seq = next_statement(xid);
         let (client_addr, client_port, role_class) = session();
-        let application_name = unsafe {
-            let p = pg_sys::application_name;
-            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        // Recorded (and hashed) as UTF-8, stored in the database's encoding.
+        let utf8 = |p: *const std::ffi::c_char| unsafe {
+            (!p.is_null())
+                .then(|| sql::server_to_utf8_lossy(CStr::from_ptr(p).to_bytes()).into_owned())
         };
+        let application_name = utf8(unsafe { pg_sys::application_name });
         let statement = self
             .include_statement
-            .then(|| unsafe {
-                let p = pg_sys::debug_query_string;
-                (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
-            })
+            .then(|| utf8(unsafe { pg_sys::debug_query_string }))
             .flatten();
         Record {
             cluster_id: cluster_id(),
@@ -875,12 +879,7 @@ fn write(
             (*estate).es_output_cid = cid;
         }
         let natts = (*(*rel).rd_att).natts as usize;
-        let text = |v: &str| {
-            pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-                v.as_ptr() as *const std::ffi::c_char,
-                v.len() as i32,
-            ))
-        };
+        let text = |v: &str| sql::utf8_to_server(v);
         let inet = r
             .client_addr
             .as_ref()

@@ -74,7 +74,10 @@ pub fn relation(buf: &mut Vec<u8>, rel: &RelInfo, format_version: u32) {
 
 unsafe fn output_text(buf: &mut Vec<u8>, output_fn: pg_sys::Oid, datum: pg_sys::Datum) {
     let p = pg_sys::OidOutputFunctionCall(output_fn, datum);
-    bytes(buf, CStr::from_ptr(p).to_bytes());
+    bytes(
+        buf,
+        crate::sql::server_to_utf8_lossy(CStr::from_ptr(p).to_bytes()).as_bytes(),
+    );
 }
 
 /// One non-null value of `kind`.
@@ -92,7 +95,13 @@ pub unsafe fn value(buf: &mut Vec<u8>, kind: &Kind, datum: pg_sys::Datum) {
         Kind::Decimal(..) | Kind::NumericText => {
             output_text(buf, super::json::numeric_output_fn(), datum)
         }
-        Kind::Text | Kind::Bytea => bytes(buf, varlena_bytes(datum)),
+        // Strings are UTF-8 (what the lake's Arrow strings are), whatever the database's
+        // encoding.
+        Kind::Text => bytes(
+            buf,
+            crate::sql::server_to_utf8_lossy(varlena_bytes(datum)).as_bytes(),
+        ),
+        Kind::Bytea => bytes(buf, varlena_bytes(datum)),
         Kind::Date => {
             let d = datum.value() as i32;
             i32(

@@ -53,7 +53,10 @@ fn float(buf: &mut Vec<u8>, f: f64, text: impl std::fmt::Debug) {
 
 unsafe fn output_text(buf: &mut Vec<u8>, output_fn: pg_sys::Oid, datum: pg_sys::Datum) {
     let p = pg_sys::OidOutputFunctionCall(output_fn, datum);
-    string(buf, &CStr::from_ptr(p).to_string_lossy());
+    string(
+        buf,
+        &crate::sql::server_to_utf8_lossy(CStr::from_ptr(p).to_bytes()),
+    );
 }
 
 /// Writes one non-null value of `kind`.
@@ -82,7 +85,8 @@ pub unsafe fn value(buf: &mut Vec<u8>, kind: &Kind, datum: pg_sys::Datum) {
             let p = pg_sys::OidOutputFunctionCall(numeric_output_fn(), datum);
             string(buf, &CStr::from_ptr(p).to_string_lossy());
         }
-        Kind::Text => string(buf, &String::from_utf8_lossy(varlena_bytes(datum))),
+        // JSON is UTF-8 whatever the database's encoding.
+        Kind::Text => string(buf, &crate::sql::server_to_utf8_lossy(varlena_bytes(datum))),
         Kind::Bytea => {
             buf.push(b'"');
             for b in varlena_bytes(datum) {

@@ -194,10 +194,12 @@ impl Options {
                 let value = if (*def).arg.is_null() {
                     None
                 } else {
+                    // In the database's encoding, as the names it is matched with.
                     Some(
-                        CStr::from_ptr(pg_sys::defGetString(def))
-                            .to_string_lossy()
-                            .into_owned(),
+                        crate::sql::server_to_utf8_lossy(
+                            CStr::from_ptr(pg_sys::defGetString(def)).to_bytes(),
+                        )
+                        .into_owned(),
                     )
                 };
                 pairs.push((name, value));

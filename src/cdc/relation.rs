@@ -305,11 +305,12 @@ impl RelInfo {
     }
 }
 
+/// A name from the catalog (in the database's encoding) as UTF-8.
 unsafe fn cstr(p: *const std::ffi::c_char) -> String {
     if p.is_null() {
         String::new()
     } else {
-        CStr::from_ptr(p).to_string_lossy().into_owned()
+        crate::sql::server_to_utf8_lossy(CStr::from_ptr(p).to_bytes()).into_owned()
     }
 }
 

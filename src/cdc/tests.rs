@@ -865,4 +865,55 @@ mod integration {
             "binary {total} bytes vs json {total_json}"
         );
     }
+
+    /// In a LATIN1 database change events carry text as UTF-8 (JSON's and the lake's Arrow
+    /// strings' encoding), converted by PostgreSQL: an accented value and table name come
+    /// out as they are in both formats, where the JSON had U+FFFD and the binary format
+    /// LATIN1 bytes it declared UTF-8.
+    #[test]
+    fn a_latin1_databases_text_comes_out_as_utf8() {
+        let mut l = crate::testing::fresh_database(
+            "t_cdc_latin1",
+            "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+        );
+        for sql in [
+            "CREATE TABLE café (id int PRIMARY KEY, owner text, note varchar(20))",
+            "SELECT pg_create_logical_replication_slot('cdc_latin1', 'pg_platform')",
+            "INSERT INTO café VALUES (1, 'Zoë', 'crème')",
+        ] {
+            l.batch_execute(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let fetch = |l: &mut postgres::Client, format: &str| -> Vec<Vec<u8>> {
+            l.query(
+                "SELECT data FROM pg_logical_slot_peek_binary_changes('cdc_latin1', NULL, NULL, 'format', $1,
+                                                                       'include_messages', 'off')",
+                &[&format],
+            )
+            .expect("latin1 changes")
+            .iter()
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .collect()
+        };
+        let text: Vec<Value> = fetch(&mut l, "json")
+            .iter()
+            .map(|b| {
+                let s = std::str::from_utf8(b).unwrap_or_else(|e| panic!("not UTF-8 ({e}): {b:?}"));
+                serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+            })
+            .collect();
+        let decoded = decode_binary(&fetch(&mut l, "binary"));
+        let _ = l.batch_execute("SELECT pg_drop_replication_slot('cdc_latin1')");
+        for msgs in [&text, &decoded] {
+            let inserts = of_kind(msgs, "insert");
+            assert_eq!(inserts.len(), 1, "{msgs:?}");
+            assert_eq!(inserts[0]["table"], "café");
+            assert_eq!(
+                inserts[0]["new"],
+                json!({"id": 1, "owner": "Zoë", "note": "crème"})
+            );
+        }
+        drop(l);
+        crate::testing::drop_database("t_cdc_latin1");
+    }
 }
