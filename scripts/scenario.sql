@@ -110,7 +110,7 @@ SELECT count(*) AS audit_rows_after_rollback FROM platform.audit_log WHERE opera
 SELECT transaction_id, to_status_id FROM payments.change_transaction_status(:tx2, 'refunded', 'customer asked for a refund');
 SELECT operation, table_name, statement_seq AS stmt, primary_key, old_values, new_values ->> 'to_status_id' AS new_to_status,
        current_user_name, role_class
-  FROM platform.audit_log WHERE operation IN ('INSERT', 'UPDATE', 'DELETE') ORDER BY xid, statement_seq, row_seq;
+  FROM platform.audit_trail WHERE operation IN ('INSERT', 'UPDATE', 'DELETE') ORDER BY xid, statement_seq, row_seq;
 SELECT platform.seal_audit() > 0 AS sealed;
 SELECT intact, blocks_checked > 0 AS chained, problem FROM platform.verify_audit();
 \echo 'an UPDATE of the audit log is refused, for the superuser too; expected: append-only'

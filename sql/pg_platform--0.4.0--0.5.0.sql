@@ -22,6 +22,39 @@ CREATE OPERATOR CLASS platform.xid8_minmax_ops FOR TYPE xid8 USING brin AS
 CREATE INDEX audit_log_xid ON platform.audit_log USING brin (xid platform.xid8_minmax_ops)
     WITH (pages_per_range = 32, autosummarize = on);
 
+-- Rows written before keep who and from where on every row.
+ALTER TABLE platform.audit_log
+    ALTER COLUMN session_user_name DROP NOT NULL, ALTER COLUMN current_user_name DROP NOT NULL,
+    ALTER COLUMN role_class DROP NOT NULL, ALTER COLUMN backend_pid DROP NOT NULL;
+ALTER TABLE platform.audit_log_pending
+    ALTER COLUMN session_user_name DROP NOT NULL, ALTER COLUMN current_user_name DROP NOT NULL,
+    ALTER COLUMN role_class DROP NOT NULL, ALTER COLUMN backend_pid DROP NOT NULL;
+-- Who ran a statement and from where (session_user_name .. statement) are stored on its
+-- first row (row_seq 1) only; this view shows them on every row. The lookup is by the
+-- first row's partition (event_time) and xid (the BRIN index), once per statement.
+CREATE VIEW platform.audit_trail AS
+SELECT l.id, l.cluster_id, l.event_time, l.xid, l.statement_seq, l.row_seq, l.operation,
+       l.table_oid, l.table_name, l.primary_key, l.old_values, l.new_values,
+       CASE WHEN l.session_user_name IS NULL THEN f.session_user_name ELSE l.session_user_name END AS session_user_name,
+       CASE WHEN l.session_user_name IS NULL THEN f.current_user_name ELSE l.current_user_name END AS current_user_name,
+       CASE WHEN l.session_user_name IS NULL THEN f.role_class ELSE l.role_class END AS role_class,
+       CASE WHEN l.session_user_name IS NULL THEN f.client_addr ELSE l.client_addr END AS client_addr,
+       CASE WHEN l.session_user_name IS NULL THEN f.client_port ELSE l.client_port END AS client_port,
+       CASE WHEN l.session_user_name IS NULL THEN f.application_name ELSE l.application_name END AS application_name,
+       CASE WHEN l.session_user_name IS NULL THEN f.backend_pid ELSE l.backend_pid END AS backend_pid,
+       CASE WHEN l.session_user_name IS NULL THEN f.statement ELSE l.statement END AS statement,
+       l.row_hash
+  FROM platform.audit_log l
+  LEFT JOIN LATERAL (
+      SELECT f.session_user_name, f.current_user_name, f.role_class, f.client_addr, f.client_port,
+             f.application_name, f.backend_pid, f.statement
+        FROM platform.audit_log f
+       WHERE l.session_user_name IS NULL AND f.cluster_id = l.cluster_id AND f.event_time = l.event_time
+         AND f.xid = l.xid AND f.statement_seq = l.statement_seq AND f.row_seq = 1
+       ORDER BY f.id LIMIT 1) f ON true;
+COMMENT ON VIEW platform.audit_trail IS 'platform.audit_log with who ran each statement and from where on every row (the log stores them on the statement''s first row).';
+GRANT SELECT ON platform.audit_trail TO platform_admin, platform_auditor;
+
 -- A card's profile is rewritten at every payment: room left on each page keeps the new
 -- version on the old one's page (a HOT update, no index entry, no page added). A profile
 -- (at most 6 kB) stays in its row, uncompressed: above the default 2 kB target each read

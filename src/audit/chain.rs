@@ -47,6 +47,19 @@ fn field(out: &mut Vec<u8>, v: Option<&[u8]>) {
 }
 
 impl Record {
+    /// Takes who ran the statement and from where from `first`, the statement's first row
+    /// (the only one that stores them).
+    pub fn with_context_of(&mut self, first: &Record) {
+        self.session_user.clone_from(&first.session_user);
+        self.current_user.clone_from(&first.current_user);
+        self.role_class.clone_from(&first.role_class);
+        self.client_addr.clone_from(&first.client_addr);
+        self.client_port = first.client_port;
+        self.application_name.clone_from(&first.application_name);
+        self.backend_pid = first.backend_pid;
+        self.statement.clone_from(&first.statement);
+    }
+
     /// SHA-256 over every field, each length-prefixed (or marked NULL), in a fixed order.
     pub fn hash(&self) -> [u8; 32] {
         self.row_hasher().hash(

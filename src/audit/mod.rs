@@ -470,7 +470,7 @@ const SELECT_ROWS: &str =
   FROM platform.audit_log l WHERE l.cluster_id = $1 AND l.xid >= $2::xid8 AND l.xid < $3::xid8
    AND ($4::int8 IS NULL OR l.event_time >= pg_catalog.to_timestamp($4::float8 / 1000000))
    AND ($5::int8 IS NULL OR l.event_time < pg_catalog.to_timestamp($5::float8 / 1000000))
- ORDER BY l.xid, l.statement_seq, l.row_seq"; // qualified: `xid` alone would sort the text column
+ ORDER BY l.cluster_id, l.xid, l.statement_seq, l.row_seq"; // qualified: `xid` alone would sort the text column
 
 fn check_pending() -> (Option<i64>, i64) {
     let exists = sql::read::<bool>(
@@ -516,6 +516,7 @@ fn check_rows_with(
     let mut rows = chain::RowsHash::default();
     let mut bad = None;
     let text = |t: Option<ServerText>| t.map(|t| t.0);
+    let mut context: Option<((i64, u64, i32), chain::Record)> = None;
     Spi::connect(|c| {
         let mut cursor = c.open_cursor(
             query,
@@ -533,7 +534,7 @@ fn check_rows_with(
                 break;
             }
             for r in batch {
-                let record = chain::Record {
+                let mut record = chain::Record {
                     cluster_id: r.get::<i64>(2)?.unwrap_or(0),
                     event_time_us: r.get::<i64>(3)?.unwrap_or(0),
                     xid: xid(&r.get::<String>(4)?.unwrap_or_default()),
@@ -554,6 +555,15 @@ fn check_rows_with(
                     backend_pid: r.get::<i32>(18)?.unwrap_or(0),
                     statement: text(r.get(19)?),
                 };
+                // Who and from where are stored on a statement's first row only (0.5.0
+                // on): the later rows were hashed with the first row's. A row whose first
+                // row is missing is hashed with none, so it does not match.
+                let statement = (record.cluster_id, record.xid, record.statement_seq);
+                if r.get::<ServerText>(12)?.is_some() {
+                    context = Some((statement, record.clone()));
+                } else if let Some((_, first)) = context.as_ref().filter(|(s, _)| *s == statement) {
+                    record.with_context_of(first);
+                }
                 let stored = r.get::<Vec<u8>>(20)?.unwrap_or_default();
                 if bad.is_none() && record.hash()[..] != stored[..] {
                     bad = r.get::<i64>(1)?;
@@ -874,13 +884,13 @@ CREATE TABLE platform.audit_log (
     primary_key       json,
     old_values        json,
     new_values        json,
-    session_user_name text NOT NULL,
-    current_user_name text NOT NULL,
-    role_class        text NOT NULL,
+    session_user_name text,
+    current_user_name text,
+    role_class        text,
     client_addr       inet,
     client_port       integer,
     application_name  text,
-    backend_pid       integer NOT NULL,
+    backend_pid       integer,
     statement         text,
     row_hash          bytea NOT NULL
 ) PARTITION BY RANGE (event_time);
@@ -897,6 +907,31 @@ CREATE OPERATOR CLASS platform.xid8_minmax_ops FOR TYPE xid8 USING brin AS
     FUNCTION 4 pg_catalog.brin_minmax_union(internal, internal, internal);
 CREATE INDEX audit_log_xid ON platform.audit_log USING brin (xid platform.xid8_minmax_ops)
     WITH (pages_per_range = 32, autosummarize = on);
+-- Who ran a statement and from where (session_user_name .. statement) are stored on its
+-- first row (row_seq 1) only; this view shows them on every row. The lookup is by the
+-- first row's partition (event_time) and xid (the BRIN index), once per statement.
+CREATE VIEW platform.audit_trail AS
+SELECT l.id, l.cluster_id, l.event_time, l.xid, l.statement_seq, l.row_seq, l.operation,
+       l.table_oid, l.table_name, l.primary_key, l.old_values, l.new_values,
+       CASE WHEN l.session_user_name IS NULL THEN f.session_user_name ELSE l.session_user_name END AS session_user_name,
+       CASE WHEN l.session_user_name IS NULL THEN f.current_user_name ELSE l.current_user_name END AS current_user_name,
+       CASE WHEN l.session_user_name IS NULL THEN f.role_class ELSE l.role_class END AS role_class,
+       CASE WHEN l.session_user_name IS NULL THEN f.client_addr ELSE l.client_addr END AS client_addr,
+       CASE WHEN l.session_user_name IS NULL THEN f.client_port ELSE l.client_port END AS client_port,
+       CASE WHEN l.session_user_name IS NULL THEN f.application_name ELSE l.application_name END AS application_name,
+       CASE WHEN l.session_user_name IS NULL THEN f.backend_pid ELSE l.backend_pid END AS backend_pid,
+       CASE WHEN l.session_user_name IS NULL THEN f.statement ELSE l.statement END AS statement,
+       l.row_hash
+  FROM platform.audit_log l
+  LEFT JOIN LATERAL (
+      SELECT f.session_user_name, f.current_user_name, f.role_class, f.client_addr, f.client_port,
+             f.application_name, f.backend_pid, f.statement
+        FROM platform.audit_log f
+       WHERE l.session_user_name IS NULL AND f.cluster_id = l.cluster_id AND f.event_time = l.event_time
+         AND f.xid = l.xid AND f.statement_seq = l.statement_seq AND f.row_seq = 1
+       ORDER BY f.id LIMIT 1) f ON true;
+COMMENT ON VIEW platform.audit_trail IS 'platform.audit_log with who ran each statement and from where on every row (the log stores them on the statement''s first row).';
+GRANT SELECT ON platform.audit_trail TO platform_admin, platform_auditor;
 COMMENT ON TABLE platform.audit_log IS 'pg_platform audit log: one row per audited row change, DDL command or TRUNCATE; append-only, hash-chained by platform.audit_block; monthly partitions (UTC) managed by platform.run_maintenance.';
 CREATE TABLE platform.audit_block (
     block_no   bigint PRIMARY KEY,

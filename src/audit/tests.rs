@@ -94,8 +94,18 @@ fn each_operation_is_recorded_with_its_images_and_actor() {
         "SELECT concat_ws(' | ', operation, statement_seq, row_seq, primary_key::text, old_values::text, new_values::text,
                           current_user_name, role_class, application_name,
                           session_user_name = current_user_name, backend_pid > 0, statement IS NOT NULL)
-           FROM platform.audit_log WHERE table_name = 'public.t_aud_account' AND operation NOT IN ('DDL', 'DROP') ORDER BY xid, statement_seq, row_seq",
+           FROM platform.audit_trail WHERE table_name = 'public.t_aud_account' AND operation NOT IN ('DDL', 'DROP') ORDER BY xid, statement_seq, row_seq",
     );
+    // The log stores who and from where on a statement's first row only; the trail view
+    // above shows them on each.
+    let stored: String = one(
+        &mut c,
+        "SELECT string_agg(row_seq || ':' || num_nonnulls(session_user_name, current_user_name, role_class,
+                                                    application_name, backend_pid, statement)
+                           || ':' || (row_seq = 1 OR num_nulls(client_addr, client_port) = 2), ' ' ORDER BY row_seq)
+           FROM platform.audit_log WHERE table_name = 'public.t_aud_account' AND operation = 'INSERT' AND new_values->>'owner' IN ('ann', 'bob')",
+    );
+    assert_eq!(stored, "1:6:true 2:0:true");
     let expected = [
         r#"INSERT | 1 | 1 | {"id":1} | {"id":1,"owner":"ann","balance":"10.00"} | t_aud_dev | developer | teller-app | t | t | t"#,
         r#"INSERT | 1 | 2 | {"id":2} | {"id":2,"owner":"bob","balance":"5.00"} | t_aud_dev | developer | teller-app | t | t | t"#,
@@ -271,12 +281,17 @@ fn the_log_is_append_only_and_tampering_is_found() {
             });
         }
     });
+    // And one statement of several rows: who and from where are stored on its first row.
+    run(
+        &mut c,
+        "INSERT INTO public.t_aud_chain SELECT 9000 + g, 9, 'many' FROM generate_series(1, 5) g",
+    );
     assert_eq!(
         one::<i64>(
             &mut c,
             "SELECT count(*) FROM platform.audit_log WHERE table_name = 'public.t_aud_chain' AND operation <> 'DDL'"
         ),
-        800
+        805
     );
     // Other tests' transactions that began before these rows hold them back first.
     seal_everything(&mut c);
@@ -295,7 +310,7 @@ fn the_log_is_append_only_and_tampering_is_found() {
                        pg_snapshot_xmin(pg_current_snapshot()), (SELECT max(xid_hi) FROM platform.audit_block),
                        (SELECT string_agg(backend_xid || ':' || left(query, 60), '; ') FROM pg_stat_activity WHERE backend_xid IS NOT NULL))",
     );
-    assert_eq!(sealed, 800, "every committed row is sealed: {state}");
+    assert_eq!(sealed, 805, "every committed row is sealed: {state}");
 
     // Append-only, for the superuser too, also in replica mode.
     for sql in [
@@ -314,7 +329,8 @@ fn the_log_is_append_only_and_tampering_is_found() {
     // A changed row (done by disabling the guard, as only a superuser can).
     let victim: i64 = one(
         &mut c,
-        "SELECT min(id) FROM platform.audit_log WHERE table_name = 'public.t_aud_chain' AND operation <> 'DDL'",
+        "SELECT min(id) FROM platform.audit_log WHERE table_name = 'public.t_aud_chain' AND operation <> 'DDL'
+                                                AND (primary_key->>'id')::int < 9000",
     );
     // DDL that would disable the guard is refused too, for the superuser.
     for sql in [
@@ -364,6 +380,40 @@ fn the_log_is_append_only_and_tampering_is_found() {
     assert!(found.contains("rows deleted, added or replaced"), "{found}");
     tamper(&mut c, "INSERT INTO platform.audit_log SELECT * FROM saved");
     assert_eq!(one::<String>(&mut c, verdict), "true ");
+
+    // Who and from where, stored on the statement's first row only: changed there, the
+    // first row is found; a lie written on a later row is found on that row; the first
+    // row deleted leaves the later ones unverifiable.
+    let statement =
+        "FROM platform.audit_log WHERE table_name = 'public.t_aud_chain' AND operation = 'INSERT'
+                       AND (primary_key->>'id')::int > 9000";
+    run(
+        &mut c,
+        &format!("CREATE TEMP TABLE saved_statement AS SELECT * {statement}"),
+    );
+    let first: i64 = one(&mut c, &format!("SELECT id {statement} AND row_seq = 1"));
+    let second: i64 = one(&mut c, &format!("SELECT id {statement} AND row_seq = 2"));
+    let put_back = "DELETE FROM platform.audit_log WHERE id IN (SELECT id FROM saved_statement);
+                    INSERT INTO platform.audit_log SELECT * FROM saved_statement";
+    for (sql, bad) in [
+        (format!("UPDATE platform.audit_log SET role_class = 'readonly' WHERE id = {first}"), first),
+        (format!("UPDATE platform.audit_log SET application_name = 'elsewhere' WHERE id = {first}"), first),
+        (
+            format!("UPDATE platform.audit_log SET (session_user_name, current_user_name, role_class, backend_pid)
+                       = ('mallory', 'mallory', 'other', 1) WHERE id = {second}"),
+            second,
+        ),
+        (format!("DELETE FROM platform.audit_log WHERE id = {first}"), second),
+    ] {
+        tamper(&mut c, &sql);
+        let found: String = one(&mut c, full);
+        assert!(
+            found.contains(&format!(" {bad} audit row {bad} does not match its hash")),
+            "{sql}: {found}"
+        );
+        tamper(&mut c, put_back);
+        assert_eq!(one::<String>(&mut c, verdict), "true ", "{sql}");
+    }
 
     // Reordered blocks (two blocks swap places).
     let blocks: i64 = one(&mut c, "SELECT count(*) FROM platform.audit_block");
@@ -863,6 +913,31 @@ fn large_statements_are_written_whole_across_chunks_and_found_by_the_log_index()
         )
     };
     assert_eq!(shape(&mut c, "INSERT"), "2500 2500 1 2500 1 1");
+    // Who and from where: on the first row only, also past the chunks' edges; the trail
+    // view shows them on all 2500.
+    assert_eq!(
+        one::<String>(
+            &mut c,
+            &format!(
+                "SELECT count(session_user_name) || ' ' || count(*) FILTER (WHERE num_nulls(session_user_name, current_user_name,
+                        role_class, client_addr, client_port, application_name, backend_pid, statement) = 8) {}",
+                of("INSERT")
+            )
+        ),
+        "1 2499"
+    );
+    assert_eq!(
+        one::<String>(
+            &mut c,
+            &format!(
+                "SELECT count(*) || ' ' || count(DISTINCT (session_user_name, current_user_name, role_class, client_addr,
+                        client_port, application_name, backend_pid)) || ' ' || bool_and(backend_pid = pg_backend_pid())
+                        || ' ' || bool_and(session_user_name = session_user) {}",
+                of("INSERT").replace("platform.audit_log", "platform.audit_trail")
+            )
+        ),
+        "2500 1 true true"
+    );
     // Rows at the chunks' edges carry their own images and keys.
     let images: Vec<String> = rows(
         &mut c,

@@ -675,6 +675,12 @@ const PER_ROW: [&str; 6] = [
     "row_hash",
 ];
 
+/// The columns of `COLUMNS` describing who ran the statement and from where: stored on the
+/// statement's first row only (row_seq 1), NULL on its other rows, when the relation lets
+/// them be NULL (0.5.0 on). `platform.audit_trail` shows them on every row; each row's hash
+/// covers them all the same.
+const CONTEXT: std::ops::Range<usize> = 12..20;
+
 /// What `write` learnt of one relation rows go to (a partition of the log, the pending
 /// table, or the 0.3.0 log): where each column is, and its indexes' descriptions.
 struct Leaf {
@@ -687,6 +693,9 @@ struct Leaf {
     /// Whether every index is a plain one (columns only, no predicate, no uniqueness or
     /// exclusion to enforce), which `write` maintains itself; otherwise the executor does.
     plain: bool,
+    /// Whether none of the `CONTEXT` columns is NOT NULL (a log made before 0.5.0 has them
+    /// NOT NULL until ALTER EXTENSION UPDATE: its rows keep the context on every row).
+    context_once: bool,
 }
 
 /// Per-backend descriptions of the relations `write` inserts into: building them cost
@@ -786,12 +795,16 @@ impl Writer {
                     && i.ii_Predicate.is_null()
                     && i.ii_ExclusionOps.is_null()
             });
+            let context_once = at[CONTEXT]
+                .iter()
+                .all(|a| a.is_some_and(|i| !attrs[i].attnotnull));
             self.leaves.retain(|l| l.oid != oid);
             self.leaves.push(Leaf {
                 oid,
                 at,
                 indexes: infos,
                 plain,
+                context_once,
             });
             &self.leaves[self.leaves.len() - 1]
         }
@@ -855,12 +868,13 @@ fn write(
             .map(|oid| pg_sys::index_open(oid, lock))
             .collect();
         // Every lock is taken, so the invalidations they brought in are known.
-        let (at, infos, plain) = WRITER.with_borrow_mut(|w| {
+        let (at, infos, plain, context_once) = WRITER.with_borrow_mut(|w| {
             let l = w.leaf(rel, &indexes);
             (
                 l.at,
                 l.indexes.iter().map(|(_, i)| *i).collect::<Vec<_>>(),
                 l.plain,
+                l.context_once,
             )
         });
         // Unique, partial or expression indexes (none of the extension's own) go through
@@ -958,6 +972,12 @@ fn write(
                 pg_sys::Datum::from(seq),
             ));
             datums[5] = Some(pg_sys::Datum::from(offset + j as i32 + 1));
+            // Who and from where, once per statement: repeated on each of a large
+            // insert's rows it was a fifth of the audit's cost (and the statement text,
+            // when recorded, could be most of the log's size).
+            if context_once && offset + j as i32 > 0 {
+                datums[CONTEXT].fill(None);
+            }
             datums[9] = row.key.datum();
             datums[10] = row.old.datum();
             datums[11] = row.new.datum();
