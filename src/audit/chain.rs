@@ -60,7 +60,7 @@ impl Record {
         self.statement.clone_from(&first.statement);
     }
 
-    /// SHA-256 over every field, each length-prefixed (or marked NULL), in a fixed order.
+    /// The row's hash: SHA-256 over its canonical encoding (version 2).
     pub fn hash(&self) -> [u8; 32] {
         self.row_hasher().hash(
             self.row_seq,
@@ -70,52 +70,79 @@ impl Record {
         )
     }
 
-    /// Hashes rows of this record's statement: the fields all its rows share are encoded
-    /// once, each row's own fields (sequence, key, images) per row.
-    pub fn row_hasher(&self) -> RowHasher {
-        let mut before = b"pg_platform audit row v1".to_vec();
-        field(&mut before, Some(&self.cluster_id.to_be_bytes()));
-        field(&mut before, Some(&self.event_time_us.to_be_bytes()));
-        field(&mut before, Some(&self.xid.to_be_bytes()));
-        field(&mut before, Some(&self.statement_seq.to_be_bytes()));
-        let mut middle = Vec::new();
-        field(&mut middle, Some(self.operation.as_bytes()));
-        field(&mut middle, Some(self.table_name.as_bytes()));
-        let mut after = Vec::new();
+    /// Whether `stored` is this row's hash, in the encoding of 0.5.0 on or of the versions
+    /// before.
+    pub fn matches(&self, stored: &[u8]) -> bool {
+        self.hash()[..] == *stored || self.hash_v1()[..] == *stored
+    }
+
+    /// The fields every row of a statement shares: the first four, the operation and
+    /// table, and who ran it and from where.
+    fn shared(&self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let mut first = Vec::new();
+        field(&mut first, Some(&self.cluster_id.to_be_bytes()));
+        field(&mut first, Some(&self.event_time_us.to_be_bytes()));
+        field(&mut first, Some(&self.xid.to_be_bytes()));
+        field(&mut first, Some(&self.statement_seq.to_be_bytes()));
+        let mut table = Vec::new();
+        field(&mut table, Some(self.operation.as_bytes()));
+        field(&mut table, Some(self.table_name.as_bytes()));
+        let mut context = Vec::new();
         for b in [
             Some(self.session_user.as_bytes()),
             Some(self.current_user.as_bytes()),
             Some(self.role_class.as_bytes()),
             self.client_addr.as_deref().map(str::as_bytes),
         ] {
-            field(&mut after, b);
+            field(&mut context, b);
         }
         let port = self.client_port.map(i32::to_be_bytes);
-        field(&mut after, port.as_ref().map(|b| &b[..]));
+        field(&mut context, port.as_ref().map(|b| &b[..]));
         field(
-            &mut after,
+            &mut context,
             self.application_name.as_deref().map(str::as_bytes),
         );
-        field(&mut after, Some(&self.backend_pid.to_be_bytes()));
-        field(&mut after, self.statement.as_deref().map(str::as_bytes));
+        field(&mut context, Some(&self.backend_pid.to_be_bytes()));
+        field(&mut context, self.statement.as_deref().map(str::as_bytes));
+        (first, table, context)
+    }
+
+    /// Version 1 (before 0.5.0): the tag, the first four fields, the row sequence, the
+    /// operation and table, the key and images, then who and from where.
+    fn hash_v1(&self) -> [u8; 32] {
+        let (first, table, context) = self.shared();
+        let mut buf = b"pg_platform audit row v1".to_vec();
+        buf.extend_from_slice(&first);
+        field(&mut buf, Some(&self.row_seq.to_be_bytes()));
+        buf.extend_from_slice(&table);
+        for v in [&self.primary_key, &self.old_values, &self.new_values] {
+            field(&mut buf, v.as_deref().map(str::as_bytes));
+        }
+        buf.extend_from_slice(&context);
+        Sha256::digest(&buf).into()
+    }
+
+    /// Hashes rows of this record's statement (version 2): the fields all its rows share
+    /// come first, zero-padded to whole SHA-256 blocks and compressed once; each row's
+    /// hash goes on from a copy of that state with its own fields (sequence, key, images).
+    pub fn row_hasher(&self) -> RowHasher {
+        let (first, table, context) = self.shared();
+        let mut prefix = b"pg_platform audit row v2".to_vec();
+        prefix.extend_from_slice(&first);
+        prefix.extend_from_slice(&table);
+        prefix.extend_from_slice(&context);
+        prefix.resize(prefix.len().div_ceil(64) * 64, 0);
         RowHasher {
-            before: Sha256::new_with_prefix(before),
-            middle,
-            after,
+            shared: Sha256::new_with_prefix(prefix),
             buf: Vec::new(),
         }
     }
 }
 
-/// The canonical encoding of one statement's shared fields, around which each row's own
-/// fields are placed (row sequence between `before` and `middle`; key and images between
-/// `middle` and `after`), hashed in one pass.
+/// The hash state after one statement's shared fields, from which each of its rows is
+/// hashed.
 pub struct RowHasher {
-    /// The hash state after the fields every row starts with (a whole SHA-256 block of
-    /// them): each row's hash goes on from a copy instead of compressing them again.
-    before: Sha256,
-    middle: Vec<u8>,
-    after: Vec<u8>,
+    shared: Sha256,
     buf: Vec<u8>,
 }
 
@@ -130,12 +157,10 @@ impl RowHasher {
         let buf = &mut self.buf;
         buf.clear();
         field(buf, Some(&row_seq.to_be_bytes()));
-        buf.extend_from_slice(&self.middle);
         for v in [primary_key, old_values, new_values] {
             field(buf, v);
         }
-        buf.extend_from_slice(&self.after);
-        self.before.clone().chain_update(&buf[..]).finalize().into()
+        self.shared.clone().chain_update(&buf[..]).finalize().into()
     }
 }
 
@@ -243,8 +268,17 @@ mod unit {
         let hex = |h: [u8; 32]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
         assert_eq!(
             hex(record.hash()),
+            "3f5f85db55fd22b204f6624292fa385349eed8b4bb9a70321272f913db81c17a"
+        );
+        // Rows of the versions before 0.5.0 (encoding v1) still match.
+        assert_eq!(
+            hex(record.hash_v1()),
             "96b02796b7649e348d8518fb238e27b8578a7754c83b0ce75259c35f6353f008"
         );
+        assert!(record.matches(&record.hash()) && record.matches(&record.hash_v1()));
+        let mut changed = record.clone();
+        changed.backend_pid += 1;
+        assert!(!changed.matches(&record.hash()) && !changed.matches(&record.hash_v1()));
         // A statement's hasher gives each row the hash its own record would have.
         let mut hasher = record.row_hasher();
         let mut other = record.clone();

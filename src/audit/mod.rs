@@ -565,7 +565,7 @@ fn check_rows_with(
                     record.with_context_of(first);
                 }
                 let stored = r.get::<Vec<u8>>(20)?.unwrap_or_default();
-                if bad.is_none() && record.hash()[..] != stored[..] {
+                if bad.is_none() && !record.matches(&stored) {
                     bad = r.get::<i64>(1)?;
                 }
                 rows.add(&stored);
@@ -870,7 +870,9 @@ pub fn worker_task() {
 
 pgrx::extension_sql!(
     r#"
-CREATE SEQUENCE platform.audit_log_id_seq AS bigint CACHE 1000;
+-- Each value is a chunk of ids (the writer numbers a chunk's rows from its value): a
+-- sequence call per 1000 rows, not per row.
+CREATE SEQUENCE platform.audit_log_id_seq AS bigint INCREMENT BY 1000 CACHE 100;
 CREATE TABLE platform.audit_log (
     id                bigint NOT NULL DEFAULT nextval('platform.audit_log_id_seq'),
     cluster_id        bigint NOT NULL,

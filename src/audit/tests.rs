@@ -913,6 +913,23 @@ fn large_statements_are_written_whole_across_chunks_and_found_by_the_log_index()
         )
     };
     assert_eq!(shape(&mut c, "INSERT"), "2500 2500 1 2500 1 1");
+    // One value of the log's sequence per chunk: the chunk's rows are numbered from it,
+    // and no id is given twice in the whole log.
+    assert_eq!(
+        one::<String>(
+            &mut c,
+            &format!(
+                "SELECT string_agg((hi - lo + 1) || '/' || n, ' ' ORDER BY chunk)
+                   FROM (SELECT (row_seq - 1) / 1000 AS chunk, min(id) AS lo, max(id) AS hi, count(*) AS n {} GROUP BY 1) c",
+                of("INSERT")
+            )
+        ),
+        "1000/1000 1000/1000 500/500"
+    );
+    assert!(one::<bool>(
+        &mut c,
+        "SELECT count(*) = count(DISTINCT id) FROM platform.audit_log"
+    ));
     // Who and from where: on the first row only, also past the chunks' edges; the trail
     // view shows them on all 2500.
     assert_eq!(
