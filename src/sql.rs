@@ -152,9 +152,12 @@ pub fn converts(bytes: &[u8]) -> bool {
 /// As for [`server_to_utf8`].
 pub unsafe fn server_to_utf8_lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     if converts(bytes) {
-        std::borrow::Cow::Owned(unsafe { server_to_utf8(bytes) })
-    } else {
-        String::from_utf8_lossy(bytes)
+        return std::borrow::Cow::Owned(unsafe { server_to_utf8(bytes) });
+    }
+    // Checked word by word first (what nearly all text is), byte by byte only when not.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 

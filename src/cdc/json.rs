@@ -82,8 +82,11 @@ pub unsafe fn value(buf: &mut Vec<u8>, kind: &Kind, datum: pg_sys::Datum) {
             float(buf, f, f);
         }
         Kind::Decimal(..) | Kind::NumericText => {
+            // Digits, sign, point or NaN/Infinity: nothing to escape.
             let p = pg_sys::OidOutputFunctionCall(numeric_output_fn(), datum);
-            string(buf, &CStr::from_ptr(p).to_string_lossy());
+            buf.push(b'"');
+            buf.extend_from_slice(CStr::from_ptr(p).to_bytes());
+            buf.push(b'"');
         }
         // JSON is UTF-8 whatever the database's encoding.
         Kind::Text => string(buf, &crate::sql::server_to_utf8_lossy(varlena_bytes(datum))),
