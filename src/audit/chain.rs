@@ -76,49 +76,48 @@ impl Record {
         self.hash()[..] == *stored || self.hash_v1()[..] == *stored
     }
 
-    /// The fields every row of a statement shares: the first four, the operation and
-    /// table, and who ran it and from where.
-    fn shared(&self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        let mut first = Vec::new();
-        field(&mut first, Some(&self.cluster_id.to_be_bytes()));
-        field(&mut first, Some(&self.event_time_us.to_be_bytes()));
-        field(&mut first, Some(&self.xid.to_be_bytes()));
-        field(&mut first, Some(&self.statement_seq.to_be_bytes()));
-        let mut table = Vec::new();
-        field(&mut table, Some(self.operation.as_bytes()));
-        field(&mut table, Some(self.table_name.as_bytes()));
-        let mut context = Vec::new();
+    /// The fields every row of a statement starts with.
+    fn first_fields(&self, out: &mut Vec<u8>) {
+        field(out, Some(&self.cluster_id.to_be_bytes()));
+        field(out, Some(&self.event_time_us.to_be_bytes()));
+        field(out, Some(&self.xid.to_be_bytes()));
+        field(out, Some(&self.statement_seq.to_be_bytes()));
+    }
+
+    /// The operation and table.
+    fn table_fields(&self, out: &mut Vec<u8>) {
+        field(out, Some(self.operation.as_bytes()));
+        field(out, Some(self.table_name.as_bytes()));
+    }
+
+    /// Who ran the statement and from where.
+    fn context_fields(&self, out: &mut Vec<u8>) {
         for b in [
             Some(self.session_user.as_bytes()),
             Some(self.current_user.as_bytes()),
             Some(self.role_class.as_bytes()),
             self.client_addr.as_deref().map(str::as_bytes),
         ] {
-            field(&mut context, b);
+            field(out, b);
         }
         let port = self.client_port.map(i32::to_be_bytes);
-        field(&mut context, port.as_ref().map(|b| &b[..]));
-        field(
-            &mut context,
-            self.application_name.as_deref().map(str::as_bytes),
-        );
-        field(&mut context, Some(&self.backend_pid.to_be_bytes()));
-        field(&mut context, self.statement.as_deref().map(str::as_bytes));
-        (first, table, context)
+        field(out, port.as_ref().map(|b| &b[..]));
+        field(out, self.application_name.as_deref().map(str::as_bytes));
+        field(out, Some(&self.backend_pid.to_be_bytes()));
+        field(out, self.statement.as_deref().map(str::as_bytes));
     }
 
     /// Version 1 (before 0.5.0): the tag, the first four fields, the row sequence, the
     /// operation and table, the key and images, then who and from where.
     fn hash_v1(&self) -> [u8; 32] {
-        let (first, table, context) = self.shared();
         let mut buf = b"pg_platform audit row v1".to_vec();
-        buf.extend_from_slice(&first);
+        self.first_fields(&mut buf);
         field(&mut buf, Some(&self.row_seq.to_be_bytes()));
-        buf.extend_from_slice(&table);
+        self.table_fields(&mut buf);
         for v in [&self.primary_key, &self.old_values, &self.new_values] {
             field(&mut buf, v.as_deref().map(str::as_bytes));
         }
-        buf.extend_from_slice(&context);
+        self.context_fields(&mut buf);
         Sha256::digest(&buf).into()
     }
 
@@ -126,15 +125,17 @@ impl Record {
     /// come first, zero-padded to whole SHA-256 blocks and compressed once; each row's
     /// hash goes on from a copy of that state with its own fields (sequence, key, images).
     pub fn row_hasher(&self) -> RowHasher {
-        let (first, table, context) = self.shared();
-        let mut prefix = b"pg_platform audit row v2".to_vec();
-        prefix.extend_from_slice(&first);
-        prefix.extend_from_slice(&table);
-        prefix.extend_from_slice(&context);
+        const TAG: &[u8] = b"pg_platform audit row v2";
+        let statement = self.statement.as_ref().map_or(0, String::len);
+        let mut prefix = Vec::with_capacity(512 + statement);
+        prefix.extend_from_slice(TAG);
+        self.first_fields(&mut prefix);
+        self.table_fields(&mut prefix);
+        self.context_fields(&mut prefix);
         prefix.resize(prefix.len().div_ceil(64) * 64, 0);
         RowHasher {
-            shared: Sha256::new_with_prefix(prefix),
-            buf: Vec::new(),
+            shared: Sha256::new_with_prefix(&prefix),
+            buf: Vec::with_capacity(256),
         }
     }
 }

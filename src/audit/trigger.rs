@@ -258,12 +258,7 @@ fn audit_trigger<'a>(
             .relations
             .get_or_insert_with(crate::cdc::encoding::RelCache::new);
         let info: &RelInfo = unsafe { cache.get(rel, |_, _| true) };
-        let table_name = format!(
-            "{}.{}",
-            sql::quote_ident(&info.schema),
-            sql::quote_ident(&info.table)
-        );
-        (info.columns.clone(), info.relid, table_name)
+        (info.columns.clone(), info.relid, info.qualified.clone())
     });
     let included: Vec<&Column> = columns
         .iter()

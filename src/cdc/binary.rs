@@ -64,7 +64,7 @@ pub fn relation(buf: &mut Vec<u8>, rel: &RelInfo, format_version: u32) {
     string(buf, &rel.fingerprint);
     u8(buf, rel.replica_identity.as_bytes()[0]);
     u16(buf, rel.columns.len() as u16);
-    for c in &rel.columns {
+    for c in rel.columns.iter() {
         string(buf, &c.name);
         string(buf, &c.type_name);
         string(buf, &c.kind.arrow(c.type_oid));

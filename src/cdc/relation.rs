@@ -212,7 +212,10 @@ pub struct RelInfo {
     pub table: String,
     pub relid: pg_sys::Oid,
     pub replica_identity: &'static str,
-    pub columns: Vec<Column>,
+    /// Shared with the audit's statements, which keep them while the cache may change.
+    pub columns: std::rc::Rc<[Column]>,
+    /// `schema.table`, each quoted as SQL needs.
+    pub qualified: String,
     pub fingerprint: String,
     /// Whether this session has written the relation message of this shape.
     pub announced: bool,
@@ -292,11 +295,16 @@ impl RelInfo {
         super::json::string(&mut json_names, &table);
         RelInfo {
             json_names,
+            qualified: format!(
+                "{}.{}",
+                crate::sql::quote_ident(&schema),
+                crate::sql::quote_ident(&table)
+            ),
             schema,
             table,
             relid: (*rel).rd_id,
             replica_identity,
-            columns,
+            columns: columns.into(),
             fingerprint,
             announced: false,
             stale: false,
