@@ -47,7 +47,8 @@ GRANT EXECUTE ON FUNCTION platform.pii_access_counts() TO platform_admin, platfo
 GRANT EXECUTE ON FUNCTION platform.audit_table(regclass, text[], boolean), platform.unaudit_table(regclass),
                           platform.audit_trigger(), platform.seal_audit()
     TO platform_admin;
-GRANT EXECUTE ON FUNCTION platform.verify_audit(timestamptz), platform.audit_settings() TO platform_admin, platform_auditor;
+GRANT EXECUTE ON FUNCTION platform.verify_audit(timestamptz), platform.audit_settings(),
+                          platform.audit_statement_context(bigint, timestamptz, text, integer) TO platform_admin, platform_auditor;
 -- Both read the event trigger's own command list: called anywhere else they fail, so they
 -- cannot forge audit rows.
 GRANT EXECUTE ON FUNCTION platform.record_audit_ddl(), platform.record_audit_drop() TO PUBLIC;

@@ -33,16 +33,37 @@ ALTER TABLE platform.audit_log
 ALTER TABLE platform.audit_log_pending
     ALTER COLUMN session_user_name DROP NOT NULL, ALTER COLUMN current_user_name DROP NOT NULL,
     ALTER COLUMN role_class DROP NOT NULL, ALTER COLUMN backend_pid DROP NOT NULL;
+
+-- The context of a statement, from its first row, for platform.audit_trail.
+CREATE  FUNCTION "audit_statement_context"(
+	"cluster_id" bigint, /* i64 */
+	"event_time" timestamp with time zone, /* pgrx :: datum :: TimestampWithTimeZone */
+	"xid" TEXT, /* & str */
+	"statement_seq" INT /* i32 */
+) RETURNS TABLE (
+	"session_user_name" text,  /* Option < ServerText > */
+	"current_user_name" text,  /* Option < ServerText > */
+	"role_class" text,  /* Option < ServerText > */
+	"client_addr" TEXT,  /* Option < String > */
+	"client_port" INT,  /* Option < i32 > */
+	"application_name" text,  /* Option < ServerText > */
+	"backend_pid" INT,  /* Option < i32 > */
+	"statement" text  /* Option < ServerText > */
+)
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'audit_statement_context_wrapper';
+
 -- Who ran a statement and from where (session_user_name .. statement) are stored on its
--- first row (row_seq 1) only; this view shows them on every row. The lookup is by the
--- first row's partition (event_time) and xid (the BRIN index), once per statement.
+-- first row (row_seq 1) only; this view shows them on every row, looked up once per
+-- statement (platform.audit_statement_context keeps the last ones a query found).
 CREATE VIEW platform.audit_trail AS
 SELECT l.id, l.cluster_id, l.event_time, l.xid, l.statement_seq, l.row_seq, l.operation,
        l.table_oid, l.table_name, l.primary_key, l.old_values, l.new_values,
        CASE WHEN l.session_user_name IS NULL THEN f.session_user_name ELSE l.session_user_name END AS session_user_name,
        CASE WHEN l.session_user_name IS NULL THEN f.current_user_name ELSE l.current_user_name END AS current_user_name,
        CASE WHEN l.session_user_name IS NULL THEN f.role_class ELSE l.role_class END AS role_class,
-       CASE WHEN l.session_user_name IS NULL THEN f.client_addr ELSE l.client_addr END AS client_addr,
+       CASE WHEN l.session_user_name IS NULL THEN f.client_addr::inet ELSE l.client_addr END AS client_addr,
        CASE WHEN l.session_user_name IS NULL THEN f.client_port ELSE l.client_port END AS client_port,
        CASE WHEN l.session_user_name IS NULL THEN f.application_name ELSE l.application_name END AS application_name,
        CASE WHEN l.session_user_name IS NULL THEN f.backend_pid ELSE l.backend_pid END AS backend_pid,
@@ -50,14 +71,12 @@ SELECT l.id, l.cluster_id, l.event_time, l.xid, l.statement_seq, l.row_seq, l.op
        l.row_hash
   FROM platform.audit_log l
   LEFT JOIN LATERAL (
-      SELECT f.session_user_name, f.current_user_name, f.role_class, f.client_addr, f.client_port,
-             f.application_name, f.backend_pid, f.statement
-        FROM platform.audit_log f
-       WHERE l.session_user_name IS NULL AND f.cluster_id = l.cluster_id AND f.event_time = l.event_time
-         AND f.xid = l.xid AND f.statement_seq = l.statement_seq AND f.row_seq = 1
-       ORDER BY f.id LIMIT 1) f ON true;
+      SELECT c.* FROM platform.audit_statement_context(l.cluster_id, l.event_time, l.xid::text, l.statement_seq) c
+       WHERE l.session_user_name IS NULL) f ON true;
 COMMENT ON VIEW platform.audit_trail IS 'platform.audit_log with who ran each statement and from where on every row (the log stores them on the statement''s first row).';
 GRANT SELECT ON platform.audit_trail TO platform_admin, platform_auditor;
+REVOKE EXECUTE ON FUNCTION platform.audit_statement_context(bigint, timestamptz, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION platform.audit_statement_context(bigint, timestamptz, text, integer) TO platform_admin, platform_auditor;
 
 -- A card's profile is rewritten at every payment: room left on each page keeps the new
 -- version on the old one's page (a HOT update, no index entry, no page added). A profile

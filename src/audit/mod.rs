@@ -579,6 +579,129 @@ fn check_rows_with(
     (bad, hash, count)
 }
 
+/// Who ran one statement and from where, as its first row stores them.
+#[derive(Clone, Default)]
+struct StatementContext {
+    session_user: Option<ServerText>,
+    current_user: Option<ServerText>,
+    role_class: Option<ServerText>,
+    client_addr: Option<String>,
+    client_port: Option<i32>,
+    application_name: Option<ServerText>,
+    backend_pid: Option<i32>,
+    statement: Option<ServerText>,
+}
+
+/// Statements looked up by the current statement, newest last: a query over the trail
+/// reads a large statement's rows one after the other, each needing the same first row.
+type ContextCache = (i64, Vec<((i64, String, i32), StatementContext)>);
+
+thread_local! {
+    static CONTEXTS: std::cell::RefCell<ContextCache> = const { std::cell::RefCell::new((0, Vec::new())) };
+}
+
+/// How many statements' contexts a backend keeps (rows of concurrent statements interleave
+/// on the log's pages).
+const CONTEXTS_KEPT: usize = 64;
+
+fn statement_context(
+    cluster_id: i64,
+    event_time: pgrx::datum::TimestampWithTimeZone,
+    xid: &str,
+    statement_seq: i32,
+) -> StatementContext {
+    // Kept for one statement: a later one sees the log as it is then.
+    let tx = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+    let key = (cluster_id, xid.to_string(), statement_seq);
+    let cached = CONTEXTS.with_borrow_mut(|(at, kept)| {
+        if *at != tx {
+            *at = tx;
+            kept.clear();
+        }
+        kept.iter().find(|(k, _)| *k == key).map(|(_, c)| c.clone())
+    });
+    if let Some(c) = cached {
+        return c;
+    }
+    // The first row is in the same partition (same event time) and found by the BRIN
+    // index on xid.
+    let found = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT session_user_name, current_user_name, role_class, client_addr::text, client_port,
+                    application_name, backend_pid, statement
+               FROM platform.audit_log
+              WHERE cluster_id = $1 AND event_time = $2 AND xid = $3::xid8
+                AND statement_seq = $4 AND row_seq = 1
+              ORDER BY id LIMIT 1",
+            Some(1),
+            &[cluster_id.into(), event_time.into(), xid.into(), statement_seq.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(StatementContext::default());
+        }
+        let r = t.first();
+        Ok::<_, pgrx::spi::SpiError>(StatementContext {
+            session_user: r.get(1)?,
+            current_user: r.get(2)?,
+            role_class: r.get(3)?,
+            client_addr: r.get(4)?,
+            client_port: r.get(5)?,
+            application_name: r.get(6)?,
+            backend_pid: r.get(7)?,
+            statement: r.get(8)?,
+        })
+    })
+    .map_err(SpiFailure::from)
+    .or_raise();
+    CONTEXTS.with_borrow_mut(|(_, kept)| {
+        if kept.len() == CONTEXTS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((key, found.clone()));
+    });
+    found
+}
+
+/// Who ran an audited statement and from where (session and current user, role class,
+/// client address and port, application, backend pid, statement text), as the
+/// statement's first row in `platform.audit_log` stores them; no row when it has none.
+/// What `platform.audit_trail` shows on the statement's other rows.
+#[pg_extern(stable, parallel_safe)]
+#[allow(clippy::type_complexity)] // pgrx needs the result columns spelled out here
+fn audit_statement_context(
+    cluster_id: i64,
+    event_time: pgrx::datum::TimestampWithTimeZone,
+    xid: &str,
+    statement_seq: i32,
+) -> TableIterator<
+    'static,
+    (
+        name!(session_user_name, Option<ServerText>),
+        name!(current_user_name, Option<ServerText>),
+        name!(role_class, Option<ServerText>),
+        name!(client_addr, Option<String>),
+        name!(client_port, Option<i32>),
+        name!(application_name, Option<ServerText>),
+        name!(backend_pid, Option<i32>),
+        name!(statement, Option<ServerText>),
+    ),
+> {
+    let c = statement_context(cluster_id, event_time, xid, statement_seq);
+    if c.session_user.is_none() {
+        return TableIterator::new(std::iter::empty());
+    }
+    TableIterator::once((
+        c.session_user,
+        c.current_user,
+        c.role_class,
+        c.client_addr,
+        c.client_port,
+        c.application_name,
+        c.backend_pid,
+        c.statement,
+    ))
+}
+
 /// (intact, blocks checked, rows checked, first bad block, first bad row, problem)
 type Verdict = (bool, i64, i64, Option<i64>, Option<i64>, Option<String>);
 
@@ -910,15 +1033,15 @@ CREATE OPERATOR CLASS platform.xid8_minmax_ops FOR TYPE xid8 USING brin AS
 CREATE INDEX audit_log_xid ON platform.audit_log USING brin (xid platform.xid8_minmax_ops)
     WITH (pages_per_range = 32, autosummarize = on);
 -- Who ran a statement and from where (session_user_name .. statement) are stored on its
--- first row (row_seq 1) only; this view shows them on every row. The lookup is by the
--- first row's partition (event_time) and xid (the BRIN index), once per statement.
+-- first row (row_seq 1) only; this view shows them on every row, looked up once per
+-- statement (platform.audit_statement_context keeps the last ones a query found).
 CREATE VIEW platform.audit_trail AS
 SELECT l.id, l.cluster_id, l.event_time, l.xid, l.statement_seq, l.row_seq, l.operation,
        l.table_oid, l.table_name, l.primary_key, l.old_values, l.new_values,
        CASE WHEN l.session_user_name IS NULL THEN f.session_user_name ELSE l.session_user_name END AS session_user_name,
        CASE WHEN l.session_user_name IS NULL THEN f.current_user_name ELSE l.current_user_name END AS current_user_name,
        CASE WHEN l.session_user_name IS NULL THEN f.role_class ELSE l.role_class END AS role_class,
-       CASE WHEN l.session_user_name IS NULL THEN f.client_addr ELSE l.client_addr END AS client_addr,
+       CASE WHEN l.session_user_name IS NULL THEN f.client_addr::inet ELSE l.client_addr END AS client_addr,
        CASE WHEN l.session_user_name IS NULL THEN f.client_port ELSE l.client_port END AS client_port,
        CASE WHEN l.session_user_name IS NULL THEN f.application_name ELSE l.application_name END AS application_name,
        CASE WHEN l.session_user_name IS NULL THEN f.backend_pid ELSE l.backend_pid END AS backend_pid,
@@ -926,12 +1049,8 @@ SELECT l.id, l.cluster_id, l.event_time, l.xid, l.statement_seq, l.row_seq, l.op
        l.row_hash
   FROM platform.audit_log l
   LEFT JOIN LATERAL (
-      SELECT f.session_user_name, f.current_user_name, f.role_class, f.client_addr, f.client_port,
-             f.application_name, f.backend_pid, f.statement
-        FROM platform.audit_log f
-       WHERE l.session_user_name IS NULL AND f.cluster_id = l.cluster_id AND f.event_time = l.event_time
-         AND f.xid = l.xid AND f.statement_seq = l.statement_seq AND f.row_seq = 1
-       ORDER BY f.id LIMIT 1) f ON true;
+      SELECT c.* FROM platform.audit_statement_context(l.cluster_id, l.event_time, l.xid::text, l.statement_seq) c
+       WHERE l.session_user_name IS NULL) f ON true;
 COMMENT ON VIEW platform.audit_trail IS 'platform.audit_log with who ran each statement and from where on every row (the log stores them on the statement''s first row).';
 GRANT SELECT ON platform.audit_trail TO platform_admin, platform_auditor;
 COMMENT ON TABLE platform.audit_log IS 'pg_platform audit log: one row per audited row change, DDL command or TRUNCATE; append-only, hash-chained by platform.audit_block; monthly partitions (UTC) managed by platform.run_maintenance.';
@@ -1039,5 +1158,10 @@ SELECT 'unsealed audit rows', (SELECT count(*)::text FROM platform.audit_log l
 $fn$;
 "#,
     name = "audit",
-    requires = [record_audit_ddl, record_audit_drop, refuse_pending_change],
+    requires = [
+        record_audit_ddl,
+        record_audit_drop,
+        refuse_pending_change,
+        audit_statement_context
+    ],
 );

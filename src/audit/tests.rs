@@ -393,6 +393,7 @@ fn the_log_is_append_only_and_tampering_is_found() {
     );
     let first: i64 = one(&mut c, &format!("SELECT id {statement} AND row_seq = 1"));
     let second: i64 = one(&mut c, &format!("SELECT id {statement} AND row_seq = 2"));
+    let app: String = one(&mut c, "SELECT current_setting('application_name')");
     let put_back = "DELETE FROM platform.audit_log WHERE id IN (SELECT id FROM saved_statement);
                     INSERT INTO platform.audit_log SELECT * FROM saved_statement";
     for (sql, bad) in [
@@ -406,6 +407,22 @@ fn the_log_is_append_only_and_tampering_is_found() {
         (format!("DELETE FROM platform.audit_log WHERE id = {first}"), second),
     ] {
         tamper(&mut c, &sql);
+        // The trail shows what the first row says (nothing once it is gone).
+        let shown: String = one(
+            &mut c,
+            &format!("SELECT coalesce(session_user_name, '-') || ' ' || coalesce(role_class, '-') || ' ' || coalesce(application_name, '-')
+                        FROM platform.audit_trail WHERE id = {second}"),
+        );
+        assert_eq!(
+            shown,
+            match bad {
+                b if b == first && sql.contains("readonly") => format!("postgres readonly {app}"),
+                b if b == first => "postgres admin elsewhere".to_string(),
+                b if b == second && sql.contains("mallory") => "mallory other -".to_string(),
+                _ => "- - -".to_string(),
+            },
+            "{sql}"
+        );
         let found: String = one(&mut c, full);
         assert!(
             found.contains(&format!(" {bad} audit row {bad} does not match its hash")),
