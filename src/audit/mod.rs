@@ -34,6 +34,8 @@ pub enum AuditError {
     LogMissing,
     #[error("platform.audit_log has no partition for {}", timestamp_text(*.0))]
     NoPartition(i64),
+    #[error("\"{0}\" is not a transaction id (xid8)")]
+    NotXid(String),
 }
 
 /// Unix microseconds as an ISO timestamp in UTC, for messages.
@@ -53,12 +55,14 @@ impl SqlError for AuditError {
             Self::NoColumn(..) => ERRCODE_UNDEFINED_COLUMN,
             Self::LogMissing => ERRCODE_UNDEFINED_TABLE,
             Self::NoPartition(_) => ERRCODE_CHECK_VIOLATION,
+            Self::NotXid(_) => ERRCODE_INVALID_TEXT_REPRESENTATION,
         }
     }
     fn hint(&self) -> Option<String> {
         match self {
             Self::NotTable(_) => Some("Audit the table the view reads from.".into()),
             Self::LogMissing => Some("Check that pg_platform is installed completely in this database (\\dx+ pg_platform).".into()),
+            Self::NotXid(_) => Some("Pass the log's xid as text: xid::text.".into()),
             Self::NoPartition(_) => Some("Run SELECT * FROM platform.run_maintenance('platform.audit_log') and look at its error column; the worker does it on its own when pg_platform is preloaded.".into()),
             _ => None,
         }
@@ -559,10 +563,13 @@ fn check_rows_with(
                 // on): the later rows were hashed with the first row's. A row whose first
                 // row is missing is hashed with none, so it does not match.
                 let statement = (record.cluster_id, record.xid, record.statement_seq);
-                if r.get::<ServerText>(12)?.is_some() {
+                // Only the first row is the source, as for platform.audit_trail.
+                if r.get::<ServerText>(12)?.is_none() {
+                    if let Some((_, first)) = context.as_ref().filter(|(s, _)| *s == statement) {
+                        record.with_context_of(first);
+                    }
+                } else if record.row_seq == 1 {
                     context = Some((statement, record.clone()));
-                } else if let Some((_, first)) = context.as_ref().filter(|(s, _)| *s == statement) {
-                    record.with_context_of(first);
                 }
                 let stored = r.get::<Vec<u8>>(20)?.unwrap_or_default();
                 if bad.is_none() && !record.matches(&stored) {
@@ -612,13 +619,14 @@ fn statement_context(
 ) -> StatementContext {
     // Kept for one statement: a later one sees the log as it is then.
     let tx = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
-    let key = (cluster_id, xid.to_string(), statement_seq);
     let cached = CONTEXTS.with_borrow_mut(|(at, kept)| {
         if *at != tx {
             *at = tx;
             kept.clear();
         }
-        kept.iter().find(|(k, _)| *k == key).map(|(_, c)| c.clone())
+        kept.iter()
+            .find(|((c, x, s), _)| *c == cluster_id && x == xid && *s == statement_seq)
+            .map(|(_, c)| c.clone())
     });
     if let Some(c) = cached {
         return c;
@@ -657,7 +665,7 @@ fn statement_context(
         if kept.len() == CONTEXTS_KEPT {
             kept.remove(0);
         }
-        kept.push((key, found.clone()));
+        kept.push(((cluster_id, xid.to_string(), statement_seq), found.clone()));
     });
     found
 }
@@ -686,6 +694,9 @@ fn audit_statement_context(
         name!(statement, Option<ServerText>),
     ),
 > {
+    if xid.parse::<u64>().is_err() {
+        raise(AuditError::NotXid(xid.to_string()));
+    }
     let c = statement_context(cluster_id, event_time, xid, statement_seq);
     if c.session_user.is_none() {
         return TableIterator::new(std::iter::empty());

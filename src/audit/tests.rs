@@ -222,7 +222,23 @@ fn bad_audit_calls_are_refused() {
             "SET ROLE t_aud_dev2; SELECT * FROM platform.audit_log",
             "42501",
         ),
+        (
+            "SET ROLE t_aud_dev2; SELECT * FROM platform.audit_trail",
+            "42501",
+        ),
+        (
+            "SET ROLE t_aud_dev2; SELECT * FROM platform.audit_statement_context(1, now(), '1', 1)",
+            "42501",
+        ),
+        (
+            "SELECT * FROM platform.audit_statement_context(1, now(), 'not an xid', 1)",
+            "22P02",
+        ),
         ("SELECT platform.record_audit_ddl()", "39P03"),
+        (
+            "SELECT * FROM platform.audit_statement_context(1, now(), '-1', 1)",
+            "22P02",
+        ),
     ] {
         let (got, message) = expect_error(&mut c, sql);
         run(&mut c, "RESET ROLE");
@@ -233,6 +249,15 @@ fn bad_audit_calls_are_refused() {
         "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.t_aud_bad'::regclass",
     );
     assert_eq!(triggers, 0, "a refused call leaves no trigger behind");
+    // A statement the log does not hold has no context (NULL arguments neither: STRICT).
+    assert_eq!(
+        one::<i64>(
+            &mut c,
+            "SELECT (SELECT count(*) FROM platform.audit_statement_context(-1, now(), '1', 1))
+                  + (SELECT count(*) FROM platform.audit_statement_context(NULL, now(), '1', 1))"
+        ),
+        0
+    );
     run(
         &mut c,
         "DROP VIEW public.t_aud_view; DROP TABLE public.t_aud_bad; DROP ROLE t_aud_dev2",

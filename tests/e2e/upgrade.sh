@@ -63,16 +63,18 @@ for old in "$root"/tests/upgrade/pg_platform--*.sql; do
     if [ "$version" = 0.3.0 ]; then
         # The 0.3.0 table is the first partition, its blocks still verify, and the log goes
         # on in monthly partitions. Rows written on the 0.3.0 schema keep who and from where
-        # on each row; after the update a statement stores them on its first row only.
+        # on each row (and an id per row, its sequence stepping by 1); after the update a
+        # statement stores them on its first row only, and ids stay unique.
         q "$db" "UPDATE public.audited SET v = 'after' WHERE id <= 5" >/dev/null
         q "$db" "SELECT platform.seal_audit()" >/dev/null
         got=$(q "$db" "SELECT (SELECT intact FROM platform.verify_audit()),
                               (SELECT count(*) || '/' || count(session_user_name) FROM platform.audit_log_before_0_4 WHERE operation = 'INSERT' AND table_name = 'public.audited'),
                               (SELECT count(*) || '/' || count(session_user_name) FROM platform.audit_log WHERE operation = 'UPDATE' AND table_name = 'public.audited'),
                               (SELECT count(session_user_name) FROM platform.audit_trail WHERE operation = 'UPDATE' AND table_name = 'public.audited'),
+                              (SELECT count(*) = count(DISTINCT id) FROM platform.audit_log),
                               (SELECT count(*) > 1 FROM platform.partitions WHERE parent = 'platform.audit_log'::regclass),
                               (SELECT count(*) FROM platform.audit_block WHERE time_hi IS NULL AND time_lo IS NULL) > 0")
-        [ "$got" = "t|20/20|5/1|5|t|t" ] || { echo "the 0.3.0 audit log did not come through the update as it should: $got"; exit 1; }
+        [ "$got" = "t|20/20|5/1|5|t|t|t" ] || { echo "the 0.3.0 audit log did not come through the update as it should: $got"; exit 1; }
         echo "upgrade 0.3.0 -> $current: the audit log written before the update verifies as the first partition"
     fi
     as_root rm -f "$extdir/$(basename "$old")"
