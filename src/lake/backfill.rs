@@ -423,8 +423,11 @@ fn read_chunk(
         .collect::<Vec<_>>()
         .join(", ");
     let qualified = format!("{}.{}", quote_ident(&info.schema), quote_ident(&info.table));
+    // One row more than the chunk takes tells whether this chunk is the last: without it,
+    // a table whose rows are a multiple of the chunk size needed one more, empty, read.
+    let peek = size + 1;
     let sql = match &last_key {
-        None => format!("SELECT * FROM {qualified} ORDER BY {cols} LIMIT {size}"),
+        None => format!("SELECT * FROM {qualified} ORDER BY {cols} LIMIT {peek}"),
         Some(_) => {
             let bounds = key_cols
                 .iter()
@@ -432,7 +435,7 @@ fn read_chunk(
                 .map(|(i, &c)| format!("($1::text[])[{}]::{}", i + 1, rel.columns[c].pg_type))
                 .collect::<Vec<_>>()
                 .join(", ");
-            format!("SELECT * FROM {qualified} WHERE ({cols}) > ({bounds}) ORDER BY {cols} LIMIT {size}")
+            format!("SELECT * FROM {qualified} WHERE ({cols}) > ({bounds}) ORDER BY {cols} LIMIT {peek}")
         }
     };
     let snapshot = settled_snapshot();
@@ -482,7 +485,7 @@ fn read_chunk(
             std::ptr::null_mut(),
             true,
             false,
-            size,
+            peek,
         );
         if rc != pg_sys::SPI_OK_SELECT as i32 {
             return Err(LakeError::Decode(format!(
@@ -490,10 +493,11 @@ fn read_chunk(
             )));
         }
         let tt = pg_sys::SPI_tuptable;
-        let n = pg_sys::SPI_processed as usize;
+        let got = pg_sys::SPI_processed as usize;
         if tt.is_null() {
             return Ok(0);
         }
+        let n = got.min(size as usize);
         let td = (*tt).tupdesc;
         let mut enc = RowEncoder::new(td);
         for i in 0..n {
@@ -520,9 +524,9 @@ fn read_chunk(
                 chunk.last_key = Some(k);
             }
         }
-        Ok(n)
+        Ok(got)
     })?;
-    chunk.done = (got as i64) < size;
+    chunk.done = (got as i64) <= size;
     crate::sql::read::<String>(
         "SELECT pg_catalog.pg_logical_emit_message(false, $1, $2)::text",
         &[MESSAGE_PREFIX.into(), chunk.marker.as_str().into()],

@@ -658,13 +658,12 @@ mod integration {
             (r.get(0), r.get(1))
         };
         // The writer deletes and adds rows while the chunks run: each chunk takes the next
-        // 300 keys and the first short one ends the backfill, so the chunks are the
-        // snapshot's full three hundreds and one more (empty when the rows are a multiple
-        // of 300, which the writer's deletes make happen now and then).
+        // 300 keys and the first that is not followed by more rows ends the backfill, so
+        // the chunks are as many as the snapshot's rows fill.
         assert!(chunks >= 3, "{chunks} chunks for about 1000 rows");
         assert_eq!(
             i64::from(chunks),
-            rows / 300 + 1,
+            ((rows + 299) / 300).max(1),
             "{rows} rows in chunks of 300"
         );
         let mut changes = lake_changes(&lake, "lake_bf");
@@ -723,6 +722,26 @@ mod integration {
         );
         let count: i64 = one(&mut c, "SELECT count(*) FROM lake_bf");
         assert_eq!(again, count);
+        // A table of exactly three chunks' rows is read in three chunks: the third, full,
+        // is known to be the last without a fourth, empty, read.
+        c.batch_execute(
+            "DELETE FROM lake_bf; INSERT INTO lake_bf SELECT g, 0 FROM generate_series(1, 900) g;
+             SELECT platform.lake_backfill('backfill', 'public.lake_bf')",
+        )
+        .expect("900 rows");
+        for _ in 0..10 {
+            sync(&mut c, "backfill");
+        }
+        let (state, chunks, rows): (String, i32, i64) = {
+            let r = c
+                .query_one(
+                    "SELECT state, chunks, rows FROM platform.lake_backfill WHERE sink = 'backfill'",
+                    &[],
+                )
+                .expect("progress");
+            (r.get(0), r.get(1), r.get(2))
+        };
+        assert_eq!((state.as_str(), chunks, rows), ("done", 3, 900));
         c.batch_execute("CREATE TABLE IF NOT EXISTS lake_outside (id int PRIMARY KEY)")
             .expect("t");
         let (code, msg) = expect_error(
