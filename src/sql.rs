@@ -135,10 +135,27 @@ pub unsafe fn server_to_utf8(bytes: &[u8]) -> String {
     }
 }
 
+thread_local! {
+    static DATABASE_ENCODING: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+}
+
+/// The database's encoding, asked once per backend after it has connected (it cannot
+/// change then): the audit and change encoders ask for every value they write.
+fn database_encoding() -> i32 {
+    if let Some(enc) = DATABASE_ENCODING.get() {
+        return enc;
+    }
+    let enc = unsafe { pg_sys::GetDatabaseEncoding() };
+    if unsafe { pg_sys::MyDatabaseId } != pg_sys::InvalidOid {
+        DATABASE_ENCODING.set(Some(enc));
+    }
+    enc
+}
+
 /// Whether text in the database's encoding must be converted to be UTF-8 (and back): not
 /// in a UTF-8 database, not in SQL_ASCII (which declares no encoding), not for ASCII.
 pub fn converts(bytes: &[u8]) -> bool {
-    let enc = unsafe { pg_sys::GetDatabaseEncoding() };
+    let enc = database_encoding();
     enc != pg_sys::pg_enc::PG_UTF8 as i32
         && enc != pg_sys::pg_enc::PG_SQL_ASCII as i32
         && !bytes.is_ascii()

@@ -972,6 +972,47 @@ fn large_statements_are_written_whole_across_chunks_and_found_by_the_log_index()
         &mut c,
         "SELECT count(*) = count(DISTINCT id) FROM platform.audit_log"
     ));
+    // One-row statements of a session take the ids a value of the sequence reserved in
+    // turn (a call to nextval per 1000 rows, not per statement); a 1000-row chunk that
+    // does not fit in what is left takes a value of its own, contiguous again.
+    run(
+        &mut c,
+        "DROP TABLE IF EXISTS public.t_aud_ids; CREATE TABLE public.t_aud_ids (id int PRIMARY KEY, v text);
+         SELECT platform.audit_table('public.t_aud_ids')",
+    );
+    run(
+        &mut c,
+        "INSERT INTO public.t_aud_ids VALUES (1, 'a');
+         INSERT INTO public.t_aud_ids VALUES (2, 'b');
+         UPDATE public.t_aud_ids SET v = 'c' WHERE id = 1;
+         DELETE FROM public.t_aud_ids WHERE id = 2;
+         INSERT INTO public.t_aud_ids SELECT g, 'w' FROM generate_series(11, 1010) g;",
+    );
+    let last = "FROM platform.audit_log WHERE table_name = 'public.t_aud_ids' AND xid = \
+                (SELECT max(xid) FROM platform.audit_log WHERE table_name = 'public.t_aud_ids')";
+    assert_eq!(
+        one::<String>(
+            &mut c,
+            &format!(
+                "SELECT string_agg(statement_seq || ':' || operation || ':' || (id - first), ' ' ORDER BY statement_seq)
+                   FROM (SELECT *, min(id) OVER () AS first {last} AND statement_seq < 5) r"
+            )
+        ),
+        "1:INSERT:0 2:INSERT:1 3:UPDATE:2 4:DELETE:3"
+    );
+    assert_eq!(
+        one::<String>(
+            &mut c,
+            &format!(
+                "SELECT max(id) - min(id) + 1 || '/' || count(*) {last} AND statement_seq = 5"
+            )
+        ),
+        "1000/1000"
+    );
+    assert!(one::<bool>(
+        &mut c,
+        "SELECT count(*) = count(DISTINCT id) FROM platform.audit_log"
+    ));
     // Who and from where: on the first row only, also past the chunks' edges; the trail
     // view shows them on all 2500.
     assert_eq!(
@@ -1074,7 +1115,7 @@ fn large_statements_are_written_whole_across_chunks_and_found_by_the_log_index()
         "SELECT intact || ' ' || coalesce(problem, '') FROM platform.verify_audit(now() - interval '1 minute')",
     );
     assert_eq!(recent, "true ");
-    run(&mut c, "DROP TABLE public.t_aud_big");
+    run(&mut c, "DROP TABLE public.t_aud_big, public.t_aud_ids");
 }
 
 /// In a LATIN1 database the log records text as it is, not as U+FFFD: DDL on a table with

@@ -712,6 +712,14 @@ thread_local! {
 
 /// Called by the log's relcache callback.
 pub fn invalidate(relid: pg_sys::Oid) {
+    let _ = LOG_OIDS.try_with(|o| {
+        if let Some((log, seq)) = o.get() {
+            if relid == pg_sys::InvalidOid || relid == log || relid == seq {
+                o.set(None);
+                let _ = ID_BLOCK.try_with(|b| b.set(None));
+            }
+        }
+    });
     let _ = WRITER.try_with(|w| match w.try_borrow_mut() {
         Ok(mut w) => {
             if relid == pg_sys::InvalidOid
@@ -834,6 +842,78 @@ unsafe fn sequence_increment(seq: pg_sys::Oid) -> i64 {
     }
 }
 
+thread_local! {
+    /// The log's and its sequence's oids, found by name once per backend and forgotten at
+    /// a relcache invalidation of either (a drop or rename sends one) or of all: three
+    /// catalog lookups by name were a tenth of the writer's cost on one-row statements.
+    static LOG_OIDS: std::cell::Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> =
+        const { std::cell::Cell::new(None) };
+    /// What is left of the ids the backend's last value of the log's sequence reserved:
+    /// (sequence, next, end), forgotten with `LOG_OIDS`.
+    static ID_BLOCK: std::cell::Cell<Option<(pg_sys::Oid, i64, i64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The log (opened and locked as an INSERT into it would lock it) and its sequence.
+///
+/// # Safety
+/// In a transaction.
+unsafe fn open_log() -> (pg_sys::Oid, pg_sys::Oid, pg_sys::Relation) {
+    let lock = pg_sys::RowExclusiveLock as pg_sys::LOCKMODE;
+    unsafe {
+        if let Some((log, seq)) = LOG_OIDS.get() {
+            // Gone since (the invalidation of a drop arrives with the lock): by name again.
+            let parent = pg_sys::try_table_open(log, lock);
+            if !parent.is_null() {
+                if LOG_OIDS.get() == Some((log, seq)) {
+                    return (log, seq, parent);
+                }
+                pg_sys::table_close(parent, pg_sys::NoLock as pg_sys::LOCKMODE);
+            }
+        }
+        let ns = pg_sys::get_namespace_oid(c"platform".as_ptr(), false);
+        let log = pg_sys::get_relname_relid(c"audit_log".as_ptr(), ns);
+        let seq = pg_sys::get_relname_relid(c"audit_log_id_seq".as_ptr(), ns);
+        if log == pg_sys::InvalidOid || seq == pg_sys::InvalidOid {
+            crate::error::raise(super::AuditError::LogMissing);
+        }
+        let parent = pg_sys::table_open(log, lock);
+        LOG_OIDS.set(Some((log, seq)));
+        (log, seq, parent)
+    }
+}
+
+/// The first of `n` consecutive ids no other writer gets, or None when the sequence steps
+/// by less than `n` (a log not updated to 0.5.0 yet: each row takes its own value). A
+/// value of the sequence reserves the `increment` ids from it; what a small statement
+/// leaves of them serves the backend's next ones, so one-row statements call nextval
+/// once per `increment` rows rather than once each.
+///
+/// # Safety
+/// `seq` is the log's sequence, in a transaction.
+unsafe fn take_ids(seq: pg_sys::Oid, n: i64) -> Option<i64> {
+    if let Some((s, next, end)) = ID_BLOCK.get() {
+        if s == seq && end - next >= n {
+            ID_BLOCK.set(Some((s, next + n, end)));
+            return Some(next);
+        }
+    }
+    let increment = unsafe { sequence_increment(seq) };
+    if increment < n {
+        return None;
+    }
+    let first = unsafe {
+        pg_sys::OidFunctionCall1Coll(
+            pg_sys::Oid::from(pg_sys::F_NEXTVAL),
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(seq),
+        )
+    }
+    .value() as i64;
+    ID_BLOCK.set(Some((seq, first + n, first.saturating_add(increment))));
+    Some(first)
+}
+
 /// Writes one chunk (at most `CHUNK` rows) of a statement's audit rows, numbered from
 /// `offset + 1`, straight into `platform.audit_log`, the way COPY
 /// does (heap insert, then its indexes): no SQL statement to plan or start per audited
@@ -848,16 +928,10 @@ fn write(
     pool: &mut Slots,
 ) {
     unsafe {
-        let ns = pg_sys::get_namespace_oid(c"platform".as_ptr(), false);
-        let log = pg_sys::get_relname_relid(c"audit_log".as_ptr(), ns);
-        let seq = pg_sys::get_relname_relid(c"audit_log_id_seq".as_ptr(), ns);
-        if log == pg_sys::InvalidOid || seq == pg_sys::InvalidOid {
-            crate::error::raise(super::AuditError::LogMissing);
-        }
         super::log::watch();
         // Locked as an INSERT into the log would lock it; the lock also brings in any
-        // invalidation of its partition list.
-        let parent = pg_sys::table_open(log, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        // invalidation of its partition list (and of the oids kept).
+        let (log, seq, parent) = open_log();
         // A log of 0.3.0 (the library updated, ALTER EXTENSION UPDATE not run yet) is a
         // plain table.
         let partitioned =
@@ -872,6 +946,7 @@ fn write(
             match super::log::partition_for(log, r.event_time_us, make) {
                 Some(leaf) => leaf,
                 None => {
+                    let ns = pg_sys::get_namespace_oid(c"platform".as_ptr(), false);
                     let pending = pg_sys::get_relname_relid(c"audit_log_pending".as_ptr(), ns);
                     if pending == pg_sys::InvalidOid {
                         crate::error::raise(super::AuditError::NoPartition(r.event_time_us));
@@ -916,7 +991,13 @@ fn write(
             (*estate).es_output_cid = cid;
         }
         let natts = (*(*rel).rd_att).natts as usize;
-        let text = |v: &str| sql::utf8_to_server(v);
+        // The statement's text values, as varlenas in buffers of their own that outlive
+        // the inserts (made without a call into PostgreSQL per value).
+        let mut texts: [Text; 6] = Default::default();
+        let mut text = |i: usize, v: &str| {
+            texts[i].set(Some(v));
+            texts[i].datum()
+        };
         let inet = r
             .client_addr
             .as_ref()
@@ -938,20 +1019,20 @@ fn write(
             Some(pg_sys::Datum::from(r.xid)),
             Some(pg_sys::Datum::from(r.statement_seq)),
             None,
-            Some(text(&r.operation)),
+            text(0, &r.operation),
             relid.map(pg_sys::Datum::from),
-            Some(text(&r.table_name)),
+            text(1, &r.table_name),
             None,
             None,
             None,
-            Some(text(&r.session_user)),
-            Some(text(&r.current_user)),
-            Some(text(&r.role_class)),
+            text(2, &r.session_user),
+            text(3, &r.current_user),
+            text(4, &r.role_class),
             inet,
             r.client_port.map(pg_sys::Datum::from),
-            r.application_name.as_deref().map(text),
+            r.application_name.as_deref().and_then(|v| text(5, v)),
             Some(pg_sys::Datum::from(r.backend_pid)),
-            r.statement.as_deref().map(text),
+            r.statement.as_deref().map(|v| sql::utf8_to_server(v)),
             None,
         ];
         let mut index_values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
@@ -978,14 +1059,7 @@ fn write(
         debug_assert!(rows.len() <= CHUNK && rows.len() == hashes.len());
         pool.ready(rel, rows.len());
         let Slots { slots, kept, .. } = pool;
-        let first_id = (sequence_increment(seq) >= rows.len() as i64).then(|| {
-            pg_sys::OidFunctionCall1Coll(
-                pg_sys::Oid::from(pg_sys::F_NEXTVAL),
-                pg_sys::InvalidOid,
-                pg_sys::Datum::from(seq),
-            )
-            .value() as i64
-        });
+        let first_id = take_ids(seq, rows.len() as i64);
         let bistate = if rows.len() > 1 {
             pg_sys::GetBulkInsertState()
         } else {
@@ -997,9 +1071,9 @@ fn write(
             let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
             let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
             nulls.fill(true);
-            // One value of the sequence per chunk when it steps by a chunk or more (0.5.0
-            // on): the chunk's rows take it and those after it, which no other value of
-            // the sequence reaches. nextval per row was a twentieth of the audit's cost.
+            // Consecutive ids from one value of the sequence when it steps by a chunk or
+            // more (0.5.0 on): no other value of the sequence reaches them. nextval per
+            // row was a twentieth of the audit's cost.
             datums[0] = Some(match first_id {
                 Some(id) => pg_sys::Datum::from(id + j as i64),
                 None => pg_sys::OidFunctionCall1Coll(
