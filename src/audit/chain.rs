@@ -70,10 +70,44 @@ impl Record {
         )
     }
 
+    /// Whether `other` has every field this row's statement shares with its other rows
+    /// (all but the row's sequence number, key and images): then one [`RowHasher`] hashes
+    /// both.
+    pub fn same_statement(&self, other: &Record) -> bool {
+        self.cluster_id == other.cluster_id
+            && self.event_time_us == other.event_time_us
+            && self.xid == other.xid
+            && self.statement_seq == other.statement_seq
+            && self.operation == other.operation
+            && self.table_name == other.table_name
+            && self.session_user == other.session_user
+            && self.current_user == other.current_user
+            && self.role_class == other.role_class
+            && self.client_addr == other.client_addr
+            && self.client_port == other.client_port
+            && self.application_name == other.application_name
+            && self.backend_pid == other.backend_pid
+            && self.statement == other.statement
+    }
+
     /// Whether `stored` is this row's hash, in the encoding of 0.5.0 on or of the versions
-    /// before.
-    pub fn matches(&self, stored: &[u8]) -> bool {
-        self.hash()[..] == *stored || self.hash_v1()[..] == *stored
+    /// before. Version 2 is hashed with `hasher` when it was made for this row's statement
+    /// (a new one is made otherwise), as the writer does: a large statement's rows are
+    /// then checked without building their shared prefix again for each.
+    pub fn matches_with(&self, hasher: &mut Option<(Record, RowHasher)>, stored: &[u8]) -> bool {
+        if !hasher.as_ref().is_some_and(|(r, _)| r.same_statement(self)) {
+            *hasher = Some((self.clone(), self.row_hasher()));
+        }
+        let v2 = match hasher {
+            Some((_, h)) => h.hash(
+                self.row_seq,
+                self.primary_key.as_deref().map(str::as_bytes),
+                self.old_values.as_deref().map(str::as_bytes),
+                self.new_values.as_deref().map(str::as_bytes),
+            ),
+            None => self.hash(),
+        };
+        v2[..] == *stored || self.hash_v1()[..] == *stored
     }
 
     /// The fields every row of a statement starts with.
@@ -276,10 +310,30 @@ mod unit {
             hex(record.hash_v1()),
             "96b02796b7649e348d8518fb238e27b8578a7754c83b0ce75259c35f6353f008"
         );
-        assert!(record.matches(&record.hash()) && record.matches(&record.hash_v1()));
-        let mut changed = record.clone();
-        changed.backend_pid += 1;
-        assert!(!changed.matches(&record.hash()) && !changed.matches(&record.hash_v1()));
+        let mut kept = None;
+        assert!(
+            record.matches_with(&mut kept, &record.hash())
+                && record.matches_with(&mut kept, &record.hash_v1())
+        );
+        // A hasher kept for one statement is not used for a row that differs in any of
+        // the shared fields: the changed row is hashed on its own, and does not match.
+        for change in 0..4 {
+            let mut changed = record.clone();
+            match change {
+                0 => changed.backend_pid += 1,
+                1 => changed.table_name.push('x'),
+                2 => changed.statement = Some("DELETE".into()),
+                _ => changed.xid += 1,
+            }
+            assert!(!changed.matches_with(&mut kept, &record.hash()));
+            assert!(!changed.matches_with(&mut kept, &record.hash_v1()));
+            assert!(record.matches_with(&mut kept, &record.hash()));
+        }
+        let mut later = record.clone();
+        later.row_seq = 9;
+        later.new_values = Some("{\"a\":3}".into());
+        assert!(later.matches_with(&mut kept, &later.hash()));
+        assert!(!later.matches_with(&mut kept, &record.hash()));
         // A statement's hasher gives each row the hash its own record would have.
         let mut hasher = record.row_hasher();
         let mut other = record.clone();

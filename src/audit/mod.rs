@@ -521,6 +521,7 @@ fn check_rows_with(
     let mut bad = None;
     let text = |t: Option<ServerText>| t.map(|t| t.0);
     let mut context: Option<((i64, u64, i32), chain::Record)> = None;
+    let mut hasher = None;
     Spi::connect(|c| {
         let mut cursor = c.open_cursor(
             query,
@@ -572,7 +573,7 @@ fn check_rows_with(
                     context = Some((statement, record.clone()));
                 }
                 let stored = r.get::<Vec<u8>>(20)?.unwrap_or_default();
-                if bad.is_none() && !record.matches(&stored) {
+                if bad.is_none() && !record.matches_with(&mut hasher, &stored) {
                     bad = r.get::<i64>(1)?;
                 }
                 rows.add(&stored);
