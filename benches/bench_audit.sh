@@ -11,10 +11,18 @@ sql $db "CREATE EXTENSION pg_platform" "ALTER DATABASE $db SET platform.audit_dd
 pgbench -i -q -s "$scale" -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres "$db" >/dev/null 2>&1 \
     || { echo "bench audit: pgbench -i failed" >&2; exit 1; }
 # tps CLIENTS: pgbench -N for $secs seconds (a checkpoint first, so runs start alike).
+# Each run's share of CPU time the hypervisor took (steal, from /proc/stat) goes to
+# $steal: on a shared virtual machine it moves the figures more than anything measured.
+steal=$(mktemp)
+cpu_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9}' /proc/stat; }
 tps() {
     sql $db "CHECKPOINT" >/dev/null
+    local before after
+    before=$(cpu_ticks)
     pgbench -N -n -c "$1" -j 2 -T "$secs" -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres "$db" 2>/dev/null \
         | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
+    after=$(cpu_ticks)
+    echo "$before $after" | awk '{t = $3 - $1; v = t > 0 ? 100 * ($4 - $2) / t : 0; printf "%.0f%% ", v}' >>"$steal"
 }
 # rate SQL: rows per second of one INSERT ... SELECT, timed inside the server.
 rate() {
@@ -57,6 +65,8 @@ plain=$(median "${plain_runs[@]}"); ours=$(median "${ours_runs[@]}")
 plain8=$(median "${plain8_runs[@]}"); ours8=$(median "${ours8_runs[@]}")
 plain_ins=$(median "${plain_ins_runs[@]}"); ours_ins=$(median "${ours_ins_runs[@]}"); plpgsql_ins=$(median "${plpgsql_ins_runs[@]}")
 echo "bench audit: pgbench -N, tps of each run: 4 clients no audit ${plain_runs[*]}, audited ${ours_runs[*]}; 8 clients no audit ${plain8_runs[*]}, audited ${ours8_runs[*]}" >&2
+echo "bench audit: CPU stolen by the hypervisor in each pgbench run, in order: $(cat "$steal")" >&2
+rm -f "$steal"
 echo "bench audit: $rows-row insert, rows/s of each run: no audit ${plain_ins_runs[*]}, audited ${ours_ins_runs[*]}, PL/pgSQL trigger ${plpgsql_ins_runs[*]}" >&2
 plpgsql_on; plpgsql=$(tps 4); plpgsql_off
 pgaudit=0
