@@ -1175,3 +1175,59 @@ fn a_latin1_databases_text_is_recorded_as_it_is() {
     drop(l);
     crate::testing::drop_database("t_audit_latin1");
 }
+
+/// The writer keeps the log's oids and a block of ids per backend: a session that drops
+/// and creates the extension again writes into the new log, numbered by the new sequence,
+/// and both the old rows' loss and the new rows' chain are what they should be.
+#[test]
+fn a_session_writes_into_a_log_made_again_after_it_kept_the_old_one() {
+    let mut d = crate::testing::fresh_database("t_audit_again", "");
+    run(
+        &mut d,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         SELECT platform.audit_table('t')",
+    );
+    run(&mut d, "INSERT INTO t VALUES (1, 'a')");
+    run(&mut d, "INSERT INTO t VALUES (2, 'b')");
+    let old_log: u32 =
+        one::<i64>(&mut d, "SELECT 'platform.audit_log'::regclass::oid::int8") as u32;
+    run(&mut d, "DROP EXTENSION pg_platform CASCADE");
+    run(
+        &mut d,
+        "CREATE EXTENSION pg_platform;
+         SELECT platform.audit_table('t')",
+    );
+    run(&mut d, "INSERT INTO t VALUES (3, 'c')");
+    run(&mut d, "UPDATE t SET v = 'd' WHERE id = 3");
+    let new_log: u32 =
+        one::<i64>(&mut d, "SELECT 'platform.audit_log'::regclass::oid::int8") as u32;
+    assert_ne!(old_log, new_log);
+    assert_eq!(
+        one::<String>(
+            &mut d,
+            "SELECT string_agg(operation || ' ' || coalesce(new_values::text, ''), ', ' ORDER BY id)
+               FROM platform.audit_log WHERE table_name = 'public.t' AND operation IN ('INSERT', 'UPDATE')"
+        ),
+        "INSERT {\"id\":3,\"v\":\"c\"}, UPDATE {\"v\":\"d\"}"
+    );
+    // Numbered from the new sequence's first value, not from what the old one had left
+    // (the extension's own DDL rows wait in the pending table until a partition exists).
+    assert_eq!(
+        one::<String>(
+            &mut d,
+            "SELECT min(id) || ' ' || (count(*) = count(DISTINCT id)) || ' ' || (SELECT is_called FROM platform.audit_log_id_seq)
+               FROM (SELECT id FROM platform.audit_log UNION ALL SELECT id FROM platform.audit_log_pending) l"
+        ),
+        "1 true true"
+    );
+    run(&mut d, "SELECT platform.seal_audit()");
+    assert_eq!(
+        one::<String>(
+            &mut d,
+            "SELECT intact::text || ' ' || coalesce(problem, '') FROM platform.verify_audit()"
+        ),
+        "true "
+    );
+    drop(d);
+    crate::testing::drop_database("t_audit_again");
+}
