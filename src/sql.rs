@@ -122,7 +122,7 @@ unsafe impl pgrx::callconv::BoxRet for RegClass {
 /// Calls PostgreSQL's conversion, which may raise an ERROR.
 pub unsafe fn server_to_utf8(bytes: &[u8]) -> String {
     unsafe {
-        if pg_sys::GetDatabaseEncoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
+        if database_encoding() != pg_sys::pg_enc::PG_UTF8 as i32 {
             let src = bytes.as_ptr() as *const std::ffi::c_char;
             let out =
                 pg_sys::pg_server_to_any(src, bytes.len() as i32, pg_sys::pg_enc::PG_UTF8 as i32);

@@ -60,7 +60,9 @@ impl Record {
         self.statement.clone_from(&first.statement);
     }
 
-    /// The row's hash: SHA-256 over its canonical encoding (version 2).
+    /// The row's hash: SHA-256 over its canonical encoding (version 2); the writer and
+    /// `verify_audit` go through a [`RowHasher`] per statement, which gives the same.
+    #[cfg(test)]
     pub fn hash(&self) -> [u8; 32] {
         self.row_hasher().hash(
             self.row_seq,
@@ -70,44 +72,27 @@ impl Record {
         )
     }
 
-    /// Whether `other` has every field this row's statement shares with its other rows
-    /// (all but the row's sequence number, key and images): then one [`RowHasher`] hashes
-    /// both.
-    pub fn same_statement(&self, other: &Record) -> bool {
-        self.cluster_id == other.cluster_id
-            && self.event_time_us == other.event_time_us
-            && self.xid == other.xid
-            && self.statement_seq == other.statement_seq
-            && self.operation == other.operation
-            && self.table_name == other.table_name
-            && self.session_user == other.session_user
-            && self.current_user == other.current_user
-            && self.role_class == other.role_class
-            && self.client_addr == other.client_addr
-            && self.client_port == other.client_port
-            && self.application_name == other.application_name
-            && self.backend_pid == other.backend_pid
-            && self.statement == other.statement
-    }
-
     /// Whether `stored` is this row's hash, in the encoding of 0.5.0 on or of the versions
-    /// before. Version 2 is hashed with `hasher` when it was made for this row's statement
-    /// (a new one is made otherwise), as the writer does: a large statement's rows are
-    /// then checked without building their shared prefix again for each.
-    pub fn matches_with(&self, hasher: &mut Option<(Record, RowHasher)>, stored: &[u8]) -> bool {
-        if !hasher.as_ref().is_some_and(|(r, _)| r.same_statement(self)) {
-            *hasher = Some((self.clone(), self.row_hasher()));
+    /// before. Version 2 is hashed from `kept`, the state after a statement's shared
+    /// prefix, when this row's prefix is the same bytes (made again otherwise), as the
+    /// writer does: a large statement's rows are then checked without compressing their
+    /// shared prefix again for each. The prefix itself is compared, not its fields, so the
+    /// check cannot fall out of step with what the hash covers.
+    pub fn matches_with(&self, kept: &mut Option<(Vec<u8>, RowHasher)>, stored: &[u8]) -> bool {
+        let prefix = self.shared_prefix();
+        if kept.as_ref().is_none_or(|(p, _)| *p != prefix) {
+            let hasher = RowHasher::new(&prefix);
+            *kept = Some((prefix, hasher));
         }
-        let v2 = match hasher {
-            Some((_, h)) => h.hash(
+        let v2 = kept.as_mut().map(|(_, h)| {
+            h.hash(
                 self.row_seq,
                 self.primary_key.as_deref().map(str::as_bytes),
                 self.old_values.as_deref().map(str::as_bytes),
                 self.new_values.as_deref().map(str::as_bytes),
-            ),
-            None => self.hash(),
-        };
-        v2[..] == *stored || self.hash_v1()[..] == *stored
+            )
+        });
+        v2.is_some_and(|h| h[..] == *stored) || self.hash_v1()[..] == *stored
     }
 
     /// The fields every row of a statement starts with.
@@ -159,6 +144,12 @@ impl Record {
     /// come first, zero-padded to whole SHA-256 blocks and compressed once; each row's
     /// hash goes on from a copy of that state with its own fields (sequence, key, images).
     pub fn row_hasher(&self) -> RowHasher {
+        RowHasher::new(&self.shared_prefix())
+    }
+
+    /// The version 2 prefix: the tag and the statement's shared fields, zero-padded to
+    /// whole SHA-256 blocks.
+    fn shared_prefix(&self) -> Vec<u8> {
         const TAG: &[u8] = b"pg_platform audit row v2";
         let statement = self.statement.as_ref().map_or(0, String::len);
         let mut prefix = Vec::with_capacity(512 + statement);
@@ -167,10 +158,7 @@ impl Record {
         self.table_fields(&mut prefix);
         self.context_fields(&mut prefix);
         prefix.resize(prefix.len().div_ceil(64) * 64, 0);
-        RowHasher {
-            shared: Sha256::new_with_prefix(&prefix),
-            buf: Vec::with_capacity(256),
-        }
+        prefix
     }
 }
 
@@ -182,6 +170,13 @@ pub struct RowHasher {
 }
 
 impl RowHasher {
+    fn new(prefix: &[u8]) -> RowHasher {
+        RowHasher {
+            shared: Sha256::new_with_prefix(prefix),
+            buf: Vec::with_capacity(256),
+        }
+    }
+
     pub fn hash(
         &mut self,
         row_seq: i32,

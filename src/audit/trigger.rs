@@ -993,7 +993,7 @@ fn write(
         let natts = (*(*rel).rd_att).natts as usize;
         // The statement's text values, as varlenas in buffers of their own that outlive
         // the inserts (made without a call into PostgreSQL per value).
-        let mut texts: [Text; 6] = Default::default();
+        let mut texts: [Text; 7] = Default::default();
         let mut text = |i: usize, v: &str| {
             texts[i].set(Some(v));
             texts[i].datum()
@@ -1032,7 +1032,7 @@ fn write(
             r.client_port.map(pg_sys::Datum::from),
             r.application_name.as_deref().and_then(|v| text(5, v)),
             Some(pg_sys::Datum::from(r.backend_pid)),
-            r.statement.as_deref().map(|v| sql::utf8_to_server(v)),
+            r.statement.as_deref().and_then(|v| text(6, v)),
             None,
         ];
         let mut index_values = [pg_sys::Datum::from(0); pg_sys::INDEX_MAX_KEYS as usize];
