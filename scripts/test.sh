@@ -58,6 +58,11 @@ else
 fi
 
 echo "total time: $((SECONDS - start))s"
+# A failed in-server test's own output (its panic message) is repeated too.
+if [ "$pgrx_rc" != 0 ]; then
+    awk '/^---- .* stdout ----$/ {show = 1; n = 0} /^(failures:|test result:)/ {show = 0}
+         show && n++ < 30' "$log/pgrx.txt"
+fi
 for name in "${tails[@]}"; do
     echo "--- last lines of e2e $name.sh:"
     tail -n 25 "$log/$name.txt"

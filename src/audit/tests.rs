@@ -21,6 +21,21 @@ fn rows(c: &mut postgres::Client, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// Tests that change the log's own catalog rows (the tampering below) or drop its
+/// partitions (retention) take turns. A tampering transaction holds the pg_trigger and
+/// pg_class rows of the log and its partitions, and may then wait for the lock a
+/// retention pass holds on the log while that pass waits to drop a partition whose rows
+/// the tamperer holds: a deadlock that only a superuser's catalog trick can make, and the
+/// deadlock detector may end either side.
+static LOG_CATALOG_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn log_catalog_turn() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed while holding the turn leaves nothing the next one relies on.
+    LOG_CATALOG_TURN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Runs `sql` with the log's guard triggers disabled in `pg_trigger` directly, as only a
 /// superuser going around SQL can (a GRANT and REVOKE on each table make every session
 /// reload it), then puts the guard back.
@@ -291,6 +306,7 @@ fn protected_columns_are_audited_as_ciphertext() {
 /// One test, so that no other test verifies the log while it is tampered with.
 #[test]
 fn the_log_is_append_only_and_tampering_is_found() {
+    let _turn = log_catalog_turn();
     let mut c = client();
     run(&mut c, "DROP TABLE IF EXISTS public.t_aud_chain; CREATE TABLE public.t_aud_chain (id int PRIMARY KEY, w int, v text);
                  SELECT platform.audit_table('public.t_aud_chain')");
@@ -726,6 +742,7 @@ fn seal_everything(c: &mut postgres::Client) {
 
 #[test]
 fn retention_retires_sealed_partitions_and_verification_accounts_for_them() {
+    let _turn = log_catalog_turn();
     let mut c = client();
     // Retention waits briefly for its lock and is retried: the other tests' audited
     // writes queue behind a waiting retention no longer than that.
