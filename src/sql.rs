@@ -241,6 +241,21 @@ impl FromDatum for ServerText {
     }
 }
 
+// An element of a text[] argument (`Vec<ServerText>`), converted like a lone value.
+unsafe impl pgrx::datum::UnboxDatum for ServerText {
+    type As<'src> = ServerText;
+    unsafe fn unbox<'src>(datum: pgrx::datum::Datum<'src>) -> Self::As<'src>
+    where
+        Self: 'src,
+    {
+        unsafe {
+            ServerText(server_to_utf8(<&[u8] as pgrx::datum::UnboxDatum>::unbox(
+                datum,
+            )))
+        }
+    }
+}
+
 impl IntoDatum for ServerText {
     fn into_datum(self) -> Option<pg_sys::Datum> {
         Some(unsafe { utf8_to_server(&self.0) })

@@ -102,7 +102,7 @@ pub fn init() {
 #[pg_extern]
 fn audit_table(
     tbl: RegClass,
-    exclude_columns: default!(Vec<String>, "ARRAY[]::text[]"),
+    exclude_columns: default!(Vec<ServerText>, "ARRAY[]::text[]"),
     include_statement: default!(bool, false),
 ) -> RegClass {
     let found = Spi::connect(|c| {
@@ -136,10 +136,13 @@ fn audit_table(
     }
     // The log's partitions exist before the first audited change needs one.
     log::ensure_partitions();
+    // Names as UTF-8 (ServerText): a LATIN1 database's `pièce` is compared, quoted and
+    // stored in its own encoding again.
+    let exclude_columns: Vec<String> = exclude_columns.into_iter().map(|c| c.0).collect();
     for c in &exclude_columns {
         let exists = sql::read::<bool>(
             "SELECT true FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
-            &[tbl.into(), c.as_str().into()],
+            &[tbl.into(), ServerText(c.clone()).into()],
         );
         if exists.is_none() {
             raise(AuditError::NoColumn(name, c.clone()));
