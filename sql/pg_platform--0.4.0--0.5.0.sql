@@ -454,3 +454,20 @@ GRANT EXECUTE ON FUNCTION platform.lake_compact(text, text), platform.lake_merge
 
 REVOKE EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION platform.lake_read_sql(text, text, text), platform.lake_star_schema_sql(text, text) TO platform_admin, platform_developer, platform_readonly;
+
+-- audited_tables showed a non-ASCII excluded column as octal escapes.
+CREATE OR REPLACE VIEW platform.audited_tables AS
+SELECT t.tgrelid::regclass AS table_name,
+       a[1] = 'true' AS include_statement,
+       a[2:] AS exclude_columns,
+       (SELECT count(*) = 4 AND bool_and(x.tgenabled = 'A') FROM pg_catalog.pg_trigger x
+         WHERE x.tgrelid = t.tgrelid AND x.tgname LIKE 'platform\_audit\_%') AS fully_enabled
+  FROM pg_catalog.pg_trigger t,
+       -- Each argument ends with a NUL byte and is text in the database's encoding
+       -- (encode(..., 'escape') would show a non-ASCII name as octal escapes).
+       LATERAL (SELECT coalesce(array_agg(convert_from(substring(t.tgargs FROM p.lo FOR p.hi - p.lo),
+                                                       pg_catalog.current_setting('server_encoding')) ORDER BY p.lo), '{}') AS a
+                  FROM (SELECT lag(i, 1, -1) OVER (ORDER BY i) + 2 AS lo, i + 1 AS hi
+                          FROM generate_series(0, length(t.tgargs) - 1) i
+                         WHERE get_byte(t.tgargs, i) = 0) p) args
+ WHERE t.tgname = 'platform_audit_insert';

@@ -30,6 +30,8 @@ pub enum AuditError {
     OwnTable(String),
     #[error("column \"{1}\" of {0} does not exist")]
     NoColumn(String, String),
+    #[error("exclude_columns of {0} holds a NULL: give column names only")]
+    NullColumn(String),
     #[error("pg_platform's audit log (platform.audit_log and its sequence) is missing")]
     LogMissing,
     #[error("platform.audit_log has no partition for {}", timestamp_text(*.0))]
@@ -53,6 +55,7 @@ impl SqlError for AuditError {
             Self::NotTable(_) => ERRCODE_WRONG_OBJECT_TYPE,
             Self::OwnTable(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             Self::NoColumn(..) => ERRCODE_UNDEFINED_COLUMN,
+            Self::NullColumn(..) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Self::LogMissing => ERRCODE_UNDEFINED_TABLE,
             Self::NoPartition(_) => ERRCODE_CHECK_VIOLATION,
             Self::NotXid(_) => ERRCODE_INVALID_TEXT_REPRESENTATION,
@@ -102,7 +105,7 @@ pub fn init() {
 #[pg_extern]
 fn audit_table(
     tbl: RegClass,
-    exclude_columns: default!(Vec<ServerText>, "ARRAY[]::text[]"),
+    exclude_columns: default!(Vec<Option<ServerText>>, "ARRAY[]::text[]"),
     include_statement: default!(bool, false),
 ) -> RegClass {
     let found = Spi::connect(|c| {
@@ -138,7 +141,13 @@ fn audit_table(
     log::ensure_partitions();
     // Names as UTF-8 (ServerText): a LATIN1 database's `pièce` is compared, quoted and
     // stored in its own encoding again.
-    let exclude_columns: Vec<String> = exclude_columns.into_iter().map(|c| c.0).collect();
+    let exclude_columns: Vec<String> = exclude_columns
+        .into_iter()
+        .map(|c| {
+            c.map(|c| c.0)
+                .unwrap_or_else(|| raise(AuditError::NullColumn(name.clone())))
+        })
+        .collect();
     for c in &exclude_columns {
         let exists = sql::read::<bool>(
             "SELECT true FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
@@ -1122,7 +1131,13 @@ SELECT t.tgrelid::regclass AS table_name,
        (SELECT count(*) = 4 AND bool_and(x.tgenabled = 'A') FROM pg_catalog.pg_trigger x
          WHERE x.tgrelid = t.tgrelid AND x.tgname LIKE 'platform\_audit\_%') AS fully_enabled
   FROM pg_catalog.pg_trigger t,
-       LATERAL (SELECT array_remove(string_to_array(encode(t.tgargs, 'escape'), '\000'), '') AS a) args
+       -- Each argument ends with a NUL byte and is text in the database's encoding
+       -- (encode(..., 'escape') would show a non-ASCII name as octal escapes).
+       LATERAL (SELECT coalesce(array_agg(convert_from(substring(t.tgargs FROM p.lo FOR p.hi - p.lo),
+                                                       pg_catalog.current_setting('server_encoding')) ORDER BY p.lo), '{}') AS a
+                  FROM (SELECT lag(i, 1, -1) OVER (ORDER BY i) + 2 AS lo, i + 1 AS hi
+                          FROM generate_series(0, length(t.tgargs) - 1) i
+                         WHERE get_byte(t.tgargs, i) = 0) p) args
  WHERE t.tgname = 'platform_audit_insert';
 COMMENT ON VIEW platform.audited_tables IS 'Tables audited by platform.audit_table, with their settings.';
 GRANT SELECT ON platform.audited_tables TO platform_admin, platform_developer, platform_auditor;

@@ -230,6 +230,10 @@ fn bad_audit_calls_are_refused() {
             "42703",
         ),
         (
+            "SELECT platform.audit_table('public.t_aud_bad', exclude_columns => ARRAY[NULL]::text[])",
+            "22004",
+        ),
+        (
             "SET ROLE t_aud_dev2; SELECT platform.audit_table('public.t_aud_bad')",
             "42501",
         ),
@@ -1158,6 +1162,22 @@ fn a_latin1_databases_text_is_recorded_as_it_is() {
     ] {
         run(&mut l, sql);
     }
+    // A name that is not the column's is refused and the trigger keeps its exclusions.
+    // (The message's non-ASCII text comes out garbled outside UTF-8: pgrx reports it as
+    // UTF-8 bytes, which PostgreSQL takes for the database's encoding.)
+    let (code, message) = expect_error(
+        &mut l,
+        "SELECT platform.audit_table('café', exclude_columns => '{piéce}')",
+    );
+    assert_eq!(code, "42703", "{message}");
+    assert!(message.contains("does not exist"), "{message}");
+    assert_eq!(
+        one::<String>(
+            &mut l,
+            "SELECT exclude_columns::text || ' ' || include_statement FROM platform.audited_tables WHERE table_name = 'café'::regclass"
+        ),
+        "{pièce} true"
+    );
     // PostgreSQL itself keeps application_name ASCII ('?' for anything else).
     let logged = rows(
         &mut l,
