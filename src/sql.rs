@@ -60,6 +60,24 @@ pub fn modify(sql: &str, args: &[DatumWithOid]) -> i64 {
         .or_raise()
 }
 
+/// How pgrx passes our argument types: from their `FromDatum`, NULL as `Option<T>`. A
+/// STRICT function never sees NULL; `$default` only keeps the signature total.
+macro_rules! argument_abi {
+    ($t:ty, $default:expr) => {
+        unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for $t {
+            unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+                unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or($default)
+            }
+
+            unsafe fn unbox_nullable_arg(
+                arg: pgrx::callconv::Arg<'_, 'fcx>,
+            ) -> pgrx::nullable::Nullable<Self> {
+                unsafe { arg.unbox_arg_using_from_datum() }.into()
+            }
+        }
+    };
+}
+
 /// A `regclass` argument or result that does not open the relation: pgrx's `PgRelation`
 /// locks and opens it, which fails for a registration whose table was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,18 +109,7 @@ impl IntoDatum for RegClass {
 
 pgrx::impl_sql_translatable!(RegClass, "regclass");
 
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RegClass {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        // STRICT functions never see NULL here; a non-strict one declares Option<RegClass>.
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or(RegClass(pg_sys::InvalidOid))
-    }
-
-    unsafe fn unbox_nullable_arg(
-        arg: pgrx::callconv::Arg<'_, 'fcx>,
-    ) -> pgrx::nullable::Nullable<Self> {
-        unsafe { arg.unbox_arg_using_from_datum() }.into()
-    }
-}
+argument_abi!(RegClass, RegClass(pg_sys::InvalidOid));
 
 unsafe impl pgrx::callconv::BoxRet for RegClass {
     unsafe fn box_into<'fcx>(
@@ -272,18 +279,7 @@ impl IntoDatum for ServerText {
 
 pgrx::impl_sql_translatable!(ServerText, "text");
 
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for ServerText {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        // STRICT functions never see NULL here; a non-strict one declares Option<ServerText>.
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_default()
-    }
-
-    unsafe fn unbox_nullable_arg(
-        arg: pgrx::callconv::Arg<'_, 'fcx>,
-    ) -> pgrx::nullable::Nullable<Self> {
-        unsafe { arg.unbox_arg_using_from_datum() }.into()
-    }
-}
+argument_abi!(ServerText, ServerText::default());
 
 unsafe impl pgrx::callconv::BoxRet for ServerText {
     unsafe fn box_into<'fcx>(
@@ -293,6 +289,94 @@ unsafe impl pgrx::callconv::BoxRet for ServerText {
         unsafe { fcinfo.return_raw_datum(utf8_to_server(&self.0)) }
     }
 }
+
+/// A trigger's arguments as UTF-8, converted from the database's encoding like the names
+/// and values they are compared with. (pgrx's `extra_args` fails on anything that is not
+/// UTF-8, such as a LATIN1 database's `pièce`: the audit then recorded excluded columns,
+/// and the scoring trigger lost its mapping.)
+///
+/// # Safety
+/// `trigger` is the `Trigger` of a running trigger call.
+pub unsafe fn trigger_args(trigger: *const pg_sys::Trigger) -> Vec<String> {
+    unsafe {
+        let n = usize::try_from((*trigger).tgnargs).unwrap_or(0);
+        if n == 0 || (*trigger).tgargs.is_null() {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts((*trigger).tgargs, n)
+            .iter()
+            .map(|&a| server_to_utf8_lossy(std::ffi::CStr::from_ptr(a).to_bytes()).into_owned())
+            .collect()
+    }
+}
+
+/// A `jsonb` argument or column read in any database encoding: pgrx's `JsonB` takes
+/// jsonb's text as UTF-8 (a LATIN1 database's `"Zürich"` was an internal error) and
+/// panics on a number no double holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerJsonB(pub serde_json::Value);
+
+/// A jsonb value that serde_json cannot hold (a number beyond a double's range).
+#[derive(Debug, thiserror::Error)]
+#[error("jsonb value cannot be read: {0}")]
+pub struct UnreadableJson(String);
+
+impl crate::error::SqlError for UnreadableJson {
+    fn sqlstate(&self) -> pgrx::PgSqlErrorCode {
+        pgrx::PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
+    }
+    fn hint(&self) -> Option<String> {
+        Some("Numbers in the value must fit a double precision (about 1e308).".into())
+    }
+}
+
+impl FromDatum for ServerJsonB {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        unsafe {
+            // jsonb's own text (jsonb_out detoasts), in the database's encoding.
+            let p = pg_sys::OidOutputFunctionCall(pg_sys::Oid::from(pg_sys::F_JSONB_OUT), datum);
+            let text = server_to_utf8(std::ffi::CStr::from_ptr(p).to_bytes());
+            pg_sys::pfree(p.cast());
+            match serde_json::from_str(&text) {
+                Ok(v) => Some(ServerJsonB(v)),
+                Err(e) => crate::error::raise(UnreadableJson(e.to_string())),
+            }
+        }
+    }
+}
+
+impl IntoDatum for ServerJsonB {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        let text = self.0.to_string();
+        unsafe {
+            // serde_json writes no NUL byte (it escapes U+0000 as \u0000).
+            let bytes = utf8_in_server(text.as_bytes());
+            let mut owned = bytes.to_vec();
+            owned.push(0);
+            Some(pg_sys::OidInputFunctionCall(
+                pg_sys::Oid::from(pg_sys::F_JSONB_IN),
+                owned.as_mut_ptr().cast(),
+                pg_sys::InvalidOid,
+                -1,
+            ))
+        }
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+pgrx::impl_sql_translatable!(ServerJsonB, "jsonb");
+
+argument_abi!(ServerJsonB, ServerJsonB(serde_json::Value::Null));
 
 /// A setting changed for the rest of one operation, like a function's `SET` clause: the
 /// previous value comes back with [`LocalSetting::restore`], or when the (sub)transaction

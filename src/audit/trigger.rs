@@ -246,7 +246,7 @@ fn audit_trigger<'a>(
         "TRUNCATE"
     };
     // Arguments: include_statement, then the excluded columns.
-    let args = unsafe { trigger_args(td.tg_trigger) };
+    let args = unsafe { sql::trigger_args(td.tg_trigger) };
     let include_statement = args.first().is_some_and(|a| a == "true");
     let excluded: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let rel = td.tg_relation;
@@ -811,25 +811,6 @@ impl Writer {
             });
             &self.leaves[self.leaves.len() - 1]
         }
-    }
-}
-
-/// The trigger's arguments as UTF-8, converted like the column names they are compared
-/// with. (pgrx's `extra_args` fails on anything that is not UTF-8, such as a LATIN1
-/// database's `pièce`, and an empty list there would record the excluded columns.)
-///
-/// # Safety
-/// `trigger` is the `Trigger` of a running trigger call.
-unsafe fn trigger_args(trigger: *const pg_sys::Trigger) -> Vec<String> {
-    unsafe {
-        let n = usize::try_from((*trigger).tgnargs).unwrap_or(0);
-        if n == 0 || (*trigger).tgargs.is_null() {
-            return Vec::new();
-        }
-        std::slice::from_raw_parts((*trigger).tgargs, n)
-            .iter()
-            .map(|&a| sql::server_to_utf8_lossy(CStr::from_ptr(a).to_bytes()).into_owned())
-            .collect()
     }
 }
 

@@ -11,7 +11,7 @@ use crate::error::{raise, OrRaise, SqlError};
 use crate::fraud::features::FeatureVector;
 use crate::fraud::rules::{self, Action, Rule, RuleInput, RuleSet};
 use crate::fraud::scoring::{self, Outcome};
-use crate::sql::{self, ServerText};
+use crate::sql::{self, ServerJsonB, ServerText};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::cell::{Cell, RefCell};
@@ -40,6 +40,8 @@ pub enum PolicyError {
     BadLookupShape(String),
     #[error("the lookup query of \"{0}\" does not prepare: {1}")]
     BadLookupQuery(String, String),
+    #[error("the lookup query of \"{0}\" holds characters other than ASCII, which a {1} database cannot take in a prepared lookup")]
+    NonAsciiLookup(String, String),
 }
 
 impl SqlError for PolicyError {
@@ -55,6 +57,7 @@ impl SqlError for PolicyError {
             Self::BadStateChanges(_) => ERRCODE_UNDEFINED_TABLE,
             Self::BadLookupShape(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::BadLookupQuery(..) => ERRCODE_SYNTAX_ERROR,
+            Self::NonAsciiLookup(..) => ERRCODE_FEATURE_NOT_SUPPORTED,
         }
     }
     fn hint(&self) -> Option<String> {
@@ -69,6 +72,9 @@ impl SqlError for PolicyError {
             ),
             Self::BadLookupShape(_) | Self::BadLookupQuery(..) => Some(
                 "A lookup reads one value of another table for the row's column \"arg\", passed as text: cast $1 (WHERE id = $1::bigint).".into(),
+            ),
+            Self::NonAsciiLookup(..) => Some(
+                "Write such names and values as Unicode escapes (U&\"caf\\00E9\", U&'caf\\00E9'), which PostgreSQL converts to the database's encoding.".into(),
             ),
             _ => None,
         }
@@ -251,9 +257,18 @@ thread_local! {
 }
 
 /// The plan of a lookup `query` (one text parameter), read as the text of its first column.
-fn lookup_plan(query: &str) -> Result<Rc<pgrx::spi::OwnedPreparedStatement>, String> {
+fn lookup_plan(key: &str, query: &str) -> Result<Rc<pgrx::spi::OwnedPreparedStatement>, String> {
     if let Some(p) = LOOKUPS.with_borrow(|l| l.get(query).cloned()) {
         return Ok(p);
+    }
+    // pgrx hands PostgreSQL the statement's UTF-8 bytes as they are, which must be in the
+    // database's encoding: outside UTF-8 only ASCII reads as written.
+    if sql::converts(query.as_bytes()) {
+        let encoding = unsafe { CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) };
+        raise(PolicyError::NonAsciiLookup(
+            key.into(),
+            encoding.to_string_lossy().into_owned(),
+        ));
     }
     let wrapped = format!(
         "SELECT q.x::text FROM ({}) AS q(x) LIMIT 1",
@@ -275,14 +290,14 @@ fn lookup_plan(query: &str) -> Result<Rc<pgrx::spi::OwnedPreparedStatement>, Str
 /// row, NULL or no arg.
 fn lookup(key: &str, query: &str, arg: Option<String>) -> Option<String> {
     let arg = arg?;
-    let plan =
-        lookup_plan(query).unwrap_or_else(|e| raise(PolicyError::BadLookupQuery(key.into(), e)));
+    let plan = lookup_plan(key, query)
+        .unwrap_or_else(|e| raise(PolicyError::BadLookupQuery(key.into(), e)));
     Spi::connect(|c| {
-        let t = c.select(&*plan, Some(1), &[arg.into()])?;
+        let t = c.select(&*plan, Some(1), &[ServerText(arg).into()])?;
         if t.is_empty() {
-            return Ok(None);
+            return Ok::<_, pgrx::spi::SpiError>(None);
         }
-        t.first().get::<String>(1)
+        Ok(t.first().get::<ServerText>(1)?.map(|t| t.0))
     })
     .map_err(crate::error::SpiFailure::from)
     .or_raise()
@@ -310,7 +325,7 @@ fn check_mapping(table: pg_sys::Oid, label: &str, mapping: &serde_json::Value) {
             "SELECT count(*) FROM pg_catalog.pg_attribute
               WHERE attrelid = pg_catalog.to_regclass($1) AND attnum > 0 AND NOT attisdropped
                 AND attname IN ('transaction_id', 'transaction_occurred_at', 'from_status_id', 'to_status_id', 'reason')",
-            &[name.into()],
+            &[ServerText(name.to_string()).into()],
         );
         if shaped != Some(5) {
             raise(PolicyError::BadStateChanges(format!("\"{name}\"")));
@@ -332,7 +347,7 @@ fn check_mapping(table: pg_sys::Oid, label: &str, mapping: &serde_json::Value) {
                 ) else {
                     raise(PolicyError::BadLookupShape(key.clone()))
                 };
-                if let Err(e) = lookup_plan(query) {
+                if let Err(e) = lookup_plan(key, query) {
                     raise(PolicyError::BadLookupQuery(key.clone(), e))
                 }
                 arg
@@ -342,7 +357,7 @@ fn check_mapping(table: pg_sys::Oid, label: &str, mapping: &serde_json::Value) {
         };
         let exists = sql::read::<bool>(
             "SELECT true FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
-            &[table.into(), column.into()],
+            &[table.into(), ServerText(column.to_string()).into()],
         );
         if exists.is_none() {
             raise(PolicyError::NoColumn(label.into(), column.into()));
@@ -357,13 +372,14 @@ fn check_mapping(table: pg_sys::Oid, label: &str, mapping: &serde_json::Value) {
 /// `status` with `review_status`, the value the status column gets on a review verdict. A
 /// block verdict refuses the row with SQLSTATE 09000 and the reasons in the DETAIL.
 #[pg_extern(volatile)]
-fn score_payments(tbl: crate::sql::RegClass, mapping: pgrx::JsonB) -> crate::sql::RegClass {
-    let found = sql::read::<String>(
+fn score_payments(tbl: crate::sql::RegClass, mapping: ServerJsonB) -> crate::sql::RegClass {
+    let found = sql::read::<ServerText>(
         "SELECT c.relkind::text || format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
         &[tbl.into()],
     )
-    .unwrap_or_default();
+    .unwrap_or_default()
+    .0;
     let (kind, name) = found.split_at(found.len().min(1));
     if kind != "r" && kind != "p" {
         raise(PolicyError::NotTable(format!(
@@ -398,7 +414,9 @@ fn score_payments(tbl: crate::sql::RegClass, mapping: pgrx::JsonB) -> crate::sql
 /// Stops scoring rows inserted into `tbl`. Returns whether it was scored.
 #[pg_extern(volatile)]
 fn unscore_payments(tbl: crate::sql::RegClass) -> bool {
-    let name = sql::read::<String>("SELECT $1::regclass::text", &[tbl.into()]).unwrap_or_default();
+    let name = sql::read::<ServerText>("SELECT $1::regclass::text", &[tbl.into()])
+        .unwrap_or_default()
+        .0;
     let had = sql::read::<bool>(
         "SELECT true FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = 'platform_fraud_score'",
         &[tbl.into()],
@@ -413,12 +431,14 @@ fn unscore_payments(tbl: crate::sql::RegClass) -> bool {
     had
 }
 
-/// The index of the live column `name` in `desc`.
+/// The index of the live column `name` (UTF-8) in `desc`, whose names are in the
+/// database's encoding.
 unsafe fn column_index(desc: pg_sys::TupleDesc, name: &str) -> Option<usize> {
     unsafe {
+        let name = sql::utf8_in_server(name.as_bytes());
         let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
         attrs.iter().position(|a| {
-            !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == name.as_bytes()
+            !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == name
         })
     }
 }
@@ -500,18 +520,19 @@ unsafe fn datum_for(
 ) -> Option<pg_sys::Datum> {
     match (attr.atttypid, value) {
         (pg_sys::FLOAT8OID, Written::Number(v)) => v.into_datum(),
-        (pg_sys::TEXTOID, Written::Text(t)) => t.as_str().into_datum(),
+        (pg_sys::TEXTOID, Written::Text(t)) => Some(unsafe { sql::utf8_to_server(t) }),
         (_, Written::Number(v)) => unsafe { datum_from_text(attr, &v.to_string()) },
         (_, Written::Text(t)) => unsafe { datum_from_text(attr, t) },
     }
 }
 
-/// A datum of column `at`'s type from text (its type's input function).
+/// A datum of column `at`'s type from text (its type's input function, which takes the
+/// database's encoding).
 unsafe fn datum_from_text(
     attr: &pg_sys::FormData_pg_attribute,
     text: &str,
 ) -> Option<pg_sys::Datum> {
-    let c = std::ffi::CString::new(text).ok()?;
+    let c = std::ffi::CString::new(unsafe { sql::utf8_in_server(text.as_bytes()) }).ok()?;
     unsafe {
         let (mut in_fn, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
         pg_sys::getTypeInputInfo(attr.atttypid, &mut in_fn, &mut ioparam);
@@ -555,10 +576,10 @@ thread_local! {
 
 /// The mapping `score_payments` gave a trigger (its first argument), parsed.
 fn trigger_mapping(trigger: &pgrx::PgTrigger<'_>) -> Rc<serde_json::Value> {
-    let text = trigger
-        .extra_args()
-        .ok()
-        .and_then(|a| a.first().cloned())
+    // Read as UTF-8 from the database's encoding, like the columns it names.
+    let text = unsafe { sql::trigger_args(trigger.trigger_data().tg_trigger) }
+        .into_iter()
+        .next()
         .unwrap_or_default();
     if let Some(m) = MAPPING.with_borrow(|c| {
         c.as_ref()
@@ -794,7 +815,8 @@ fn fraud_review_trigger<'a>(
         sql::run(&format!(
             "INSERT INTO {} (transaction_id, transaction_occurred_at, from_status_id, to_status_id, reason)
              VALUES ({}, {}, {}, {}, {})",
-            sql::read::<String>("SELECT $1::regclass::text", &[table.as_str().into()]).unwrap_or(table),
+            sql::read::<ServerText>("SELECT $1::regclass::text", &[ServerText(table.clone()).into()])
+                .map_or(table, |t| t.0),
             q(&held.id),
             q(&held.occurred_at),
             q(&held.from),

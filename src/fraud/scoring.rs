@@ -461,7 +461,7 @@ fn fraud_score(
     category: default!(Option<ServerText>, "NULL"),
     lat: default!(Option<f64>, "NULL"),
     lon: default!(Option<f64>, "NULL"),
-    attrs: default!(Option<pgrx::JsonB>, "'{}'"),
+    attrs: default!(Option<crate::sql::ServerJsonB>, "'{}'"),
 ) -> pgrx::composite_type!('static, "platform.fraud_result") {
     let Some(card) = card.filter(|c| !c.0.is_empty()) else {
         raise(ScoreError::Null("card"))
@@ -686,7 +686,7 @@ fn read_history(wrapped: &str, mut each: impl FnMut(HistoryRow)) {
                     category: r.get::<ServerText>(5)?.unwrap_or_default().0,
                     lat: r.get::<f64>(6)?,
                     lon: r.get::<f64>(7)?,
-                    attrs: r.get::<pgrx::JsonB>(8)?.map(|j| j.0),
+                    attrs: r.get::<crate::sql::ServerJsonB>(8)?.map(|j| j.0),
                     label: r.get::<bool>(9)?,
                     id: r.get::<i64>(10)?,
                 });

@@ -1424,6 +1424,98 @@ fn the_trigger_reads_a_latin1_databases_text_as_utf8() {
     crate::testing::drop_database("t_fraud_latin1");
 }
 
+/// In a LATIN1 database a mapping may name columns, a table and a review status that are
+/// not ASCII: `score_payments` finds them, the trigger reads its mapping in the database's
+/// encoding (pgrx's reading of trigger arguments failed on such bytes, leaving an empty
+/// mapping) and writes its values in it; a lookup query must be ASCII there (0A000,
+/// nothing installed) and reaches other names through Unicode escapes. `attrs` may hold
+/// such text too, and a number no double holds is 22003 rather than an internal error.
+#[test]
+fn a_latin1_databases_mapping_may_name_columns_that_are_not_ascii() {
+    let mut l = crate::testing::fresh_database(
+        "t_fraud_latin1_names",
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    run(
+        &mut l,
+        r#"SET platform.fraud_model = 'none_deployed';
+           CREATE TABLE "changements_d'état" (transaction_id int, transaction_occurred_at timestamptz,
+                                              from_status_id text, to_status_id varchar(20), reason text);
+           CREATE TABLE rayons (id int PRIMARY KEY, "libellé" text);
+           INSERT INTO rayons VALUES (1, 'épicerie fine'), (2, 'café');
+           CREATE TABLE "paiement_été" (id int PRIMARY KEY, "numéro" text, montant numeric, "à" timestamptz,
+                                        rayon int, "niveau_de_risque" text, "décision" varchar(10),
+                                        "état" varchar(20) NOT NULL DEFAULT 'reçu', note float8);
+           SELECT platform.fraud_set_rule('t_latin1_review', 'review', 'category = ''épicerie fine''');"#,
+    );
+    let mapping = |category: &str| {
+        format!(
+            r#"jsonb_build_object('card', 'numéro', 'amount', 'montant', 'occurred_at', 'à', 'id', 'id',
+                   'score', 'note', 'risk_level', 'niveau_de_risque', 'verdict', 'décision',
+                   'status', 'état', 'review_status', 'à revoir', 'state_changes', 'changements_d''état',
+                   'category', jsonb_build_object('query', '{category}', 'arg', 'rayon'))"#
+        )
+    };
+    // A lookup query naming `libellé` as it is cannot be prepared here: refused, and
+    // nothing installed.
+    let (code, message) = expect_error(
+        &mut l,
+        &format!(
+            "SELECT platform.score_payments('paiement_été', {})",
+            mapping(r#"SELECT "libellé" FROM rayons WHERE id = $1::int"#)
+        ),
+    );
+    assert_eq!(code, "0A000", "{message}");
+    let triggers =
+        r#"SELECT count(*) FROM pg_catalog.pg_trigger WHERE tgrelid = '"paiement_été"'::regclass"#;
+    assert_eq!(one::<i64>(&mut l, triggers), 0);
+    run(
+        &mut l,
+        &format!(
+            "SELECT platform.score_payments('paiement_été', {})",
+            mapping(r#"SELECT U&"libell\00E9" FROM rayons WHERE id = $1::int"#)
+        ),
+    );
+    run(
+        &mut l,
+        r#"INSERT INTO "paiement_été" (id, "numéro", montant, "à", rayon)
+           VALUES (1, 'Zoë-2', 20, '2026-08-01 10:00 UTC', 2), (2, 'Zoë-2', 30, '2026-08-01 11:00 UTC', 1)"#,
+    );
+    let rows: String = one(
+        &mut l,
+        r#"SELECT string_agg(id || ':' || "état" || ':' || "décision" || ':' || (note IS NOT NULL)
+                             || ':' || ("niveau_de_risque" IN ('normal', 'elevated', 'highest')), ' ' ORDER BY id)
+                  || ' ' || (SELECT string_agg(from_status_id || '>' || to_status_id || ':' || transaction_id, ',')
+                               FROM "changements_d'état")
+                  || ' ' || (SELECT p.payments FROM platform.fraud_profile p, platform.fraud_secret s
+                              WHERE p.card_key = sha256(s.salt || convert_to('Zoë-2', 'UTF8')))
+             FROM "paiement_été""#,
+    );
+    assert_eq!(
+        rows,
+        "1:reçu:allow:true:true 2:à revoir:review:true:true reçu>à revoir:2 2"
+    );
+    // attrs with such text, and a number beyond a double's range.
+    assert!(one::<bool>(
+        &mut l,
+        r#"SELECT (platform.fraud_score('Zoë-3', 10, '2026-08-01 UTC', 'm', 'c', NULL, NULL, '{"ville": "Zürich"}')).score
+                  BETWEEN 0 AND 1"#,
+    ));
+    let (code, message) = expect_error(
+        &mut l,
+        r#"SELECT platform.fraud_score('Zoë-3', 10, '2026-08-01 UTC', 'm', 'c', NULL, NULL, '{"x": 1e400}')"#,
+    );
+    assert_eq!(code, "22003", "{message}");
+    assert!(one::<bool>(
+        &mut l,
+        "SELECT platform.unscore_payments('paiement_été')"
+    ));
+    assert_eq!(one::<i64>(&mut l, triggers), 0);
+    run(&mut l, "SELECT platform.fraud_drop_rule('t_latin1_review')");
+    drop(l);
+    crate::testing::drop_database("t_fraud_latin1_names");
+}
+
 /// In a SQL_ASCII database text is bytes in no declared encoding: the trigger takes a card
 /// that is valid UTF-8 and refuses one that is not (22021), storing neither the payment nor
 /// a profile for it.
