@@ -141,7 +141,8 @@ pub fn shadow(
     let Ok((o, _)) = scoring::score(profile, payment, attrs, Some(&shadow), false) else {
         return;
     };
-    sql::modify(
+    sql::with_safe_search_path(|| {
+        sql::modify(
         "INSERT INTO platform.fraud_shadow_log (model, champion_version, champion_score, shadow_version, shadow_score, card_key)
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
@@ -152,7 +153,8 @@ pub fn shadow(
             o.score.into(),
             card_key.to_vec().into(),
         ],
-    );
+    )
+    });
 }
 
 pgrx::extension_sql!(

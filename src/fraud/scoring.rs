@@ -365,14 +365,18 @@ pub fn score_and_learn(
         lat,
         lon,
     };
-    sql::as_extension_owner(|| {
+    // As the extension's owner (the profile table is its own); the safe search_path, a
+    // setting changed and restored at every payment (a few percent of a scoring
+    // backend's CPU), only around the SQL some payments run: the profile statements of
+    // the SQL path, the shadow's log, a rule set's loading (each sets it itself).
+    sql::as_extension_owner_no_sql(|| {
         let key = card_key(card);
         // The row found and locked without SQL when it can be (see `profile_row`).
         let row = crate::fraud::profile_row::lock(&key);
         let mut profile = match &row {
             Some(r) if !r.state.is_empty() => Profile::from_bytes(&r.state).or_raise(),
             Some(_) => Profile::new(0),
-            None => lock_profile(&key),
+            None => sql::with_safe_search_path(|| lock_profile(&key)),
         };
         let outcome = decide(
             &mut profile,
@@ -388,7 +392,7 @@ pub fn score_and_learn(
             Some(r) => {
                 crate::fraud::profile_row::save(r, &key, profile.to_bytes(), profile.count as i64)
             }
-            None => save_profile(&key, &profile),
+            None => sql::with_safe_search_path(|| save_profile(&key, &profile)),
         }
         outcome
     })
