@@ -9,7 +9,7 @@
 //! - Welford running mean/variance of the amount, overall and for at most
 //!   [`MAX_CATEGORIES`] categories (least recently used evicted; an evicted category is
 //!   "new" again when it comes back);
-//! - the [`MAX_MERCHANTS`] most recently used merchants, as 64-bit FNV-1a hashes;
+//! - the [`MAX_MERCHANTS`] most recently used merchants, as 32-bit hashes ([`merchant_hash`]);
 //! - time and place of the latest payment, the first payment's time;
 //! - 24 hour-of-day counts, in the card's local time: UTC shifted by the profile's
 //!   `utc_offset_secs` (0 = UTC), fixed when the profile is created.
@@ -28,22 +28,29 @@ pub const WINDOW_7D: i64 = 7 * WINDOW_24H;
 pub const MAX_RECENT: usize = 256;
 pub const MAX_CATEGORIES: usize = 16;
 pub const MAX_MERCHANTS: usize = 64;
-/// Current encoding version written by [`Profile::to_bytes`]. Version 1 (still read)
-/// stored each recent payment in 16 bytes; version 2 stores the gap to the previous one as
-/// a varint and the amount as a varint of cents when that gives back the very same
-/// double, usually 5 to 7 bytes in all: a profile is rewritten, and logged to WAL whole,
-/// at every payment.
-pub const PROFILE_VERSION: u8 = 2;
+/// Current encoding version written by [`Profile::to_bytes`]; every earlier one is still
+/// read. A profile is rewritten, and logged to WAL whole, at every payment, so each
+/// version made it smaller: version 1 stored each recent payment in 16 bytes; version 2
+/// stores the gap to the previous one as a varint and the amount as a varint of cents when
+/// that gives back the very same double, usually 5 to 7 bytes in all; version 3 stores the
+/// merchants' hashes in 4 bytes instead of 8 and the hour-of-day counts as varints (1 or 2
+/// bytes instead of 4): 300 bytes less for a card with 64 merchants.
+pub const PROFILE_VERSION: u8 = 3;
 const MAGIC: &[u8; 2] = b"FP";
+/// The fixed part of versions 1 and 2 (hour counts in 4 bytes each).
 const HEADER_BYTES: usize = 2 + 1 + 1 + 4 + 8 + 24 + 8 + 8 + 8 + 8 + 24 * 4 + 1 + 1 + 2;
+/// The most bytes the hour counts take in version 3 (a u32 varint is at most 5 bytes).
+const V3_HOURS_MAX_BYTES: usize = 24 * 5;
 const CATEGORY_BYTES: usize = 8 + 24;
 /// Most bytes of one recent payment in version 2: a 10-byte varint gap (the first
 /// payment's time takes 8 fixed bytes instead) and a tag byte before a raw double.
 const RECENT_MAX_BYTES: usize = 10 + 9;
-/// Upper bound of [`Profile::to_bytes`]'s length: 6 060 bytes (version 1: 5 292).
-pub const MAX_ENCODED_BYTES: usize = HEADER_BYTES
+/// Upper bound of [`Profile::to_bytes`]'s length: 5 828 bytes (version 2: 6 060, version
+/// 1: 5 292).
+pub const MAX_ENCODED_BYTES: usize = HEADER_BYTES - 24 * 4
+    + V3_HOURS_MAX_BYTES
     + MAX_CATEGORIES * CATEGORY_BYTES
-    + MAX_MERCHANTS * 8
+    + MAX_MERCHANTS * 4
     + MAX_RECENT * RECENT_MAX_BYTES;
 
 // The bound promised in the module documentation ("a few KB").
@@ -131,6 +138,16 @@ pub fn fnv1a(s: &str) -> u64 {
     h
 }
 
+/// A merchant's 32-bit hash: [`fnv1a`] folded (its high half xor its low half). Of a card's
+/// 64 merchants, a new one is taken for a known one with a chance of 64 in 2^32.
+pub fn merchant_hash(name: &str) -> u32 {
+    fold(fnv1a(name))
+}
+
+fn fold(h: u64) -> u32 {
+    (h ^ (h >> 32)) as u32
+}
+
 /// Great-circle distance in km (haversine, mean Earth radius 6371.0088 km).
 pub fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     let (la1, lo1) = (a.0.to_radians(), a.1.to_radians());
@@ -152,8 +169,8 @@ pub struct Profile {
     pub hours: [u32; 24],
     /// Most recently used first.
     pub categories: Vec<CategoryStats>,
-    /// Most recently used first.
-    pub merchants: Vec<u64>,
+    /// Most recently used first ([`merchant_hash`]).
+    pub merchants: Vec<u32>,
     /// Sorted by time, oldest first.
     pub recent: Vec<(i64, f64)>,
 }
@@ -179,7 +196,7 @@ impl Profile {
     }
 
     pub fn knows_merchant(&self, name: &str) -> bool {
-        self.merchants.contains(&fnv1a(name))
+        self.merchants.contains(&merchant_hash(name))
     }
 
     /// (count, sum) of kept payments in `(at - window, at]`.
@@ -225,7 +242,7 @@ impl Profile {
         cat.amount.push(p.amount);
         self.categories.insert(0, cat);
         self.categories.truncate(MAX_CATEGORIES);
-        let mh = fnv1a(p.merchant);
+        let mh = merchant_hash(p.merchant);
         if let Some(i) = self.merchants.iter().position(|&m| m == mh) {
             self.merchants.remove(i);
         }
@@ -251,7 +268,7 @@ impl Profile {
         let mut b = Vec::with_capacity(
             HEADER_BYTES
                 + self.categories.len() * CATEGORY_BYTES
-                + self.merchants.len() * 8
+                + self.merchants.len() * 4
                 + self.recent.len() * 8,
         );
         b.extend_from_slice(MAGIC);
@@ -268,8 +285,12 @@ impl Profile {
         let (lat, lon) = self.last_location.unwrap_or((0.0, 0.0));
         b.extend_from_slice(&lat.to_le_bytes());
         b.extend_from_slice(&lon.to_le_bytes());
-        for h in &self.hours {
-            b.extend_from_slice(&h.to_le_bytes());
+        for &h in &self.hours {
+            if version >= 3 {
+                put_varint(&mut b, h as u64);
+            } else {
+                b.extend_from_slice(&h.to_le_bytes());
+            }
         }
         b.push(self.categories.len() as u8);
         b.push(self.merchants.len() as u8);
@@ -278,8 +299,13 @@ impl Profile {
             b.extend_from_slice(&c.hash.to_le_bytes());
             put_welford(&mut b, &c.amount);
         }
-        for m in &self.merchants {
-            b.extend_from_slice(&m.to_le_bytes());
+        for &m in &self.merchants {
+            if version >= 3 {
+                b.extend_from_slice(&m.to_le_bytes());
+            } else {
+                // Folding a hash with a zero high half gives it back.
+                b.extend_from_slice(&(m as u64).to_le_bytes());
+            }
         }
         let mut previous = None;
         for &(t, a) in &self.recent {
@@ -317,7 +343,7 @@ impl Profile {
             return Err(corrupt("not a fraud profile"));
         }
         let version = r.u8()?;
-        if version != 1 && version != PROFILE_VERSION {
+        if !(1..=PROFILE_VERSION).contains(&version) {
             return Err(FraudError::UnknownProfileVersion(version));
         }
         let flags = r.u8()?;
@@ -336,7 +362,11 @@ impl Profile {
         let lon = r.f64()?;
         let mut hours = [0u32; 24];
         for h in hours.iter_mut() {
-            *h = u32::from_le_bytes(r.array()?);
+            *h = if version >= 3 {
+                u32::try_from(r.varint()?).map_err(|_| corrupt("an hour count overflows"))?
+            } else {
+                u32::from_le_bytes(r.array()?)
+            };
         }
         let n_cat = r.u8()? as usize;
         let n_merch = r.u8()? as usize;
@@ -354,7 +384,11 @@ impl Profile {
         }
         let mut merchants = Vec::with_capacity(n_merch);
         for _ in 0..n_merch {
-            merchants.push(r.u64()?);
+            merchants.push(if version >= 3 {
+                u32::from_le_bytes(r.array()?)
+            } else {
+                fold(r.u64()?)
+            });
         }
         let mut recent: Vec<(i64, f64)> = Vec::with_capacity(n_recent);
         for _ in 0..n_recent {
@@ -560,13 +594,19 @@ mod tests {
         // (now - 1h, now]: the payments at minutes 940..=999.
         assert_eq!(p.window(now, WINDOW_1H), (60, 60.0));
         let bytes = p.to_bytes();
-        assert_eq!(MAX_ENCODED_BYTES, 6060);
-        // A minute apart and whole amounts: 4 bytes of gap and 2 of amount a payment.
+        assert_eq!(MAX_ENCODED_BYTES, 5828);
+        // A minute apart and whole amounts: 4 bytes of gap and 2 of amount a payment; 60
+        // payments in each of 17 hours (one byte each, as are the 7 empty hours).
         assert_eq!(
             bytes.len(),
-            HEADER_BYTES + 16 * 32 + 64 * 8 + 8 + 2 + 255 * 6
+            HEADER_BYTES - 24 * 4 + 24 + 16 * 32 + 64 * 4 + 8 + 2 + 255 * 6
         );
         assert_eq!(Profile::from_bytes(&bytes).unwrap(), p);
+        // Version 2: merchants in 8 bytes, hour counts in 4.
+        let v2 = p.encode(2);
+        assert_eq!(v2.len(), HEADER_BYTES + 16 * 32 + 64 * 8 + 8 + 2 + 255 * 6);
+        assert_eq!(v2.len() - bytes.len(), 256 + 72);
+        assert_eq!(Profile::from_bytes(&v2).unwrap(), p);
         // A profile stored by version 1 (16 bytes a payment) still reads the same.
         let v1 = p.encode(1);
         assert_eq!(v1.len(), 5292);
@@ -612,11 +652,17 @@ mod tests {
                 "truncated at {n}"
             );
         }
-        let mut v3 = bytes.clone();
-        v3[2] = 3;
+        let mut v4 = bytes.clone();
+        v4[2] = 4;
         assert_eq!(
-            Profile::from_bytes(&v3),
-            Err(FraudError::UnknownProfileVersion(3))
+            Profile::from_bytes(&v4),
+            Err(FraudError::UnknownProfileVersion(4))
+        );
+        let mut v0 = bytes.clone();
+        v0[2] = 0;
+        assert_eq!(
+            Profile::from_bytes(&v0),
+            Err(FraudError::UnknownProfileVersion(0))
         );
         let mut long = bytes.clone();
         long.push(0);
@@ -705,7 +751,8 @@ mod tests {
 
     /// The stored formats are pinned: version 1 is what 0.4.0 and earlier wrote (and what
     /// an upgraded database still holds until each card's next payment), version 2 what
-    /// is written now; a change to either encoder fails here.
+    /// development builds of 0.5.0 wrote, version 3 what is written now; a change to any
+    /// encoder fails here.
     #[test]
     fn stored_formats_keep_their_bytes() {
         let mut p = Profile::new(3600);
@@ -716,7 +763,7 @@ mod tests {
         p.update(&pay(1_700_000_090, 0.1 + 0.2, "shop", "grocery"))
             .unwrap();
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        let (v1, v2) = (hex(&p.encode(1)), hex(&p.to_bytes()));
+        let (v1, v2, v3) = (hex(&p.encode(1)), hex(&p.encode(2)), hex(&p.to_bytes()));
         assert_eq!(v1.len(), 2 * (HEADER_BYTES + CATEGORY_BYTES + 8 + 2 * 16));
         assert_eq!(
             v2.len(),
@@ -729,10 +776,33 @@ mod tests {
         assert_eq!(&v2[..6], "465002");
         assert_eq!(&v1[recent_at..], V1_RECENT);
         assert_eq!(&v2[recent_at..], V2_RECENT);
-        for bytes in [p.encode(1), p.to_bytes()] {
+        // Version 3: the 24 hour counts as varints (both payments at 23:13 local), the
+        // merchant's folded hash in 4 bytes, then what version 2 stores.
+        let hours_at = 2 * (HEADER_BYTES - 24 * 4 - 4);
+        assert_eq!(&v3[..6], "465003");
+        assert_eq!(v3[6..hours_at], v2[6..hours_at]);
+        let rest = &v3[hours_at..];
+        assert_eq!(&rest[..48], format!("{}02", "00".repeat(23)));
+        let merchant_at = 48 + 8 + 2 * CATEGORY_BYTES;
+        assert_eq!(rest[48..merchant_at], v2[hours_at + 2 * 96..recent_at - 16]);
+        assert_eq!(&rest[merchant_at..merchant_at + 8], V3_SHOP);
+        assert_eq!(&rest[merchant_at + 8..], V2_RECENT);
+        for bytes in [p.encode(1), p.encode(2), p.to_bytes()] {
             assert_eq!(Profile::from_bytes(&bytes).unwrap(), p);
         }
+        // A version 2 profile as 0.5.0's development builds stored it, with the whole
+        // 64-bit hash: read back, the merchant is still known.
+        let mut stored = p.encode(2);
+        let at = HEADER_BYTES + CATEGORY_BYTES;
+        stored[at..at + 8].copy_from_slice(&V2_SHOP.to_le_bytes());
+        let back = Profile::from_bytes(&stored).unwrap();
+        assert!(back.knows_merchant("shop") && !back.knows_merchant("shops"));
+        assert_eq!(back, p);
     }
+
+    /// FNV-1a 64 of "shop", and it folded to 32 bits, little-endian (worked out with Python).
+    const V2_SHOP: u64 = 0x46dc_5e18_e28e_2409;
+    const V3_SHOP: &str = "117a52a4";
 
     /// (1 700 000 000 s, 42.17) and 90 s later (0.1 + 0.2), as version 1 and 2 store them.
     // Worked out independently with Python's struct module and a hand-written LEB128.
