@@ -272,12 +272,20 @@ if [ "$(sql $db "SELECT to_regprocedure('platform.score_payments(regclass,jsonb)
 INSERT INTO :tbl (card, amount, merchant, category, lat, lon)
 VALUES ('card-' || lpad(:c::text, 6, '0'), round((5 + random() * 80)::numeric, 2), 'grocery-' || :m, 'grocery', 48.85 + random() / 10, 2.35);
 EOF
-    # tps TABLE [SYNCHRONOUS_COMMIT]: pgbench for $secs seconds (a checkpoint first).
+    # tps TABLE [SYNCHRONOUS_COMMIT]: pgbench for $secs seconds (a checkpoint first). The
+    # WAL the run wrote per payment goes to $work/wal.TABLE (one line a run): unlike tps,
+    # it does not move with the machine's neighbours.
     tps() {
         sql $db "CHECKPOINT" >/dev/null
-        PGOPTIONS="-c synchronous_commit=${2:-on}" \
-            pgbench -n -c 4 -j 2 -T "$secs" -D tbl="$1" -f "$work/insert.sql" -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres "$db" 2>"$work/pgbench.err" \
-            | sed -n 's/^tps = \([0-9]*\).*/\1/p' | head -1
+        local lsn out
+        lsn=$(sql $db "SELECT pg_current_wal_insert_lsn()")
+        out=$(PGOPTIONS="-c synchronous_commit=${2:-on}" \
+            pgbench -n -c 4 -j 2 -T "$secs" -D tbl="$1" -f "$work/insert.sql" -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres "$db" 2>"$work/pgbench.err")
+        local n
+        n=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+        [ -n "$n" ] && [ "$n" -gt 0 ] \
+            && sql $db "SELECT round(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn') / $n)" >>"$work/wal.$1"
+        echo "$out" | sed -n 's/^tps = \([0-9]*\).*/\1/p' | head -1
     }
     # pgbench hammers a few cards within seconds, so the built-in score soon calls them
     # highest risk and blocks (an ERROR that stops a pgbench client): an allow rule keeps
@@ -300,6 +308,9 @@ EOF
     pick() { median $(printf '%s\n' "${runs[@]}" | sed -n "s|^$1/$2=||p"); }
     plain_tps=$(pick pay_plain on); scored_tps=$(pick pay_scored on)
     plain_cpu_tps=$(pick pay_plain off); scored_cpu_tps=$(pick pay_scored off)
+    # shellcheck disable=SC2046
+    plain_wal=$(median $(cat "$work/wal.pay_plain")); scored_wal=$(median $(cat "$work/wal.pay_scored"))
+    note "WAL bytes a payment in each run: no trigger $(tr '\n' ' ' <"$work/wal.pay_plain"), trigger $(tr '\n' ' ' <"$work/wal.pay_scored")"
     note "pgbench runs (table/synchronous_commit=tps): ${runs[*]}"
     sql $db "SELECT platform.fraud_drop_rule('bench_allow_all')" >/dev/null
     [ "$(sql $db "SELECT count(*) = count(score) AND count(*) > 0 FROM pay_scored")" = t ] \
@@ -360,4 +371,5 @@ fi
 if [ "$plain_tps" != 0 ]; then
     result "Fraud" "single-row inserts, 4 clients, scoring trigger (tps)" "$scored_tps" "no trigger (goal: 0.85x)" "$plain_tps" higher
     result "Fraud" "same, synchronous_commit = off (CPU-bound, tps)" "$scored_cpu_tps" "no trigger, synchronous_commit = off" "$plain_cpu_tps" higher
+    result "Fraud" "same, WAL a payment, profile rewrite included (bytes, median)" "$scored_wal" "no trigger" "$plain_wal" lower
 fi

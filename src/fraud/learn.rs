@@ -53,6 +53,12 @@ fn options(raw: Value) -> Options {
             let names: Option<Vec<String>> =
                 a.iter().map(|v| v.as_str().map(str::to_string)).collect();
             match names {
+                // A model's feature names are stored as text[] the way pgrx writes text,
+                // as UTF-8 bytes: in a LATIN1 database only ASCII reads back as written.
+                Some(n) if n.iter().any(|f| crate::sql::converts(f.as_bytes())) => bad(
+                    "features",
+                    "names other than ASCII cannot be stored outside a UTF-8 database (name the attrs keys in ASCII)",
+                ),
                 Some(n) if !n.is_empty() => n,
                 _ => bad("features", "must be a non-empty array of feature names"),
             }
@@ -235,7 +241,7 @@ fn fraud_train(
     source: &str,
     label: &str,
     kind: default!(&str, "'gbdt'"),
-    options: default!(pgrx::JsonB, "'{}'"),
+    options: default!(crate::sql::ServerJsonB, "'{}'"),
 ) -> i32 {
     registry::check_name(name);
     if kind != "gbdt" && kind != "logistic" {

@@ -1506,6 +1506,14 @@ fn a_latin1_databases_mapping_may_name_columns_that_are_not_ascii() {
         r#"SELECT platform.fraud_score('Zoë-3', 10, '2026-08-01 UTC', 'm', 'c', NULL, NULL, '{"x": 1e400}')"#,
     );
     assert_eq!(code, "22003", "{message}");
+    // Training options are read the same way; a feature name that could not be stored as
+    // written is refused before anything runs.
+    let (code, message) = expect_error(
+        &mut l,
+        r#"SELECT platform.fraud_train('t_latin1', 'SELECT 1', 'lbl', 'gbdt', '{"features": ["amount", "âge"]}')"#,
+    );
+    assert_eq!(code, "22023", "{message}");
+    assert!(message.contains("ASCII"), "{message}");
     assert!(one::<bool>(
         &mut l,
         "SELECT platform.unscore_payments('paiement_été')"
