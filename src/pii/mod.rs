@@ -17,7 +17,7 @@ mod protect_tests;
 mod tests;
 
 use crate::error::{raise, OrRaise, SqlError};
-use crate::sql;
+use crate::sql::{self, ServerText};
 use cipher::Header;
 use keys::{Dek, KeyRef};
 use pgrx::prelude::*;
@@ -397,22 +397,34 @@ fn rotate_key(name: &str) -> i32 {
 /// `'payments.customer.email'`, or with the row's key) is authenticated with the value: a
 /// ciphertext copied to another column or row does not decrypt there.
 #[pg_extern(name = "encrypt")]
-fn encrypt_text(value: &str, key_name: &str, context: &str) -> Vec<u8> {
-    seal(value.as_bytes(), key_name, None, context)
+fn encrypt_text(value: ServerText, key_name: &str, context: ServerText) -> Vec<u8> {
+    // Text is sealed as UTF-8 whatever the database's encoding: a ciphertext decrypts to
+    // the same characters in any database, and a LATIN1 database's 'Zoë' is not refused.
+    seal(value.as_str().as_bytes(), key_name, None, context.as_str())
 }
 
 /// `encrypt` for bytea values.
 #[pg_extern(name = "encrypt")]
-fn encrypt_bytes(value: &[u8], key_name: &str, context: &str) -> Vec<u8> {
-    seal(value, key_name, None, context)
+fn encrypt_bytes(value: &[u8], key_name: &str, context: ServerText) -> Vec<u8> {
+    seal(value, key_name, None, context.as_str())
 }
 
 /// Encrypts `value` under the data key of one data subject (for example a customer id)
 /// within key `key_name`: `platform.forget_subject` destroys that key, and with it every
 /// copy of the subject's values.
 #[pg_extern(name = "encrypt_for_subject")]
-fn encrypt_for_subject_text(value: &str, key_name: &str, subject: &str, context: &str) -> Vec<u8> {
-    seal(value.as_bytes(), key_name, Some(subject), context)
+fn encrypt_for_subject_text(
+    value: ServerText,
+    key_name: &str,
+    subject: &str,
+    context: ServerText,
+) -> Vec<u8> {
+    seal(
+        value.as_str().as_bytes(),
+        key_name,
+        Some(subject),
+        context.as_str(),
+    )
 }
 
 /// `encrypt_for_subject` for bytea values.
@@ -421,18 +433,18 @@ fn encrypt_for_subject_bytes(
     value: &[u8],
     key_name: &str,
     subject: &str,
-    context: &str,
+    context: ServerText,
 ) -> Vec<u8> {
-    seal(value, key_name, Some(subject), context)
+    seal(value, key_name, Some(subject), context.as_str())
 }
 
 /// Decrypts a value encrypted as text, checking `context`. A forgotten subject's value is
 /// an ERROR with SQLSTATE P0002, or NULL with `platform.pii_forgotten_read = 'null'`.
 #[pg_extern(stable)]
-fn decrypt(ciphertext: &[u8], context: &str) -> Option<String> {
-    let plain = open(ciphertext, context)?;
+fn decrypt(ciphertext: &[u8], context: ServerText) -> Option<ServerText> {
+    let plain = open(ciphertext, context.as_str())?;
     match String::from_utf8(plain) {
-        Ok(s) => Some(s),
+        Ok(s) => Some(ServerText(s)),
         Err(_) => raise(PiiError::Malformed(
             "the decrypted value is not text; use platform.decrypt_bytea",
         )),
@@ -441,15 +453,20 @@ fn decrypt(ciphertext: &[u8], context: &str) -> Option<String> {
 
 /// Decrypts a value encrypted as bytea.
 #[pg_extern(stable)]
-fn decrypt_bytea(ciphertext: &[u8], context: &str) -> Option<Vec<u8>> {
-    open(ciphertext, context)
+fn decrypt_bytea(ciphertext: &[u8], context: ServerText) -> Option<Vec<u8>> {
+    open(ciphertext, context.as_str())
 }
 
 /// A keyed HMAC-SHA256 of `value` for equality search with an ordinary index: equal
 /// values give equal results under the same key, and nothing about the value can be
 /// learned without the key. Stable across key rotations.
 #[pg_extern(stable)]
-fn blind_index(value: &str, key_name: &str) -> Vec<u8> {
+fn blind_index(value: ServerText, key_name: &str) -> Vec<u8> {
+    blind_index_of(value.as_str(), key_name)
+}
+
+/// [`blind_index`] of UTF-8 text (the same in a database of any encoding).
+fn blind_index_of(value: &str, key_name: &str) -> Vec<u8> {
     let (key_id, _) = current_version(key_name);
     let index_key = match keys::cached_blind(key_id) {
         Some(k) => k,
@@ -585,22 +602,30 @@ fn is_pii_reader() -> bool {
 /// taking and returning text. For views over encrypted columns; every role that may read
 /// the table may call it. A forgotten subject reads as `decrypt` does.
 #[pg_extern(stable)]
-fn reveal(ciphertext: &[u8], context: &str, mask: default!(&str, "'redact'")) -> Option<String> {
+fn reveal(
+    ciphertext: &[u8],
+    context: ServerText,
+    mask: default!(&str, "'redact'"),
+) -> Option<ServerText> {
     let custom = (!mask::BUILT_IN.contains(&mask)).then(|| mask_function(mask));
-    let plain = open(ciphertext, context).map(zeroize::Zeroizing::new)?;
+    let plain = open(ciphertext, context.as_str()).map(zeroize::Zeroizing::new)?;
     present(&plain, mask, custom.as_deref(), is_pii_reader())
 }
 
 /// A decrypted value as the current role may see it: the text itself for a reader, else
 /// the built-in mask, or user function `custom` (resolved by [`mask_function`]).
-fn present(plain: &[u8], mask: &str, custom: Option<&str>, reader: bool) -> Option<String> {
+fn present(plain: &[u8], mask: &str, custom: Option<&str>, reader: bool) -> Option<ServerText> {
     let text = zeroize::Zeroizing::new(String::from_utf8_lossy(plain).into_owned());
     if reader {
-        return Some(text.to_string());
+        return Some(ServerText(text.to_string()));
     }
     match custom {
-        None => mask::apply(mask, &text),
-        Some(f) => sql::read::<String>(&format!("SELECT {f}($1)"), &[text.as_str().into()]),
+        None => mask::apply(mask, &text).map(ServerText),
+        // The user's function takes and gives text in the database's encoding.
+        Some(f) => sql::read::<ServerText>(
+            &format!("SELECT {f}($1)"),
+            &[ServerText(text.to_string()).into()],
+        ),
     }
 }
 
@@ -638,7 +663,8 @@ fn is_current_version(ciphertext: &[u8]) -> bool {
 /// in the same context (used by `platform.reencrypt`; the plaintext never leaves the
 /// function). A forgotten subject's value stays as it is.
 #[pg_extern]
-fn reencrypt_value(ciphertext: &[u8], context: &str) -> Vec<u8> {
+fn reencrypt_value(ciphertext: &[u8], context: ServerText) -> Vec<u8> {
+    let context = context.as_str();
     let header = cipher::Header::parse(ciphertext).unwrap_or_else(|e| raise(e));
     let KeyRef::Version { key_id, .. } = header.key_ref() else {
         return ciphertext.to_vec();

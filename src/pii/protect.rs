@@ -8,10 +8,10 @@
 //! survives renames and pg_dump (the registry is a configuration table).
 
 use super::{
-    access, as_owner, blind_index, is_pii_reader, key_id, mask, mask_function, open, present,
+    access, as_owner, blind_index_of, is_pii_reader, key_id, mask, mask_function, open, present,
 };
 use crate::error::{raise, OrRaise, SpiFailure, SqlError};
-use crate::sql::{self, RegClass};
+use crate::sql::{self, RegClass, ServerText};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::cell::RefCell;
@@ -230,7 +230,8 @@ fn context(id: i32, row_key: &str) -> String {
 /// primary key reads `row_key`: the plaintext for `platform_pii_reader` members, the
 /// column's mask for everyone else. Each call is counted in `platform.pii_access`.
 #[pg_extern(stable)]
-fn reveal_column(ciphertext: &[u8], column_id: i32, row_key: &str) -> Option<String> {
+fn reveal_column(ciphertext: &[u8], column_id: i32, row_key: ServerText) -> Option<ServerText> {
+    let row_key = row_key.as_str();
     let Some(p) = registered(column_id) else {
         raise(ProtectError::UnknownColumn(column_id))
     };
@@ -245,7 +246,7 @@ fn reveal_column(ciphertext: &[u8], column_id: i32, row_key: &str) -> Option<Str
 /// the column's view: the planner adds `<column>_blind_index = protected_blind_index($1, id)`
 /// next to `<column> = $1` on the view, so the lookup uses the index.
 #[pg_extern(stable)]
-fn protected_blind_index(value: &str, column_id: i32) -> Vec<u8> {
+fn protected_blind_index(value: ServerText, column_id: i32) -> Vec<u8> {
     let Some(p) = registered(column_id) else {
         raise(ProtectError::UnknownColumn(column_id))
     };
@@ -260,7 +261,7 @@ fn protected_blind_index(value: &str, column_id: i32) -> Vec<u8> {
     if !allowed {
         raise(ProtectError::NoViewPrivilege(p.view.clone()));
     }
-    as_owner(|| blind_index(value, &p.key_name))
+    as_owner(|| blind_index_of(value.as_str(), &p.key_name))
 }
 
 /// For the view's triggers: `ciphertext` of protected column `column_id`, moved from the
@@ -271,10 +272,11 @@ fn protected_blind_index(value: &str, column_id: i32) -> Vec<u8> {
 fn protected_rebind(
     ciphertext: &[u8],
     column_id: i32,
-    old_row_key: &str,
-    new_row_key: &str,
+    old_row_key: ServerText,
+    new_row_key: ServerText,
     subject: default!(Option<&str>, "NULL"),
 ) -> Vec<u8> {
+    let (old_row_key, new_row_key) = (old_row_key.as_str(), new_row_key.as_str());
     let Some(p) = registered(column_id) else {
         raise(ProtectError::UnknownColumn(column_id))
     };

@@ -410,3 +410,59 @@ mod integration {
         .unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// In a LATIN1 database text is sealed as UTF-8 and given back in the database's encoding:
+/// `encrypt`, `blind_index` and a context with 'Zoë' are no longer refused (pgrx took the
+/// LATIN1 bytes for UTF-8, 22021), the plaintext inside is the UTF-8 of the characters
+/// (so a ciphertext decrypts to the same text in a database of any encoding), a context
+/// differing in one accent does not open it, and a mask works on characters.
+#[cfg(test)]
+#[test]
+fn a_latin1_databases_text_is_sealed_as_utf8() {
+    use crate::testing::{expect_error, one};
+    let mut l = crate::testing::fresh_database(
+        "t_pii_latin1",
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let run = |c: &mut postgres::Client, sql: &str| {
+        c.batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    run(
+        &mut l,
+        "SELECT platform.create_key('t_latin1');
+         CREATE TABLE customer (id text PRIMARY KEY, name bytea, name_bi bytea);
+         INSERT INTO customer VALUES ('Zoë-1', platform.encrypt('Émile Zola', 't_latin1', 'customer:Zoë-1'),
+                                      platform.blind_index('Émile Zola', 't_latin1'))",
+    );
+    let sealed: String = one(
+        &mut l,
+        "SELECT platform.decrypt(name, 'customer:Zoë-1') || ' ' ||
+                encode(platform.decrypt_bytea(name, 'customer:Zoë-1'), 'hex') || ' ' ||
+                (name_bi = platform.blind_index('Émile Zola', 't_latin1')) || ' ' ||
+                (name_bi = platform.blind_index('Emile Zola', 't_latin1'))
+           FROM customer",
+    );
+    // 'Émile Zola' in UTF-8: É is c3 89.
+    assert_eq!(sealed, "Émile Zola c3896d696c65205a6f6c61 true false");
+    let (code, message) = expect_error(
+        &mut l,
+        "SELECT platform.decrypt(name, 'customer:Zoé-1') FROM customer",
+    );
+    assert_eq!(code, "XX001", "{message}");
+    run(
+        &mut l,
+        "DROP ROLE IF EXISTS t_latin1_clerk; CREATE ROLE t_latin1_clerk IN ROLE platform_readonly;
+         GRANT USAGE ON SCHEMA platform TO t_latin1_clerk; GRANT SELECT ON customer TO t_latin1_clerk",
+    );
+    run(&mut l, "SET ROLE t_latin1_clerk");
+    let masked: String = one(
+        &mut l,
+        "SELECT platform.reveal(name, 'customer:Zoë-1', 'name') FROM customer",
+    );
+    assert_eq!(masked, "É**** Z***");
+    run(&mut l, "RESET ROLE");
+    drop(l);
+    crate::testing::drop_database("t_pii_latin1");
+    let _ = crate::testing::client().batch_execute("DROP ROLE t_latin1_clerk");
+}
