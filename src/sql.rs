@@ -554,3 +554,25 @@ pub fn quote_ident(name: &str) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::{read, ServerJsonB};
+    use pgrx::prelude::*;
+
+    /// A jsonb value written and read back through its own conversions (the database's
+    /// encoding both ways; a number no double holds is tested with its SQLSTATE in the
+    /// fraud LATIN1 test).
+    #[pg_test]
+    fn server_jsonb_round_trips() {
+        let v = ServerJsonB(serde_json::json!({"ville": "Zürich", "n": 1.5, "ok": [true, null]}));
+        let back = read::<ServerJsonB>("SELECT $1::jsonb", &[v.clone().into()]);
+        assert_eq!(back, Some(v));
+        let text = read::<String>(
+            "SELECT ($1::jsonb ->> 'ville') || jsonb_typeof($1::jsonb -> 'n')",
+            &[ServerJsonB(serde_json::json!({"ville": "Zürich", "n": 2})).into()],
+        );
+        assert_eq!(text.as_deref(), Some("Zürichnumber"));
+    }
+}

@@ -1506,6 +1506,19 @@ fn a_latin1_databases_mapping_may_name_columns_that_are_not_ascii() {
         r#"SELECT platform.fraud_score('Zoë-3', 10, '2026-08-01 UTC', 'm', 'c', NULL, NULL, '{"x": 1e400}')"#,
     );
     assert_eq!(code, "22003", "{message}");
+    // Batch scoring reads an attrs column the same way.
+    // (Its source query must be ASCII: pgrx takes the text of a query argument as UTF-8.)
+    run(
+        &mut l,
+        r#"CREATE TABLE lot AS SELECT 1 AS id, 'Zoë-4' AS card, 10 AS amount, timestamptz '2026-08-01 UTC' AS occurred_at,
+                                      'm' AS merchant, 'c' AS category, '{"ville": "Zürich"}'::jsonb AS attrs"#,
+    );
+    let batch: String = one(
+        &mut l,
+        "SELECT count(*) FILTER (WHERE score BETWEEN 0 AND 1) || '/' || count(*)
+           FROM platform.fraud_score_batch('SELECT * FROM lot')",
+    );
+    assert_eq!(batch, "1/1");
     // Training options are read the same way; a feature name that could not be stored as
     // written is refused before anything runs.
     let (code, message) = expect_error(

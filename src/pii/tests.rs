@@ -426,7 +426,10 @@ fn a_latin1_databases_text_is_sealed_as_utf8() {
     );
     let run = |c: &mut postgres::Client, sql: &str| {
         c.batch_execute(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_else(|e| match e.as_db_error() {
+                Some(d) => panic!("{sql}: {} {}", d.code().code(), d.message()),
+                None => panic!("{sql}: {e}"),
+            })
     };
     run(
         &mut l,
@@ -462,6 +465,55 @@ fn a_latin1_databases_text_is_sealed_as_utf8() {
     );
     assert_eq!(masked, "É**** Z***");
     run(&mut l, "RESET ROLE");
+    // A custom mask gets the database's text and gives it back.
+    run(
+        &mut l,
+        "CREATE FUNCTION public.first_word(text) RETURNS text LANGUAGE sql AS $$ SELECT split_part($1, ' ', 1) $$;
+         GRANT EXECUTE ON FUNCTION public.first_word(text) TO t_latin1_clerk;
+         SET ROLE t_latin1_clerk",
+    );
+    let custom: String = one(
+        &mut l,
+        "SELECT platform.reveal(name, 'customer:Zoë-1', 'public.first_word') FROM customer",
+    );
+    assert_eq!(custom, "Émile");
+    run(&mut l, "RESET ROLE");
+    // A protected column: values and primary keys that are not ASCII, read, searched
+    // through the blind index, written and re-keyed through the view.
+    run(
+        &mut l,
+        "CREATE TABLE client (id text PRIMARY KEY, nom text);
+         INSERT INTO client VALUES ('Zoë-1', 'Émile Zola');
+         GRANT SELECT ON client TO t_latin1_clerk",
+    );
+    // A procedure that commits: a statement of its own.
+    run(
+        &mut l,
+        "CALL platform.protect_column('public.client', 'nom', 't_latin1', mask => 'name', blind_index => true)",
+    );
+    run(
+        &mut l,
+        "INSERT INTO client_view (id, nom) VALUES ('Zoé-2', 'Zoë Crème');
+         UPDATE client_view SET id = 'Zoé-3' WHERE id = 'Zoë-1'",
+    );
+    let protected: String = one(
+        &mut l,
+        "SELECT string_agg(id || '=' || nom, ',' ORDER BY id) || ' ' ||
+                (SELECT id FROM client_view WHERE nom = 'Zoë Crème') || ' ' ||
+                (SELECT count(*) FROM client WHERE position('Zola' IN encode(nom_encrypted, 'escape')) > 0)
+           FROM client_view",
+    );
+    assert_eq!(protected, "Zoé-2=Zoë Crème,Zoé-3=Émile Zola Zoé-2 0");
+    run(&mut l, "SET ROLE t_latin1_clerk");
+    let clerk: String = one(
+        &mut l,
+        "SELECT string_agg(nom, ',' ORDER BY id) FROM client_view",
+    );
+    assert_eq!(clerk, "Z** C****,É**** Z***");
+    run(&mut l, "RESET ROLE");
+    // Names are still taken as UTF-8 by pgrx: a key named 'clé' is refused.
+    let (code, message) = expect_error(&mut l, "SELECT platform.create_key('clé')");
+    assert_eq!(code, "XX000", "{message}");
     drop(l);
     crate::testing::drop_database("t_pii_latin1");
     let _ = crate::testing::client().batch_execute("DROP ROLE t_latin1_clerk");
