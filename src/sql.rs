@@ -78,6 +78,62 @@ macro_rules! argument_abi {
     };
 }
 
+/// A `text` argument, column and result type held as a Rust `String`: `$from` makes it of
+/// the stored bytes (also for each element of a `text[]`), `$to` the datum of it.
+macro_rules! text_type {
+    ($t:ident, $from:ident, $to:ident) => {
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromDatum for $t {
+            unsafe fn from_polymorphic_datum(
+                datum: pg_sys::Datum,
+                is_null: bool,
+                _typoid: pg_sys::Oid,
+            ) -> Option<Self> {
+                if is_null {
+                    return None;
+                }
+                unsafe {
+                    let bytes: &[u8] = FromDatum::from_datum(datum, false)?;
+                    Some($t($from(bytes)))
+                }
+            }
+        }
+
+        unsafe impl pgrx::datum::UnboxDatum for $t {
+            type As<'src> = $t;
+            unsafe fn unbox<'src>(datum: pgrx::datum::Datum<'src>) -> Self::As<'src>
+            where
+                Self: 'src,
+            {
+                unsafe { $t($from(<&[u8] as pgrx::datum::UnboxDatum>::unbox(datum))) }
+            }
+        }
+
+        impl IntoDatum for $t {
+            fn into_datum(self) -> Option<pg_sys::Datum> {
+                Some(unsafe { $to(&self.0) })
+            }
+
+            fn type_oid() -> pg_sys::Oid {
+                pg_sys::TEXTOID
+            }
+
+            fn is_compatible_with(other: pg_sys::Oid) -> bool {
+                matches!(other, pg_sys::TEXTOID | pg_sys::VARCHAROID)
+            }
+        }
+
+        pgrx::impl_sql_translatable!($t, "text");
+
+        argument_abi!($t, $t::default());
+    };
+}
+
 /// A `regclass` argument or result that does not open the relation: pgrx's `PgRelation`
 /// locks and opens it, which fails for a registration whose table was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,60 +282,7 @@ pub unsafe fn utf8_to_server(s: &str) -> pg_sys::Datum {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerText(pub String);
 
-impl ServerText {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromDatum for ServerText {
-    unsafe fn from_polymorphic_datum(
-        datum: pg_sys::Datum,
-        is_null: bool,
-        _typoid: pg_sys::Oid,
-    ) -> Option<Self> {
-        if is_null {
-            return None;
-        }
-        unsafe {
-            let bytes: &[u8] = FromDatum::from_datum(datum, false)?;
-            Some(ServerText(server_to_utf8(bytes)))
-        }
-    }
-}
-
-// An element of a text[] argument (`Vec<ServerText>`), converted like a lone value.
-unsafe impl pgrx::datum::UnboxDatum for ServerText {
-    type As<'src> = ServerText;
-    unsafe fn unbox<'src>(datum: pgrx::datum::Datum<'src>) -> Self::As<'src>
-    where
-        Self: 'src,
-    {
-        unsafe {
-            ServerText(server_to_utf8(<&[u8] as pgrx::datum::UnboxDatum>::unbox(
-                datum,
-            )))
-        }
-    }
-}
-
-impl IntoDatum for ServerText {
-    fn into_datum(self) -> Option<pg_sys::Datum> {
-        Some(unsafe { utf8_to_server(&self.0) })
-    }
-
-    fn type_oid() -> pg_sys::Oid {
-        pg_sys::TEXTOID
-    }
-
-    fn is_compatible_with(other: pg_sys::Oid) -> bool {
-        matches!(other, pg_sys::TEXTOID | pg_sys::VARCHAROID)
-    }
-}
-
-pgrx::impl_sql_translatable!(ServerText, "text");
-
-argument_abi!(ServerText, ServerText::default());
+text_type!(ServerText, server_to_utf8, utf8_to_server);
 
 unsafe impl pgrx::callconv::BoxRet for ServerText {
     unsafe fn box_into<'fcx>(
@@ -287,6 +290,109 @@ unsafe impl pgrx::callconv::BoxRet for ServerText {
         fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
     ) -> pgrx::datum::Datum<'fcx> {
         unsafe { fcinfo.return_raw_datum(utf8_to_server(&self.0)) }
+    }
+}
+
+/// A `text` argument pg_platform passes on as it is (a name it stores and looks up, a
+/// query it runs): pgrx takes text as UTF-8 both ways, so outside a UTF-8 database only
+/// ASCII keeps its meaning. Anything else is refused with 0A000 and the way round, where
+/// pgrx's `&str` gave an internal error (XX000) naming neither the value nor the fix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnconvertedText(pub String);
+
+text_type!(UnconvertedText, unconverted, text_datum);
+
+impl From<&str> for UnconvertedText {
+    fn from(s: &str) -> Self {
+        UnconvertedText(s.to_owned())
+    }
+}
+
+impl std::ops::Deref for UnconvertedText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A text argument that cannot be passed on unconverted.
+#[derive(Debug, thiserror::Error)]
+pub enum UnconvertedTextError {
+    #[error(
+        "text argument '{escaped}' is not ASCII: in a {encoding} database, pg_platform takes \
+         names and queries in ASCII only"
+    )]
+    NotAscii { escaped: String, encoding: String },
+    #[error(
+        "text argument is not valid UTF-8, which a SQL_ASCII database's names and queries must be"
+    )]
+    NotUtf8,
+}
+
+impl crate::error::SqlError for UnconvertedTextError {
+    fn sqlstate(&self) -> pgrx::PgSqlErrorCode {
+        match self {
+            Self::NotAscii { .. } => pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            Self::NotUtf8 => pgrx::PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            Self::NotAscii { escaped, .. } => Some(format!(
+                "Use an ASCII name. In a query, write the characters as Unicode escapes: \
+                 U&'{escaped}' for a string, U&\"{escaped}\" for an identifier."
+            )),
+            Self::NotUtf8 => None,
+        }
+    }
+}
+
+/// `s` with each character beyond ASCII as a Unicode escape (`\00E9`, `\+01F600`): what a
+/// `U&'...'` literal takes, and ASCII, so a message in any encoding shows it as written.
+pub fn unicode_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii() => out.push(c),
+            c if (c as u32) <= 0xFFFF => out.push_str(&format!("\\{:04X}", c as u32)),
+            c => out.push_str(&format!("\\+{:06X}", c as u32)),
+        }
+    }
+    out
+}
+
+/// Checks that `bytes`, text in the database's encoding, mean the same as UTF-8.
+///
+/// # Safety
+/// In a backend connected to a database.
+unsafe fn unconverted(bytes: &[u8]) -> String {
+    if converts(bytes) {
+        let utf8 = unsafe { server_to_utf8(bytes) };
+        let encoding = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) }
+            .to_string_lossy()
+            .into_owned();
+        crate::error::raise(UnconvertedTextError::NotAscii {
+            escaped: unicode_escaped(&utf8),
+            encoding,
+        });
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => crate::error::raise(UnconvertedTextError::NotUtf8),
+    }
+}
+
+/// `s` as a `text` datum, its bytes as they are.
+///
+/// # Safety
+/// In a memory context the datum may live in.
+unsafe fn text_datum(s: &str) -> pg_sys::Datum {
+    unsafe {
+        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+            s.as_ptr() as *const std::ffi::c_char,
+            s.len() as i32,
+        ))
     }
 }
 
@@ -558,8 +664,17 @@ pub fn quote_ident(name: &str) -> String {
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
-    use super::{read, ServerJsonB};
+    use super::{read, unicode_escaped, ServerJsonB};
     use pgrx::prelude::*;
+
+    /// The escapes an error shows a value in are what a U& literal reads back.
+    #[pg_test]
+    fn unicode_escapes_are_what_u_amp_literals_take() {
+        assert_eq!(unicode_escaped("clé"), r"cl\00E9");
+        assert_eq!(unicode_escaped(r"a\b 😀"), r"a\\b \+01F600");
+        let back = read::<String>(&format!("SELECT U&'{}'", unicode_escaped("Zürich 😀")), &[]);
+        assert_eq!(back.as_deref(), Some("Zürich 😀"));
+    }
 
     /// A jsonb value written and read back through its own conversions (the database's
     /// encoding both ways; a number no double holds is tested with its SQLSTATE in the
@@ -575,4 +690,81 @@ mod tests {
         );
         assert_eq!(text.as_deref(), Some("Zürichnumber"));
     }
+}
+
+/// Names and queries pgrx passes on as UTF-8 must be ASCII in a LATIN1 database: each
+/// function taking one refuses anything else with 0A000 before doing anything (pgrx's
+/// `&str` gave XX000), shows the value in the escapes its hint offers, and those
+/// escapes work in a query. In SQL_ASCII, bytes that are not UTF-8 are 22021.
+#[cfg(test)]
+#[test]
+fn a_latin1_databases_names_and_queries_must_be_ascii() {
+    use crate::testing::{expect_error, one};
+    let mut l = crate::testing::fresh_database(
+        "t_sql_latin1",
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let (code, message, hint) = match l.batch_execute("SELECT platform.create_key('clé')") {
+        Ok(()) => panic!("create_key('clé') was not refused"),
+        Err(e) => match e.as_db_error() {
+            Some(d) => (
+                d.code().code().to_string(),
+                d.message().to_string(),
+                d.hint().unwrap_or_default().to_string(),
+            ),
+            None => panic!("create_key('clé'): {e}"),
+        },
+    };
+    assert_eq!(code, "0A000", "{message}");
+    assert!(
+        message.contains(r"'cl\00E9'") && message.contains("LATIN1"),
+        "{message}"
+    );
+    assert!(hint.contains(r"U&'cl\00E9'"), "{hint}");
+    let keys: i64 = one(&mut l, "SELECT count(*) FROM platform.pii_key");
+    assert_eq!(keys, 0);
+    // ASCII is the same in both encodings.
+    let made: i32 = one(&mut l, "SELECT platform.create_key('cle')");
+    assert!(made > 0);
+    let batch = "CREATE TABLE h (card text, amount numeric, occurred_at timestamptz,
+                                 merchant text, category text, city text);
+                 INSERT INTO h VALUES ('c1', 10, '2026-01-01 10:00Z', 'm1', 'food', 'Zürich'),
+                                      ('c2', 20, '2026-01-01 11:00Z', 'm2', 'food', 'Bern');
+                 CREATE TABLE ev (at timestamptz NOT NULL, n int) PARTITION BY RANGE (at)";
+    if let Err(e) = l.batch_execute(batch) {
+        panic!("{batch}: {e}");
+    }
+    // A rule's name, a partition's column, a query's literal.
+    for sql in [
+        "SELECT platform.fraud_set_rule('montant élevé', 'block', 'amount > 1000')",
+        "SELECT platform.partition_by_time('ev', 'créé', '1 day')",
+        "SELECT platform.fraud_rebuild_profiles('SELECT card, amount, occurred_at, merchant, category FROM h WHERE city = ''Zürich''')",
+    ] {
+        let (code, message) = expect_error(&mut l, sql);
+        assert_eq!(code, "0A000", "{sql}: {message}");
+    }
+    let left: String = one(
+        &mut l,
+        "SELECT (SELECT count(*) FROM platform.fraud_rules) || ' ' ||
+                (SELECT count(*) FROM platform.partition_config) || ' ' ||
+                (SELECT count(*) FROM platform.fraud_profile)",
+    );
+    assert_eq!(left, "0 0 0");
+    // The hint's way round: the query's literal as Unicode escapes.
+    let rebuilt: i64 = one(
+        &mut l,
+        r"SELECT platform.fraud_rebuild_profiles('SELECT card, amount, occurred_at, merchant, category FROM h WHERE city = U&''Z\00FCrich''')",
+    );
+    let profiles: i64 = one(&mut l, "SELECT count(*) FROM platform.fraud_profile");
+    assert_eq!((rebuilt, profiles), (1, 1));
+    drop(l);
+    crate::testing::drop_database("t_sql_latin1");
+    let mut a = crate::testing::fresh_database(
+        "t_sql_sql_ascii",
+        "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let (code, message) = expect_error(&mut a, r"SELECT platform.create_key(E'cl\xe9')");
+    assert_eq!(code, "22021", "{message}");
+    drop(a);
+    crate::testing::drop_database("t_sql_sql_ascii");
 }

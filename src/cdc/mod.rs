@@ -780,9 +780,10 @@ pub fn check_slot_settings() {
 /// that have it); each missing setting is reported with the exact command that fixes it.
 #[pg_extern]
 fn create_cdc_slot(
-    slot_name: &str,
+    slot_name: crate::sql::UnconvertedText,
     temporary: default!(bool, false),
 ) -> TableIterator<'static, (name!(slot_name, String), name!(lsn, String))> {
+    let slot_name = slot_name.as_str();
     check_slot_settings();
     // Read-only SPI again; the slot's LSN comes back as text.
     let lsn = crate::sql::read::<String>(

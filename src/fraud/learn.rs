@@ -237,12 +237,16 @@ fn threshold_at_fpr(pairs: &[(f64, bool)], share: f64) -> f64 {
 /// min_leaf_weight, for logistic l2 and max_iterations. Returns the version.
 #[pg_extern(volatile)]
 fn fraud_train(
-    name: &str,
-    source: &str,
-    label: &str,
-    kind: default!(&str, "'gbdt'"),
+    name: crate::sql::UnconvertedText,
+    source: crate::sql::UnconvertedText,
+    label: crate::sql::UnconvertedText,
+    kind: default!(crate::sql::UnconvertedText, "'gbdt'"),
     options: default!(crate::sql::ServerJsonB, "'{}'"),
 ) -> i32 {
+    let name = name.as_str();
+    let source = source.as_str();
+    let label = label.as_str();
+    let kind = kind.as_str();
     registry::check_name(name);
     if kind != "gbdt" && kind != "logistic" {
         bad("kind", "must be gbdt or logistic");
@@ -334,10 +338,10 @@ fn fraud_train(
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
 fn fraud_evaluate(
-    name: &str,
+    name: crate::sql::UnconvertedText,
     version: Option<i32>,
-    source: &str,
-    label: &str,
+    source: crate::sql::UnconvertedText,
+    label: crate::sql::UnconvertedText,
 ) -> TableIterator<
     'static,
     (
@@ -350,6 +354,9 @@ fn fraud_evaluate(
         name!(precision_at_80pct_recall, f64),
     ),
 > {
+    let name = name.as_str();
+    let source = source.as_str();
+    let label = label.as_str();
     let model = model_for(name, version);
     let mut pairs = Vec::new();
     let mut failure = None;
@@ -388,9 +395,9 @@ fn fraud_evaluate(
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
 fn fraud_backtest(
-    name: &str,
+    name: crate::sql::UnconvertedText,
     version: Option<i32>,
-    source: &str,
+    source: crate::sql::UnconvertedText,
 ) -> TableIterator<
     'static,
     (
@@ -402,6 +409,8 @@ fn fraud_backtest(
         name!(reasons, Vec<String>),
     ),
 > {
+    let name = name.as_str();
+    let source = source.as_str();
     let model = model_for(name, version);
     let mut out = Vec::new();
     let mut failure = None;
@@ -452,8 +461,8 @@ fn model_for(name: &str, version: Option<i32>) -> Option<Loaded> {
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
 fn fraud_features(
-    source: &str,
-    label: default!(Option<&str>, "NULL"),
+    source: crate::sql::UnconvertedText,
+    label: default!(Option<crate::sql::UnconvertedText>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -464,6 +473,8 @@ fn fraud_features(
         name!(label, Option<bool>),
     ),
 > {
+    let source = source.as_str();
+    let label = label.as_deref();
     let names: Vec<String> = scoring::all_features(&[]);
     let mut out = Vec::new();
     let mut failure = None;

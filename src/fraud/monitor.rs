@@ -43,9 +43,9 @@ fn histogram(v: &Value) -> Option<Histogram> {
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
 fn fraud_drift(
-    name: &str,
+    name: crate::sql::UnconvertedText,
     version: Option<i32>,
-    source: &str,
+    source: crate::sql::UnconvertedText,
 ) -> TableIterator<
     'static,
     (
@@ -55,6 +55,8 @@ fn fraud_drift(
         name!(status, String),
     ),
 > {
+    let name = name.as_str();
+    let source = source.as_str();
     let v = version
         .or_else(|| registry::champion(name).map(|m| m.version))
         .unwrap_or_else(|| raise(registry::RegistryError::UnknownModel(name.into())));

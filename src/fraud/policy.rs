@@ -192,12 +192,14 @@ pub fn apply(outcome: &mut Outcome, fv: &FeatureVector, category: &str, merchant
 fn fraud_set_rule(
     // A name is written into results' reasons and rules as pgrx writes text: a name must be
     // ASCII outside a UTF-8 database. A condition may compare with any text.
-    name: &str,
-    action: &str,
+    name: crate::sql::UnconvertedText,
+    action: crate::sql::UnconvertedText,
     condition: ServerText,
     priority: default!(i32, 100),
     enabled: default!(bool, true),
 ) {
+    let name = name.as_str();
+    let action = action.as_str();
     parse(name, action, priority, condition.as_str());
     sql::as_extension_owner(|| {
         sql::modify(
@@ -212,7 +214,8 @@ fn fraud_set_rule(
 
 /// Removes a rule. Returns whether it existed.
 #[pg_extern(volatile)]
-fn fraud_drop_rule(name: &str) -> bool {
+fn fraud_drop_rule(name: crate::sql::UnconvertedText) -> bool {
+    let name = name.as_str();
     let n = sql::as_extension_owner(|| {
         sql::modify(
             "DELETE FROM platform.fraud_rules WHERE name = $1",

@@ -396,13 +396,17 @@ fn set_alias(name: &str, alias: &str, version: Option<i32>) {
 /// are refused. Returns the new version (not deployed: see `fraud_deploy`).
 #[pg_extern(volatile)]
 fn fraud_import_model(
-    name: &str,
-    format: &str,
-    model: &str,
-    features: Vec<String>,
+    name: crate::sql::UnconvertedText,
+    format: crate::sql::UnconvertedText,
+    model: crate::sql::UnconvertedText,
+    features: Vec<crate::sql::UnconvertedText>,
     threshold_elevated: default!(f64, 0.5),
     threshold_highest: default!(f64, 0.9),
 ) -> i32 {
+    let name = name.as_str();
+    let format = format.as_str();
+    let model = model.as_str();
+    let features: Vec<String> = features.into_iter().map(|t| t.0).collect();
     check_name(name);
     if features.is_empty() {
         raise(RegistryError::NoFeatures);
@@ -431,7 +435,13 @@ fn fraud_import_model(
 /// Points `alias` (champion, challenger or shadow) of model `name` at `version`. Every
 /// backend scores with it from the commit on; a rollback changes nothing.
 #[pg_extern(volatile)]
-fn fraud_deploy(name: &str, version: i32, alias: default!(&str, "'champion'")) {
+fn fraud_deploy(
+    name: crate::sql::UnconvertedText,
+    version: i32,
+    alias: default!(crate::sql::UnconvertedText, "'champion'"),
+) {
+    let name = name.as_str();
+    let alias = alias.as_str();
     check_alias(alias);
     if require_version(name, version) {
         raise(RegistryError::Retired(name.into(), version));
@@ -441,7 +451,12 @@ fn fraud_deploy(name: &str, version: i32, alias: default!(&str, "'champion'")) {
 
 /// Points `alias` back at the version it had before the last change. Returns that version.
 #[pg_extern(volatile)]
-fn fraud_rollback(name: &str, alias: default!(&str, "'champion'")) -> i32 {
+fn fraud_rollback(
+    name: crate::sql::UnconvertedText,
+    alias: default!(crate::sql::UnconvertedText, "'champion'"),
+) -> i32 {
+    let name = name.as_str();
+    let alias = alias.as_str();
     check_alias(alias);
     let previous = sql::as_extension_owner(|| {
         sql::read::<i32>(
@@ -464,7 +479,12 @@ fn fraud_rollback(name: &str, alias: default!(&str, "'champion'")) -> i32 {
 /// Removes `alias` of model `name` (without a champion, scoring falls back to the
 /// built-in anomaly score). Returns whether it was set.
 #[pg_extern(volatile)]
-fn fraud_undeploy(name: &str, alias: default!(&str, "'champion'")) -> bool {
+fn fraud_undeploy(
+    name: crate::sql::UnconvertedText,
+    alias: default!(crate::sql::UnconvertedText, "'champion'"),
+) -> bool {
+    let name = name.as_str();
+    let alias = alias.as_str();
     check_alias(alias);
     let had = sql::as_extension_owner(|| {
         sql::read::<bool>(
@@ -482,7 +502,8 @@ fn fraud_undeploy(name: &str, alias: default!(&str, "'champion'")) -> bool {
 /// Retires a version: it can no longer be deployed (its row and metrics stay). A version
 /// an alias points at is refused.
 #[pg_extern(volatile)]
-fn fraud_retire(name: &str, version: i32) {
+fn fraud_retire(name: crate::sql::UnconvertedText, version: i32) {
+    let name = name.as_str();
     if require_version(name, version) {
         return;
     }

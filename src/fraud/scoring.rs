@@ -745,7 +745,7 @@ const BATCH_CARDS: usize = 20_000;
 #[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
 fn fraud_score_batch(
-    source: &str,
+    source: crate::sql::UnconvertedText,
 ) -> TableIterator<
     'static,
     (
@@ -759,6 +759,7 @@ fn fraud_score_batch(
         name!(rules, Vec<String>),
     ),
 > {
+    let source = source.as_str();
     let wrapped = history_sql(source, None);
     let (name, model) = scoring_model();
     let mut profiles: HashMap<Vec<u8>, Profile> = HashMap::new();
@@ -831,7 +832,8 @@ fn fraud_score_batch(
 /// lat, lon. Each named card's profile is replaced; other cards' profiles are left as they
 /// are. Returns the number of cards.
 #[pg_extern(volatile)]
-fn fraud_rebuild_profiles(source: &str) -> i64 {
+fn fraud_rebuild_profiles(source: crate::sql::UnconvertedText) -> i64 {
+    let source = source.as_str();
     let profiles = replay(source, None, |_, _| {});
     sql::as_extension_owner(|| {
         for (card, profile) in &profiles {

@@ -361,9 +361,9 @@ pub const EXCLUDED_TABLES: &str = "platform.*";
 /// already hold are landed too (`_op = 'r'`), in chunks, consistently with the changes.
 #[pg_extern(volatile)]
 fn create_lake_sink(
-    name: &str,
-    lake_url: &str,
-    tables: default!(Option<&str>, "NULL"),
+    name: crate::sql::UnconvertedText,
+    lake_url: crate::sql::UnconvertedText,
+    tables: default!(Option<crate::sql::UnconvertedText>, "NULL"),
     background: default!(bool, true),
     backfill: default!(bool, true),
 ) -> TableIterator<
@@ -374,6 +374,9 @@ fn create_lake_sink(
         name!(lsn, String),
     ),
 > {
+    let name = name.as_str();
+    let lake_url = lake_url.as_str();
+    let tables = tables.as_deref();
     if !valid_name(name) {
         raise(LakeError::BadName(name.into()));
     }
@@ -461,7 +464,8 @@ thread_local! {
 
 /// Drops a lake sink and its replication slot. The files already in the lake stay.
 #[pg_extern(volatile)]
-fn drop_lake_sink(name: &str) -> bool {
+fn drop_lake_sink(name: crate::sql::UnconvertedText) -> bool {
+    let name = name.as_str();
     let slot = crate::sql::read::<String>(
         "SELECT slot_name::text FROM platform.lake_sink WHERE name = $1",
         &[name.into()],
@@ -510,7 +514,8 @@ fn drop_lake_sink(name: &str) -> bool {
 /// existing rows land as `_op = 'r'` rows, a chunk per batch, consistently with the change
 /// stream. The table needs a primary key. Progress is in `platform.lake_backfills`.
 #[pg_extern(volatile)]
-fn lake_backfill(sink: &str, table: crate::sql::RegClass) -> bool {
+fn lake_backfill(sink: crate::sql::UnconvertedText, table: crate::sql::RegClass) -> bool {
+    let sink = sink.as_str();
     let tables = crate::sql::read::<String>(
         "SELECT coalesce(tables, '') FROM platform.lake_sink WHERE name = $1",
         &[sink.into()],
@@ -543,7 +548,14 @@ fn lake_backfill(sink: &str, table: crate::sql::RegClass) -> bool {
 /// (`platform.lake_compact`). `table` is `schema.table` as landed (a partitioned table by
 /// its root).
 #[pg_extern(stable)]
-fn lake_read_sql(sink: &str, table: &str, zone: default!(&str, "'bronze'")) -> String {
+fn lake_read_sql(
+    sink: crate::sql::UnconvertedText,
+    table: crate::sql::UnconvertedText,
+    zone: default!(crate::sql::UnconvertedText, "'bronze'"),
+) -> String {
+    let sink = sink.as_str();
+    let table = table.as_str();
+    let zone = zone.as_str();
     let url = crate::sql::read::<String>(
         "SELECT lake_url FROM platform.lake_sink WHERE name = $1",
         &[sink.into()],
@@ -624,7 +636,12 @@ fn lake_read_sql(sink: &str, table: &str, zone: default!(&str, "'bronze'")) -> S
 /// lands the reference payments schema `schema`: views over the tables' current files,
 /// then the star's tables. Run `platform.lake_compact(sink)` first.
 #[pg_extern(stable)]
-fn lake_star_schema_sql(sink: &str, schema: default!(&str, "'payments'")) -> String {
+fn lake_star_schema_sql(
+    sink: crate::sql::UnconvertedText,
+    schema: default!(crate::sql::UnconvertedText, "'payments'"),
+) -> String {
+    let sink = sink.as_str();
+    let schema = schema.as_str();
     let mut out = String::from("-- the current zone of the sink, as the star schema's sources\n");
     for t in [
         "transaction",
@@ -633,7 +650,11 @@ fn lake_star_schema_sql(sink: &str, schema: default!(&str, "'payments'")) -> Str
         "location",
         "payment_method",
     ] {
-        let read = lake_read_sql(sink, &format!("{schema}.{t}"), "current");
+        let read = lake_read_sql(
+            sink.into(),
+            format!("{schema}.{t}").as_str().into(),
+            "current".into(),
+        );
         out.push_str(&format!("CREATE OR REPLACE VIEW src_{t} AS {read};\n"));
     }
     out.push('\n');
@@ -649,7 +670,7 @@ fn lake_star_schema_sql(sink: &str, schema: default!(&str, "'payments'")) -> Str
 /// file per merge plus the batches since the last.
 #[pg_extern(volatile)]
 fn lake_merge(
-    sink: &str,
+    sink: crate::sql::UnconvertedText,
     before: default!(Option<pgrx::datum::Date>, "NULL"),
     recent: default!(bool, false),
 ) -> TableIterator<
@@ -661,6 +682,7 @@ fn lake_merge(
         name!(rows, i64),
     ),
 > {
+    let sink = sink.as_str();
     check_file_privilege();
     let before = match before {
         Some(d) => d.to_string(),
@@ -789,8 +811,8 @@ fn record_merge(
 /// file. The pointer `_pg_platform/<sink>/current.json` names the files of the cut.
 #[pg_extern(volatile)]
 fn lake_compact(
-    sink: &str,
-    table: default!(Option<&str>, "NULL"),
+    sink: crate::sql::UnconvertedText,
+    table: default!(Option<crate::sql::UnconvertedText>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -800,6 +822,8 @@ fn lake_compact(
         name!(merged_files, i32),
     ),
 > {
+    let sink = sink.as_str();
+    let table = table.as_deref();
     check_file_privilege();
     let out = compact_sink(sink, table);
     TableIterator::new(
@@ -986,7 +1010,7 @@ pub fn compact_sink(sink: &str, only: Option<&str>) -> Vec<compact::Compacted> {
 /// their slot too, so WAL never piles up behind them. Returns what it landed.
 #[pg_extern(volatile)]
 fn lake_sync(
-    sink: &str,
+    sink: crate::sql::UnconvertedText,
 ) -> TableIterator<
     'static,
     (
@@ -998,6 +1022,7 @@ fn lake_sync(
         name!(recovered, bool),
     ),
 > {
+    let sink = sink.as_str();
     check_file_privilege();
     let r = sync::run(sink);
     TableIterator::once((

@@ -208,14 +208,14 @@ fn report(rows: Vec<maintenance::Outcome>) -> Report {
 #[allow(clippy::too_many_arguments)]
 fn partition_by_time(
     parent: RegClass,
-    control: &str,
+    control: crate::sql::UnconvertedText,
     step: Interval,
     premake: default!(i32, 4),
     start: default!(Option<TimestampWithTimeZone>, "NULL"),
     retention: default!(Option<Interval>, "NULL"),
-    retention_action: default!(&str, "'drop'"),
+    retention_action: default!(crate::sql::UnconvertedText, "'drop'"),
     with_default: default!(bool, true),
-    time_zone: default!(Option<&str>, "NULL"),
+    time_zone: default!(Option<crate::sql::UnconvertedText>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -227,6 +227,9 @@ fn partition_by_time(
         name!(error, Option<String>),
     ),
 > {
+    let control = control.as_str();
+    let retention_action = retention_action.as_str();
+    let time_zone = time_zone.as_deref();
     let step_kind = parse_step(&step).or_raise();
     check_premake(premake).or_raise();
     check_retention(&retention).or_raise();
@@ -309,8 +312,9 @@ fn run_maintenance(
 fn set_retention(
     parent: RegClass,
     retention: Option<Interval>,
-    retention_action: default!(&str, "'drop'"),
+    retention_action: default!(crate::sql::UnconvertedText, "'drop'"),
 ) {
+    let retention_action = retention_action.as_str();
     check_retention(&retention).or_raise();
     RetentionAction::parse(retention_action).or_raise();
     maintenance::require_registered(parent.0);

@@ -100,10 +100,11 @@ fn is_reserved_schema(name: &str) -> bool {
 /// empty schema, with reference data and the function `<schema>.change_transaction_status`.
 #[pg_extern]
 fn create_payments_schema(
-    schema_name: default!(&str, "'payments'"),
+    schema_name: default!(crate::sql::UnconvertedText, "'payments'"),
     partitions_from: default!(Date, "'2026-01-01'"),
     partition_months: default!(i32, 3),
 ) {
+    let schema_name = schema_name.as_str();
     let name = schema_name;
     check(
         !name.is_empty() && name.len() < 64,
@@ -219,7 +220,7 @@ fn deferred_objects(tables: &[String]) -> Vec<(String, String)> {
 #[allow(clippy::too_many_arguments)]
 #[pg_extern]
 fn generate_payments(
-    schema_name: &str,
+    schema_name: crate::sql::UnconvertedText,
     customers: default!(i32, 1000),
     merchants: default!(i32, 100),
     transactions: default!(i64, 10000),
@@ -235,6 +236,7 @@ fn generate_payments(
         name!(seconds, f64),
     ),
 > {
+    let schema_name = schema_name.as_str();
     check(customers >= 0, "customers", customers, "must be >= 0").or_raise();
     check(merchants >= 0, "merchants", merchants, "must be >= 0").or_raise();
     check(

@@ -339,7 +339,8 @@ fn open(ciphertext: &[u8], context: &str) -> Option<Vec<u8>> {
 /// Creates a named data key (version 1), made with the server's CSPRNG and stored only
 /// wrapped by the master key. Returns the version.
 #[pg_extern]
-fn create_key(name: &str) -> i32 {
+fn create_key(name: crate::sql::UnconvertedText) -> i32 {
+    let name = name.as_str();
     check_name(name);
     as_owner(|| {
         let exists = sql::read::<bool>(
@@ -370,7 +371,8 @@ fn create_key(name: &str) -> i32 {
 /// Adds a new version of a key: new writes use it, ciphertexts of older versions still
 /// decrypt. Every session sees the new version from the commit on. Returns the version.
 #[pg_extern]
-fn rotate_key(name: &str) -> i32 {
+fn rotate_key(name: crate::sql::UnconvertedText) -> i32 {
+    let name = name.as_str();
     let version = as_owner(|| {
         // Locked: concurrent rotations of one key take turns.
         let id = key_id(name, true);
@@ -397,7 +399,12 @@ fn rotate_key(name: &str) -> i32 {
 /// `'payments.customer.email'`, or with the row's key) is authenticated with the value: a
 /// ciphertext copied to another column or row does not decrypt there.
 #[pg_extern(name = "encrypt")]
-fn encrypt_text(value: ServerText, key_name: &str, context: ServerText) -> Vec<u8> {
+fn encrypt_text(
+    value: ServerText,
+    key_name: crate::sql::UnconvertedText,
+    context: ServerText,
+) -> Vec<u8> {
+    let key_name = key_name.as_str();
     // Text is sealed as UTF-8 whatever the database's encoding: a ciphertext decrypts to
     // the same characters in any database, and a LATIN1 database's 'Zoë' is not refused.
     seal(value.as_str().as_bytes(), key_name, None, context.as_str())
@@ -405,7 +412,12 @@ fn encrypt_text(value: ServerText, key_name: &str, context: ServerText) -> Vec<u
 
 /// `encrypt` for bytea values.
 #[pg_extern(name = "encrypt")]
-fn encrypt_bytes(value: &[u8], key_name: &str, context: ServerText) -> Vec<u8> {
+fn encrypt_bytes(
+    value: &[u8],
+    key_name: crate::sql::UnconvertedText,
+    context: ServerText,
+) -> Vec<u8> {
+    let key_name = key_name.as_str();
     seal(value, key_name, None, context.as_str())
 }
 
@@ -415,10 +427,12 @@ fn encrypt_bytes(value: &[u8], key_name: &str, context: ServerText) -> Vec<u8> {
 #[pg_extern(name = "encrypt_for_subject")]
 fn encrypt_for_subject_text(
     value: ServerText,
-    key_name: &str,
-    subject: &str,
+    key_name: crate::sql::UnconvertedText,
+    subject: crate::sql::UnconvertedText,
     context: ServerText,
 ) -> Vec<u8> {
+    let key_name = key_name.as_str();
+    let subject = subject.as_str();
     seal(
         value.as_str().as_bytes(),
         key_name,
@@ -431,10 +445,12 @@ fn encrypt_for_subject_text(
 #[pg_extern(name = "encrypt_for_subject")]
 fn encrypt_for_subject_bytes(
     value: &[u8],
-    key_name: &str,
-    subject: &str,
+    key_name: crate::sql::UnconvertedText,
+    subject: crate::sql::UnconvertedText,
     context: ServerText,
 ) -> Vec<u8> {
+    let key_name = key_name.as_str();
+    let subject = subject.as_str();
     seal(value, key_name, Some(subject), context.as_str())
 }
 
@@ -461,7 +477,8 @@ fn decrypt_bytea(ciphertext: &[u8], context: ServerText) -> Option<Vec<u8>> {
 /// values give equal results under the same key, and nothing about the value can be
 /// learned without the key. Stable across key rotations.
 #[pg_extern(stable)]
-fn blind_index(value: ServerText, key_name: &str) -> Vec<u8> {
+fn blind_index(value: ServerText, key_name: crate::sql::UnconvertedText) -> Vec<u8> {
+    let key_name = key_name.as_str();
     blind_index_of(value.as_str(), key_name)
 }
 
@@ -561,7 +578,12 @@ fn rewrap_keys() -> i64 {
 /// and lake files, can no longer be decrypted. Recorded in `platform.forgotten_subjects`
 /// (who asked and when, no data). Returns whether a key existed.
 #[pg_extern]
-fn forget_subject(key_name: &str, subject: &str) -> bool {
+fn forget_subject(
+    key_name: crate::sql::UnconvertedText,
+    subject: crate::sql::UnconvertedText,
+) -> bool {
+    let key_name = key_name.as_str();
+    let subject = subject.as_str();
     let destroyed = as_owner(|| {
         let key_id = key_id(key_name, false);
         let id = sql::modify_returning::<i64>(
@@ -605,8 +627,9 @@ fn is_pii_reader() -> bool {
 fn reveal(
     ciphertext: &[u8],
     context: ServerText,
-    mask: default!(&str, "'redact'"),
+    mask: default!(crate::sql::UnconvertedText, "'redact'"),
 ) -> Option<ServerText> {
+    let mask = mask.as_str();
     let custom = (!mask::BUILT_IN.contains(&mask)).then(|| mask_function(mask));
     let plain = open(ciphertext, context.as_str()).map(zeroize::Zeroizing::new)?;
     present(&plain, mask, custom.as_deref(), is_pii_reader())

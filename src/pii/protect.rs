@@ -274,8 +274,9 @@ fn protected_rebind(
     column_id: i32,
     old_row_key: ServerText,
     new_row_key: ServerText,
-    subject: default!(Option<&str>, "NULL"),
+    subject: default!(Option<crate::sql::UnconvertedText>, "NULL"),
 ) -> Vec<u8> {
+    let subject = subject.as_deref();
     let (old_row_key, new_row_key) = (old_row_key.as_str(), new_row_key.as_str());
     let Some(p) = registered(column_id) else {
         raise(ProtectError::UnknownColumn(column_id))
@@ -295,7 +296,8 @@ fn protected_rebind(
 /// `tbl` when it is the `<column>_encrypted` of a protected column, else NULL; used by
 /// `CALL platform.reencrypt(tbl, col, NULL)`.
 #[pg_extern]
-fn protected_row_context(tbl: RegClass, col: &str) -> Option<String> {
+fn protected_row_context(tbl: RegClass, col: crate::sql::UnconvertedText) -> Option<String> {
+    let col = col.as_str();
     let p = load(
         "WHERE p.tbl = $1 AND p.column_name || '_encrypted' = $2 AND p.state = 'protected'",
         &[tbl.into(), col.into()],
@@ -441,13 +443,18 @@ fn blind_expr(p: &Protected, value: &str) -> String {
 #[allow(clippy::too_many_arguments)]
 fn protect_column_prepare(
     tbl: RegClass,
-    col: &str,
-    key_name: &str,
-    subject_column: Option<&str>,
-    mask: &str,
+    col: crate::sql::UnconvertedText,
+    key_name: crate::sql::UnconvertedText,
+    subject_column: Option<crate::sql::UnconvertedText>,
+    mask: crate::sql::UnconvertedText,
     blind_index: bool,
-    view_name: Option<&str>,
+    view_name: Option<crate::sql::UnconvertedText>,
 ) -> i32 {
+    let col = col.as_str();
+    let key_name = key_name.as_str();
+    let mask = mask.as_str();
+    let subject_column = subject_column.as_deref();
+    let view_name = view_name.as_deref();
     let oid = tbl.0;
     let t = table(oid);
     let view_name = view_name.map_or_else(

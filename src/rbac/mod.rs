@@ -54,7 +54,8 @@ impl SqlError for RbacError {
 /// sequence or function created there later, whoever creates it (default privileges alone
 /// only cover named creators). Idempotent: running it again changes nothing.
 #[pg_extern]
-fn apply_rbac(schema_name: &str) {
+fn apply_rbac(schema_name: crate::sql::UnconvertedText) {
+    let schema_name = schema_name.as_str();
     let owner = crate::sql::read::<String>(
         "SELECT pg_catalog.pg_get_userbyid(nspowner)::text FROM pg_catalog.pg_namespace WHERE nspname = $1",
         &[schema_name.into()],
