@@ -315,14 +315,21 @@ impl std::ops::Deref for UnconvertedText {
     }
 }
 
-/// A text argument that cannot be passed on unconverted.
+/// A text argument that cannot be passed on unconverted. The value itself is not shown (a
+/// subject is personal data, a query may hold some): only its first character that is not
+/// ASCII, as a code point, and where it is.
 #[derive(Debug, thiserror::Error)]
 pub enum UnconvertedTextError {
     #[error(
-        "text argument '{escaped}' is not ASCII: in a {encoding} database, pg_platform takes \
-         names and queries in ASCII only"
+        "text argument holds U+{code_point:04X} at character {position}, which is not ASCII: in \
+         a {encoding} database, pg_platform takes names and queries in ASCII only"
     )]
-    NotAscii { escaped: String, encoding: String },
+    NotAscii {
+        code_point: u32,
+        position: usize,
+        escape: String,
+        encoding: String,
+    },
     #[error(
         "text argument is not valid UTF-8, which a SQL_ASCII database's names and queries must be"
     )]
@@ -338,9 +345,9 @@ impl crate::error::SqlError for UnconvertedTextError {
     }
     fn hint(&self) -> Option<String> {
         match self {
-            Self::NotAscii { escaped, .. } => Some(format!(
-                "Use an ASCII name. In a query, write the characters as Unicode escapes: \
-                 U&'{escaped}' for a string, U&\"{escaped}\" for an identifier."
+            Self::NotAscii { escape, .. } => Some(format!(
+                "Use an ASCII name. In a query, write such characters as Unicode escapes, \
+                 {escape} in U&'...' for a string or in U&\"...\" for an identifier."
             )),
             Self::NotUtf8 => None,
         }
@@ -372,8 +379,15 @@ unsafe fn unconverted(bytes: &[u8]) -> String {
         let encoding = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) }
             .to_string_lossy()
             .into_owned();
+        let (position, c) = utf8
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !c.is_ascii())
+            .unwrap_or((0, char::REPLACEMENT_CHARACTER));
         crate::error::raise(UnconvertedTextError::NotAscii {
-            escaped: unicode_escaped(&utf8),
+            code_point: c as u32,
+            position: position + 1,
+            escape: unicode_escaped(c.encode_utf8(&mut [0; 4])),
             encoding,
         });
     }
@@ -694,8 +708,8 @@ mod tests {
 
 /// Names and queries pgrx passes on as UTF-8 must be ASCII in a LATIN1 database: each
 /// function taking one refuses anything else with 0A000 before doing anything (pgrx's
-/// `&str` gave XX000), shows the value in the escapes its hint offers, and those
-/// escapes work in a query. In SQL_ASCII, bytes that are not UTF-8 are 22021.
+/// `&str` gave XX000), names the first such character (not the value) and its escape,
+/// and such escapes work in a query. In SQL_ASCII, bytes that are not UTF-8 are 22021.
 #[cfg(test)]
 #[test]
 fn a_latin1_databases_names_and_queries_must_be_ascii() {
@@ -716,11 +730,14 @@ fn a_latin1_databases_names_and_queries_must_be_ascii() {
         },
     };
     assert_eq!(code, "0A000", "{message}");
+    // The value is not shown (a subject is personal data), only its first such character.
     assert!(
-        message.contains(r"'cl\00E9'") && message.contains("LATIN1"),
+        message.contains("U+00E9 at character 3")
+            && message.contains("LATIN1")
+            && !message.contains("cl"),
         "{message}"
     );
-    assert!(hint.contains(r"U&'cl\00E9'"), "{hint}");
+    assert!(hint.contains(r"\00E9 in U&'...'"), "{hint}");
     let keys: i64 = one(&mut l, "SELECT count(*) FROM platform.pii_key");
     assert_eq!(keys, 0);
     // ASCII is the same in both encodings.
