@@ -18,9 +18,10 @@ pub trait SqlError: std::fmt::Display {
 
 /// Raise `err` as a PostgreSQL ERROR; the current transaction (or subtransaction) aborts.
 pub fn raise<E: SqlError>(err: E) -> ! {
-    let mut report = ErrorReport::new(err.sqlstate(), err.to_string(), "pg_platform");
+    let message = crate::sql::message_text(err.to_string());
+    let mut report = ErrorReport::new(err.sqlstate(), message, "pg_platform");
     if let Some(hint) = err.hint() {
-        report = report.set_hint(hint);
+        report = report.set_hint(crate::sql::message_text(hint));
     }
     report.report(PgLogLevel::ERROR);
     unreachable!("ereport(ERROR) returned")

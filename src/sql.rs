@@ -369,6 +369,25 @@ pub fn unicode_escaped(s: &str) -> String {
     out
 }
 
+/// Text for an ERROR's message, detail or hint. pgrx sends a Rust string's bytes as they
+/// are, which a database not in UTF-8 takes for its own encoding (`é` showed as `Ã©`);
+/// there, characters beyond ASCII are written as their Unicode escapes (`caf\00E9`)
+/// instead, which read the same in any client encoding.
+pub fn message_text(s: String) -> String {
+    if !converts(s.as_bytes()) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(&unicode_escaped(c.encode_utf8(&mut [0; 4])));
+        }
+    }
+    out
+}
+
 /// Checks that `bytes`, text in the database's encoding, mean the same as UTF-8.
 ///
 /// # Safety

@@ -1163,14 +1163,17 @@ fn a_latin1_databases_text_is_recorded_as_it_is() {
         run(&mut l, sql);
     }
     // A name that is not the column's is refused and the trigger keeps its exclusions.
-    // (The message's non-ASCII text comes out garbled outside UTF-8: pgrx reports it as
-    // UTF-8 bytes, which PostgreSQL takes for the database's encoding.)
+    // The message names them with their non-ASCII characters as Unicode escapes: sent as
+    // UTF-8 they came out garbled (`piÃ©ce`), PostgreSQL taking them for LATIN1.
     let (code, message) = expect_error(
         &mut l,
         "SELECT platform.audit_table('café', exclude_columns => '{piéce}')",
     );
     assert_eq!(code, "42703", "{message}");
-    assert!(message.contains("does not exist"), "{message}");
+    assert!(
+        message.contains(r#"column "pi\00E9ce" of public."caf\00E9" does not exist"#),
+        "{message}"
+    );
     assert_eq!(
         one::<String>(
             &mut l,

@@ -565,7 +565,7 @@ fn refuse_block(outcome: &Outcome) -> ! {
         ),
         "pg_platform",
     )
-    .set_detail(outcome.reasons.join("; "))
+    .set_detail(crate::sql::message_text(outcome.reasons.join("; ")))
     .set_hint("Review the payment, or adjust platform.fraud_rules if the block is wrong.");
     report.report(PgLogLevel::ERROR);
     unreachable!("ereport(ERROR) returned")
