@@ -658,13 +658,13 @@ mod integration {
             (r.get(0), r.get(1))
         };
         // The writer deletes and adds rows while the chunks run: each chunk takes the next
-        // 300 keys and the first that is not followed by more rows ends the backfill, so
-        // the chunks are as many as the snapshot's rows fill.
-        assert!(chunks >= 3, "{chunks} chunks for about 1000 rows");
-        assert_eq!(
-            i64::from(chunks),
-            ((rows + 299) / 300).max(1),
-            "{rows} rows in chunks of 300"
+        // 300 keys and the first that is not followed by more rows ends the backfill. A
+        // chunk's key that the writer changed meanwhile lands as the change, not as a
+        // snapshot row, so the rows counted may fill fewer chunks than were read (867
+        // rows from 4 chunks in one run); the table never holds more than 1 050 rows.
+        assert!(
+            ((rows + 299) / 300).max(3) <= i64::from(chunks) && chunks <= 4,
+            "{chunks} chunks of 300 for {rows} snapshot rows"
         );
         let mut changes = lake_changes(&lake, "lake_bf");
         let snapshot_rows = changes.iter().filter(|r| r.2 == "r").count() as i64;
