@@ -354,19 +354,14 @@ impl crate::error::SqlError for UnconvertedTextError {
     }
 }
 
-/// `s` with each character beyond ASCII as a Unicode escape (`\00E9`, `\+01F600`): what a
-/// `U&'...'` literal takes, and ASCII, so a message in any encoding shows it as written.
-pub fn unicode_escaped(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            c if c.is_ascii() => out.push(c),
-            c if (c as u32) <= 0xFFFF => out.push_str(&format!("\\{:04X}", c as u32)),
-            c => out.push_str(&format!("\\+{:06X}", c as u32)),
-        }
+/// `c`, a character beyond ASCII, as the Unicode escape a `U&'...'` literal takes (`\00E9`,
+/// `\+01F600`): ASCII, so a message in any encoding shows it as written.
+pub fn unicode_escape(c: char) -> String {
+    if (c as u32) <= 0xFFFF {
+        format!("\\{:04X}", c as u32)
+    } else {
+        format!("\\+{:06X}", c as u32)
     }
-    out
 }
 
 /// Text for an ERROR's message, detail or hint. pgrx sends a Rust string's bytes as they
@@ -382,7 +377,7 @@ pub fn message_text(s: String) -> String {
         if c.is_ascii() {
             out.push(c);
         } else {
-            out.push_str(&unicode_escaped(c.encode_utf8(&mut [0; 4])));
+            out.push_str(&unicode_escape(c));
         }
     }
     out
@@ -406,7 +401,7 @@ unsafe fn unconverted(bytes: &[u8]) -> String {
         crate::error::raise(UnconvertedTextError::NotAscii {
             code_point: c as u32,
             position: position + 1,
-            escape: unicode_escaped(c.encode_utf8(&mut [0; 4])),
+            escape: unicode_escape(c),
             encoding,
         });
     }
@@ -697,15 +692,25 @@ pub fn quote_ident(name: &str) -> String {
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
-    use super::{read, unicode_escaped, ServerJsonB};
+    use super::{read, unicode_escape, ServerJsonB};
     use pgrx::prelude::*;
 
-    /// The escapes an error shows a value in are what a U& literal reads back.
+    /// The escapes an error shows characters in are what a U& literal reads back.
     #[pg_test]
     fn unicode_escapes_are_what_u_amp_literals_take() {
-        assert_eq!(unicode_escaped("clé"), r"cl\00E9");
-        assert_eq!(unicode_escaped(r"a\b 😀"), r"a\\b \+01F600");
-        let back = read::<String>(&format!("SELECT U&'{}'", unicode_escaped("Zürich 😀")), &[]);
+        assert_eq!(unicode_escape('é'), r"\00E9");
+        assert_eq!(unicode_escape('😀'), r"\+01F600");
+        let escaped: String = "Zürich 😀"
+            .chars()
+            .map(|c| {
+                if c.is_ascii() {
+                    c.to_string()
+                } else {
+                    unicode_escape(c)
+                }
+            })
+            .collect();
+        let back = read::<String>(&format!("SELECT U&'{escaped}'"), &[]);
         assert_eq!(back.as_deref(), Some("Zürich 😀"));
     }
 
